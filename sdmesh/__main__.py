@@ -1,0 +1,5 @@
+"""Allow ``python -m sdmesh``."""
+
+from sdmesh.cli.main import main
+
+main()

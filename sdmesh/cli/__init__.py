@@ -1,0 +1,1 @@
+"""The ``sdmesh`` command line (click)."""
