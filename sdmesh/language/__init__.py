@@ -1,0 +1,146 @@
+"""The SmartFrog description language: parse, resolve, check and print descriptors.
+
+Entry points are :func:`resolve_file` and :func:`resolve_text`; both return a
+:class:`ResolvedDescriptor` or raise :class:`DescriptorError` carrying every located error.
+Nothing here does I/O beyond reading the descriptor and its includes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdmesh.language.loader import Loader
+from sdmesh.language.parser import NestingTooDeep
+from sdmesh.language.render import to_json, to_sf
+from sdmesh.language.resolver import Resolver
+from sdmesh.language.schema import SchemaChecker
+from sdmesh.language.source import (
+    DescriptorError,
+    Diagnostic,
+    Location,
+    Reporter,
+    TooManyErrors,
+)
+from sdmesh.language.values import ComponentDescription
+
+__all__ = [
+    "ComponentDescription",
+    "DescriptorError",
+    "Diagnostic",
+    "ResolvedDescriptor",
+    "resolve_file",
+    "resolve_text",
+]
+
+
+@dataclass
+class ResolvedDescriptor:
+    """A resolved ``sfConfig`` tree, ready to deploy, plus any warnings."""
+
+    name: str
+    root: ComponentDescription
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def to_json(self) -> object:
+        return to_json(self.root)
+
+    def to_sf(self) -> str:
+        return to_sf(self.root)
+
+    def digest(self) -> str:
+        """A stable hash of the resolved tree: equal descriptors deploy equal pools."""
+        return hashlib.sha256(self.to_sf().encode()).hexdigest()
+
+
+def resolve_file(
+    path: str | Path,
+    include_dirs: Sequence[Path] = (),
+    properties: Mapping[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> ResolvedDescriptor:
+    reporter = Reporter()
+    loader = Loader(reporter, list(include_dirs))
+    return _resolve(str(path), reporter, lambda: loader.load_file(path), properties, environment)
+
+
+def resolve_text(
+    text: str,
+    name: str = "<descriptor>",
+    include_dirs: Sequence[Path] = (),
+    properties: Mapping[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ResolvedDescriptor:
+    reporter = Reporter()
+    loader = Loader(reporter, list(include_dirs), cwd)
+    return _resolve(name, reporter, lambda: loader.load_text(name, text), properties, environment)
+
+
+def _resolve(
+    name: str,
+    reporter: Reporter,
+    load: object,
+    properties: Mapping[str, str] | None,
+    environment: Mapping[str, str] | None,
+) -> ResolvedDescriptor:
+    assert callable(load)
+    config: ComponentDescription | None = None
+    try:
+        root = load()
+        if root is None:  # unreadable, binary or oversized: nothing to resolve
+            raise DescriptorError(reporter.diagnostics)
+        assert isinstance(root, ComponentDescription)
+        resolver = Resolver(reporter, properties, environment)
+        resolver.type_tree(root)
+        resolver.place_tree(root)
+        config = _select_sfconfig(root, reporter)
+        if config is not None:
+            resolver.link_tree(config)
+            SchemaChecker(resolver, reporter).check_tree(config)
+            _strip_temporary(config)
+    except TooManyErrors:
+        pass
+    except NestingTooDeep:
+        pass
+    except RecursionError:
+        reporter.diagnostics.append(
+            Diagnostic("error", f"{name}: structure nested too deeply to process", None)
+        )
+        reporter.error_count += 1
+    reporter.raise_if_failed()
+    assert config is not None
+    config.parent = None  # at run time ROOT is the deployed sfConfig (the moving ROOT)
+    warnings = [d for d in reporter.sorted() if d.severity != "error"]
+    return ResolvedDescriptor(name, config, warnings)
+
+
+def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> ComponentDescription | None:
+    attr = root.attrs.get("sfConfig")
+    if attr is None:
+        reporter.error(
+            "no sfConfig: a descriptor deploys its top-level 'sfConfig' component "
+            "(e.g. sfConfig extends Compound { ... })",
+            Location(root.location.source, 0),
+        )
+        return None
+    if not isinstance(attr.value, ComponentDescription):
+        reporter.error(
+            "sfConfig must be a component description (sfConfig extends ... { })", attr.location
+        )
+        return None
+    return attr.value
+
+
+def _strip_temporary(cd: ComponentDescription) -> None:
+    """Drop ``[sfTemp]`` attributes: they exist only during resolution."""
+    stack = [cd]
+    while stack:
+        node = stack.pop()
+        for name in [n for n, a in node.attrs.items() if "sfTemp" in a.tags]:
+            del node.attrs[name]
+        stack.extend(
+            a.value for a in node.attrs.values() if isinstance(a.value, ComponentDescription)
+        )

@@ -1,0 +1,652 @@
+"""The resolution phases, in SmartFrog's order (shared/spec/sf-language.md §4, §6, §7).
+
+1. **type**: expand every ``extends`` over the whole file. Prototypes are merged left to right;
+   an attribute that already exists keeps its position and takes the new value; tags are
+   unioned. Prototype references resolve from the description being built (which is empty at
+   that moment), so effectively from its enclosing scope.
+2. **place**: move ``a:b:name value`` attributes into their targets, repeating passes while
+   one succeeds.
+3. **function** is folded into link: a description carrying ``phase.function`` is applied
+   when the link phase reaches it.
+4. **sfConfig**: only ``sfConfig`` is link-resolved; the rest are building blocks.
+5. **link**: eager references are replaced by their values where the attribute has landed;
+   LAZY ones are kept for run time, and a link through a LAZY value becomes LAZY itself.
+
+The resolver is pure: it takes a parsed ROOT description and returns the resolved
+``sfConfig`` or collects located errors.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from sdmesh.language import functions
+from sdmesh.language.source import Location, Reporter
+from sdmesh.language.values import (
+    NULL,
+    TBD,
+    Apply,
+    Attr,
+    ComponentDescription,
+    Placement,
+    Reference,
+)
+
+CD = ComponentDescription
+
+#: Longest chain of references or prototypes followed before giving up (guards the stack).
+MAX_CHAIN = 200
+
+#: Attributes the runtime adds to every component; LAZY links to them are not typos.
+RUNTIME_ATTRIBUTES: Final = frozenset(
+    {"sfHost", "sfProcess", "sfParent", "sfProcessComponentName", "sfCompleteName", "sfPool"}
+)
+
+
+class _Poison:
+    """Stands for a value whose resolution already failed, so errors don't cascade."""
+
+    def __repr__(self) -> str:
+        return "<error>"
+
+
+POISON: Final = _Poison()
+
+
+class ResolveFailure(Exception):
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+
+def default_properties() -> dict[str, str]:
+    """What ``PROPERTY`` references see: Java's well-known system properties, mapped."""
+    return {
+        "user.name": os.environ.get("USER", "root"),
+        "user.home": os.path.expanduser("~"),
+        "user.dir": os.getcwd(),
+        "os.name": "Linux",
+        "os.arch": os.uname().machine,
+        "file.separator": "/",
+        "path.separator": ":",
+        "line.separator": "\n",
+        "java.io.tmpdir": os.environ.get("TMPDIR", "/tmp"),
+        "host.name": socket.gethostname(),
+    }
+
+
+def is_lazy(value: object) -> bool:
+    t = type(value)
+    if t is Reference:
+        assert isinstance(value, Reference)
+        return value.lazy
+    if t is Apply:
+        assert isinstance(value, Apply)
+        return value.lazy
+    return False
+
+
+class Resolver:
+    """Runs the phases over one ROOT description."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        properties: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.reporter = reporter
+        self.properties = dict(default_properties())
+        if properties:
+            self.properties.update(properties)
+        self.environment = os.environ if environment is None else environment
+        self._typing: list[CD] = []
+        # Attributes being linked right now (ids are safe: these objects are alive).
+        self._linking: list[tuple[CD, str]] = []
+        self._linking_keys: set[tuple[int, str]] = set()
+
+    # ======================================================================== type phase
+    def type_tree(self, cd: CD) -> None:
+        """Type-resolve ``cd`` and everything nested in it (idempotent)."""
+        if cd.complete:
+            return
+        cd.complete = True
+        self.ensure_typed(cd)
+        for attr in list(cd.attrs.values()):
+            self._type_value(attr.value)
+        for placement in cd.placements:
+            self._type_value(placement.attr.value)
+
+    def _type_value(self, value: object) -> None:
+        t = type(value)
+        if t is CD:
+            assert isinstance(value, CD)
+            self.type_tree(value)
+        elif t is Apply:
+            assert isinstance(value, Apply)
+            self.type_tree(value.args)
+        elif t is list:
+            assert isinstance(value, list)
+            for item in value:
+                self._type_value(item)
+
+    def ensure_typed(self, cd: CD) -> None:
+        """Merge ``cd``'s prototypes into its attributes."""
+        prototypes = cd.prototypes
+        if prototypes is None:
+            return
+        if len(self._typing) >= MAX_CHAIN:
+            self.reporter.error(f"extends chain longer than {MAX_CHAIN}", cd.location)
+            cd.prototypes = None
+            return
+        self._typing.append(cd)
+        try:
+            attrs: dict[str, Attr] = {}
+            placements: list[Placement] = []
+            for prototype in prototypes:
+                if type(prototype) is CD:  # a body: its children are already parented to cd
+                    assert isinstance(prototype, CD)
+                    self._merge(cd, attrs, prototype.attrs, copy=False)
+                    placements.extend(prototype.placements)
+                    continue
+                assert isinstance(prototype, Reference)
+                target = self._resolve_prototype(prototype, cd)
+                if target is None:
+                    continue
+                self.type_tree(target)
+                self._merge(cd, attrs, target.attrs, copy=True)
+                placements.extend(
+                    Placement(p.path, p.name, copy_attr(p.attr, cd)) for p in target.placements
+                )
+            cd.attrs = attrs
+            cd.placements = placements
+            cd.prototypes = None
+        finally:
+            self._typing.pop()
+
+    def _merge(self, cd: CD, attrs: dict[str, Attr], new: dict[str, Attr], copy: bool) -> None:
+        for name, attr in new.items():
+            if copy:
+                attr = copy_attr(attr, cd)
+            old = attrs.get(name)
+            if old is not None:
+                if "sfFinal" in old.tags:
+                    self.reporter.error(
+                        f"cannot override final attribute '{name}'",
+                        attr.location,
+                        (("declared [sfFinal] here", old.location),),
+                    )
+                    continue
+                if not old.tags <= attr.tags:
+                    attr = Attr(attr.value, old.tags | attr.tags, attr.location)
+            attrs[name] = attr
+
+    def _resolve_prototype(self, reference: Reference, cd: CD) -> CD | None:
+        try:
+            target = self._walk(reference, cd, linking=False)
+        except ResolveFailure as failure:
+            self.reporter.error(
+                f"cannot extend {reference.path()}: {failure.message}", reference.location
+            )
+            return None
+        if type(target) is not CD:
+            described = functions.type_name(target)
+            self.reporter.error(
+                f"cannot extend {reference.path()}: it is a {described}, not a component "
+                "description",
+                reference.location,
+            )
+            return None
+        assert isinstance(target, CD)
+        if target in self._typing:
+            chain = " -> ".join(c.path() for c in self._typing[self._typing.index(target) :])
+            self.reporter.error(f"cyclic extends: {chain} -> {target.path()}", reference.location)
+            return None
+        if target is cd or any(ancestor is target for ancestor in cd.ancestors()):
+            self.reporter.error(
+                f"cyclic extends: {reference.path()} contains the description extending it",
+                reference.location,
+            )
+            return None
+        return target
+
+    # ======================================================================= place phase
+    def place_tree(self, root: CD) -> None:
+        pending: list[tuple[CD, Placement]] = []
+        self._collect_placements(root, pending)
+        while pending:
+            remaining: list[tuple[CD, Placement]] = []
+            for holder, placement in pending:
+                target = _follow_here(holder, placement.path)
+                if target is None:
+                    remaining.append((holder, placement))
+                else:
+                    self._place(target, placement)
+            if len(remaining) == len(pending):
+                for holder, placement in remaining:
+                    self._report_unplaceable(holder, placement)
+                return
+            pending = remaining
+
+    def _collect_placements(self, cd: CD, out: list[tuple[CD, Placement]]) -> None:
+        out.extend((cd, placement) for placement in cd.placements)
+        cd.placements = []
+        for attr in cd.attrs.values():
+            if type(attr.value) is CD:
+                assert isinstance(attr.value, CD)
+                self._collect_placements(attr.value, out)
+        for _, placement in list(out):
+            value = placement.attr.value
+            if type(value) is CD and value.placements:
+                assert isinstance(value, CD)
+                self._collect_placements(value, out)
+
+    def _place(self, target: CD, placement: Placement) -> None:
+        attr = placement.attr
+        old = target.attrs.get(placement.name)
+        if old is not None:
+            if "sfFinal" in old.tags:
+                self.reporter.error(
+                    f"cannot place into final attribute '{placement.name}'",
+                    attr.location,
+                    (("declared [sfFinal] here", old.location),),
+                )
+                return
+            if not old.tags <= attr.tags:
+                attr = Attr(attr.value, old.tags | attr.tags, attr.location)
+        value = attr.value
+        if type(value) is CD:
+            assert isinstance(value, CD)
+            value.parent = target
+        elif type(value) is Apply:
+            assert isinstance(value, Apply)
+            value.args.parent = target
+        target.attrs[placement.name] = attr
+
+    def _report_unplaceable(self, holder: CD, placement: Placement) -> None:
+        node = holder
+        for index, step in enumerate(placement.path):
+            attr = node.attrs.get(step)
+            so_far = ":".join(placement.path[: index + 1])
+            if attr is None:
+                message = f"'{so_far}' does not exist here"
+                break
+            if type(attr.value) is not CD:
+                message = f"'{so_far}' is a {functions.type_name(attr.value)}, not a component"
+                break
+            assert isinstance(attr.value, CD)
+            node = attr.value
+        else:  # pragma: no cover - a placeable path would have been placed
+            message = "target not found"
+        full = ":".join((*placement.path, placement.name))
+        self.reporter.error(f"cannot place '{full}': {message}", placement.attr.location)
+
+    # ======================================================================== link phase
+    def link_tree(self, cd: CD) -> None:
+        """Resolve every eager reference and function in ``cd`` and below, in order."""
+        stack = [cd]
+        while stack:
+            node = stack.pop()
+            children: list[CD] = []
+            for name in list(node.attrs):
+                value = self.value_of(node, name)
+                if type(value) is CD:
+                    assert isinstance(value, CD)
+                    children.append(value)
+                elif type(value) is TBD:
+                    self._report_tbd(node, name, value)
+                elif is_lazy(value):
+                    self._check_lazy(node, name, value)
+            stack.extend(reversed(children))
+
+    def value_of(self, cd: CD, name: str) -> object:
+        """The linked value of ``cd``'s attribute ``name``, resolving it once and in place."""
+        attr = cd.attrs[name]
+        value = attr.value
+        t = type(value)
+        if t is Reference:
+            assert isinstance(value, Reference)
+            if value.lazy or value.data:
+                return value
+            result = self._guarded(cd, name, lambda: self._link_reference(value, cd))
+        elif t is Apply:
+            assert isinstance(value, Apply)
+            if value.lazy:
+                return value
+            result = self._guarded(cd, name, lambda: self._apply(value, cd))
+        elif t is CD:
+            assert isinstance(value, CD)
+            if "phase.function" not in value.attrs:
+                return value
+            result = self._guarded(cd, name, lambda: self._apply_template(value, cd))
+        elif t is list:
+            assert isinstance(value, list)
+            result = self._guarded(cd, name, lambda: self._link_vector(value, cd))
+        else:
+            return value
+        if result is not value:
+            cd.attrs[name] = attr.with_value(result)
+        return result
+
+    def _guarded(self, cd: CD, name: str, compute: Callable[[], object]) -> object:
+        key = (id(cd), name)
+        if key in self._linking_keys:
+            start = next(i for i, (c, n) in enumerate(self._linking) if c is cd and n == name)
+            shown = " -> ".join(n for _, n in self._linking[start:]) + f" -> {name}"
+            raise ResolveFailure(f"cyclic reference: {shown}")
+        if len(self._linking) >= MAX_CHAIN:
+            raise ResolveFailure(f"reference chain longer than {MAX_CHAIN} links")
+        self._linking.append((cd, name))
+        self._linking_keys.add(key)
+        try:
+            return compute()
+        except ResolveFailure as failure:
+            if len(self._linking) > 1:
+                raise  # report once, at the outermost attribute being linked
+            location = failure.location or cd.attrs[name].location
+            self.reporter.error(failure.message, location)
+            return POISON
+        finally:
+            self._linking.pop()
+            self._linking_keys.discard(key)
+
+    def _link_reference(self, reference: Reference, holder: CD) -> object:
+        try:
+            result = self._walk(reference, holder, linking=True)
+        except ResolveFailure as failure:
+            if failure.message.startswith("cyclic reference"):
+                raise
+            if reference.optional:
+                return reference.default if reference.has_default else NULL
+            raise ResolveFailure(
+                f"cannot resolve {reference.canonical()}: {failure.message}",
+                failure.location or reference.location,
+            ) from None
+        if result is POISON:
+            return POISON
+        if is_lazy(result):
+            return reference.as_lazy()
+        if type(result) is TBD:
+            assert isinstance(result, TBD)
+            raise ResolveFailure(
+                f"{reference.canonical()} refers to a TBD value (declared at {result.location}); "
+                "give it a value",
+                reference.location,
+            )
+        if type(result) is CD:
+            assert isinstance(result, CD)
+            # A link to a description copies it (SmartFrog); the copy links where it lands.
+            copied = copy_cd(result, holder)
+            self.type_tree(copied)
+            return copied
+        return result
+
+    def _link_vector(self, items: list[object], holder: CD) -> object:
+        changed = False
+        result: list[object] = []
+        for item in items:
+            t = type(item)
+            new = item
+            if t is Reference:
+                assert isinstance(item, Reference)
+                if not (item.lazy or item.data):
+                    new = self._link_reference(item, holder)
+            elif t is Apply:
+                assert isinstance(item, Apply)
+                if not item.lazy:
+                    new = self._apply(item, holder)
+            elif t is list:
+                assert isinstance(item, list)
+                new = self._link_vector(item, holder)
+            changed = changed or new is not item
+            result.append(new)
+        return result if changed else items
+
+    def _apply(self, apply: Apply, holder: CD) -> object:
+        args = apply.args
+        args.parent = holder
+        function_name = apply.function
+        if function_name == "APPLY":
+            named = args.get("sfFunctionClass")
+            if not isinstance(named, str):
+                raise ResolveFailure("APPLY needs an sfFunctionClass string", apply.location)
+            function_name = named
+        return self._evaluate(function_name, args, apply.location, apply)
+
+    def _apply_template(self, description: CD, holder: CD) -> object:
+        function_name = description.get("sfFunctionClass")
+        if not isinstance(function_name, str):
+            raise ResolveFailure(
+                "a function description needs an sfFunctionClass string", description.location
+            )
+        if description.get("sfFunctionLazy") is True:  # evaluate at run time
+            return Apply(function_name, description, description.location, lazy=True)
+        return self._evaluate(function_name, description, description.location, None)
+
+    def _evaluate(
+        self, function_name: str, args: CD, location: Location, apply: Apply | None
+    ) -> object:
+        function = functions.lookup(function_name)
+        if function is None:
+            raise ResolveFailure(f"unknown function '{function_name}'", location)
+        values: list[tuple[str, object]] = []
+        lazy = False
+        for name in list(args.attrs):
+            if name in functions.CONTROL_ATTRIBUTES:
+                continue
+            value = self.value_of(args, name)
+            if value is POISON:
+                return POISON
+            if is_lazy(value):
+                lazy = True
+            values.append((name, value))
+        if lazy:
+            # A function with a LAZY argument is evaluated at run time (LAZY propagation).
+            return Apply(apply.function if apply else function_name, args, location, lazy=True)
+        try:
+            return function(values)
+        except functions.FunctionError as exc:
+            raise ResolveFailure(str(exc), location) from None
+
+    # ==================================================================== reference walk
+    def _walk(self, reference: Reference, holder: CD, linking: bool) -> object:
+        """Follow ``reference`` from ``holder``; in the type phase values are not linked."""
+        value: object = holder
+        parts = reference.parts
+        last = len(parts) - 1
+        for index, part in enumerate(parts):
+            kind = part.kind
+            if kind in ("PROPERTY", "IPROPERTY", "ENVPROPERTY", "IENVPROPERTY"):
+                if index != last:
+                    raise ResolveFailure(f"{kind} must be the last part of a reference")
+                return self._property(kind, part.name or "")
+            if kind in ("HOST", "PROCESS"):
+                if reference.lazy:
+                    return reference
+                raise ResolveFailure(
+                    f"{kind} references name live daemons and resolve only at run time; "
+                    f"write LAZY {reference.path()}"
+                )
+            if kind == "CONSTANT":
+                raise ResolveFailure("CONSTANT names a Java static field; sdmesh has no Java")
+            if type(value) is not CD:
+                so_far = ":".join(str(p) for p in parts[:index])
+                raise ResolveFailure(
+                    f"'{so_far}' is a {functions.type_name(value)}, not a component"
+                )
+            assert isinstance(value, CD)
+            node = value
+            if not linking:
+                self._typed_for_lookup(node)
+            if kind == "ATTRIB":
+                name = part.name or ""
+                owner: CD | None = node
+                while owner is not None:
+                    if not linking:
+                        self._typed_for_lookup(owner)
+                    if name in owner.attrs:
+                        break
+                    owner = owner.parent
+                if owner is None:
+                    raise ResolveFailure(f"no attribute '{name}' is visible from here")
+                value = self._get(owner, name, linking)
+            elif kind == "HERE":
+                name = part.name or ""
+                if name not in node.attrs:
+                    raise ResolveFailure(f"'{node_label(node)}' has no attribute '{name}'")
+                value = self._get(node, name, linking)
+            elif kind == "PARENT":
+                if node.parent is None:
+                    raise ResolveFailure("PARENT of the top-level description")
+                value = node.parent
+            elif kind == "ROOT":
+                value = node.root()
+            elif kind == "THIS":
+                value = node
+            if value is POISON:
+                return POISON
+            if index != last and is_lazy(value):
+                return reference.as_lazy()
+        return value
+
+    def _typed_for_lookup(self, node: CD) -> None:
+        """Type ``node`` before looking into it, unless it is being built right now (then
+        its attributes are still empty, and the lookup goes on to its containers)."""
+        if node.prototypes is not None and node not in self._typing:
+            self.ensure_typed(node)
+
+    def _get(self, owner: CD, name: str, linking: bool) -> object:
+        if linking:
+            return self.value_of(owner, name)
+        value = owner.attrs[name].value
+        if type(value) is Reference:
+            assert isinstance(value, Reference)
+            if not (value.lazy or value.data):
+                key = (id(owner), name)
+                if key in self._linking_keys or len(self._linking) >= MAX_CHAIN:
+                    raise ResolveFailure(f"cyclic or too long chain of links through '{name}'")
+                self._linking.append((owner, name))
+                self._linking_keys.add(key)
+                try:
+                    return self._walk(value, owner, linking=False)
+                finally:
+                    self._linking.pop()
+                    self._linking_keys.discard(key)
+        return value
+
+    def _property(self, kind: str, name: str) -> object:
+        source = self.properties if kind in ("PROPERTY", "IPROPERTY") else self.environment
+        if name not in source:
+            where = "property" if kind in ("PROPERTY", "IPROPERTY") else "environment variable"
+            raise ResolveFailure(f"{where} '{name}' is not set")
+        text = source[name]
+        if kind.startswith("I"):
+            try:
+                return int(text)
+            except ValueError:
+                raise ResolveFailure(f"{kind} {name}: '{text}' is not an integer") from None
+        return text
+
+    # =================================================================== checks & reports
+    def _report_tbd(self, cd: CD, name: str, value: TBD) -> None:
+        self.reporter.error(
+            f"'{name}' of {node_label(cd)} is TBD: it must be given a value",
+            cd.location,
+            (("declared TBD here", value.location),),
+        )
+        cd.attrs[name] = cd.attrs[name].with_value(POISON)
+
+    def _check_lazy(self, cd: CD, name: str, value: object) -> None:
+        """Warn about a LAZY link whose first name exists nowhere: almost surely a typo."""
+        if type(value) is not Reference:
+            return
+        assert isinstance(value, Reference)
+        first = value.parts[0]
+        if first.kind != "ATTRIB" or first.name in RUNTIME_ATTRIBUTES:
+            return
+        node: CD | None = cd
+        while node is not None:
+            if first.name in node.attrs:
+                return
+            node = node.parent
+        self.reporter.warning(
+            f"LAZY {value.path()} (attribute '{name}' of {node_label(cd)}) names nothing "
+            f"visible from here; it will fail at run time unless '{first.name}' appears then",
+            value.location,
+        )
+
+
+# ============================================================================ helpers
+def node_label(cd: CD) -> str:
+    return cd.path()
+
+
+def _follow_here(holder: CD, path: tuple[str, ...]) -> CD | None:
+    node = holder
+    for step in path:
+        attr = node.attrs.get(step)
+        if attr is None or type(attr.value) is not CD:
+            return None
+        assert isinstance(attr.value, CD)
+        node = attr.value
+    return node
+
+
+def copy_attr(attr: Attr, parent: CD) -> Attr:
+    """Copy an attribute for another description: immutable values are shared."""
+    value = attr.value
+    t = type(value)
+    if t is CD:
+        assert isinstance(value, CD)
+        return Attr(copy_cd(value, parent), attr.tags, attr.location)
+    if t is Apply:
+        assert isinstance(value, Apply)
+        return Attr(_copy_apply(value, parent), attr.tags, attr.location)
+    if t is list:
+        assert isinstance(value, list)
+        copied = _copy_list(value, parent)
+        if copied is not value:
+            return Attr(copied, attr.tags, attr.location)
+    return attr
+
+
+def copy_cd(source: CD, parent: CD | None) -> CD:
+    """Deep-copy a typed description under a new parent."""
+    copy = CD(source.location, parent, source.eager)
+    copy.extends = source.extends
+    copy.prototypes = source.prototypes
+    copy.complete = source.complete
+    copy.attrs = {name: copy_attr(attr, copy) for name, attr in source.attrs.items()}
+    if source.placements:
+        copy.placements = [
+            Placement(p.path, p.name, copy_attr(p.attr, copy)) for p in source.placements
+        ]
+    return copy
+
+
+def _copy_apply(apply: Apply, parent: CD) -> Apply:
+    return Apply(apply.function, copy_cd(apply.args, parent), apply.location, apply.lazy)
+
+
+def _copy_list(items: list[object], parent: CD) -> list[object]:
+    if not any(type(item) in (Apply, list, CD) for item in items):
+        return items
+    result: list[object] = []
+    for item in items:
+        t = type(item)
+        if t is Apply:
+            assert isinstance(item, Apply)
+            result.append(_copy_apply(item, parent))
+        elif t is list:
+            assert isinstance(item, list)
+            result.append(_copy_list(item, parent))
+        elif t is CD:
+            assert isinstance(item, CD)
+            result.append(copy_cd(item, parent))
+        else:
+            result.append(item)
+    return result
