@@ -8,6 +8,7 @@ Nothing here does I/O beyond reading the descriptor and its includes.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from sdmesh.language.source import (
     TooManyErrors,
 )
 from sdmesh.language.values import ComponentDescription
+
+RECURSION_LIMIT = 10_000
 
 __all__ = [
     "ComponentDescription",
@@ -88,6 +91,10 @@ def _resolve(
 ) -> ResolvedDescriptor:
     assert callable(load)
     config: ComponentDescription | None = None
+    # Chains of links and prototypes recurse a few frames per step; the guards (MAX_CHAIN,
+    # MAX_NESTING) stop hostile input well below this limit.
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
     try:
         root = load()
         if root is None:  # unreadable, binary or oversized: nothing to resolve
@@ -110,6 +117,8 @@ def _resolve(
             Diagnostic("error", f"{name}: structure nested too deeply to process", None)
         )
         reporter.error_count += 1
+    finally:
+        sys.setrecursionlimit(old_limit)
     reporter.raise_if_failed()
     assert config is not None
     config.parent = None  # at run time ROOT is the deployed sfConfig (the moving ROOT)

@@ -38,7 +38,7 @@ from sdmesh.language.values import (
 CD = ComponentDescription
 
 #: Longest chain of references or prototypes followed before giving up (guards the stack).
-MAX_CHAIN = 200
+MAX_CHAIN = 100
 
 #: Attributes the runtime adds to every component; LAZY links to them are not typos.
 RUNTIME_ATTRIBUTES: Final = frozenset(
