@@ -513,6 +513,10 @@ class Resolver:
                 return reference.as_lazy()
         return value
 
+    def walk_description(self, reference: Reference, holder: CD) -> object:
+        """Follow a reference through the descriptions as written (no linking)."""
+        return self._walk(reference, holder, linking=False)
+
     def _typed_for_lookup(self, node: CD) -> None:
         """Type ``node`` before looking into it, unless it is being built right now (then
         its attributes are still empty, and the lookup goes on to its containers)."""

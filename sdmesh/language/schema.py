@@ -136,10 +136,7 @@ class SchemaChecker:
                 assert isinstance(value, Reference)
                 if not value.data:
                     continue
-                try:
-                    target = self.resolver._walk(value, cd, linking=False)
-                except ResolveFailure:
-                    continue
+                target = self._data_target(value, cd)
             elif type(value) is CD:
                 target = value
             if type(target) is CD:
@@ -152,6 +149,22 @@ class SchemaChecker:
                         self._keep_alive.append(target)
                     found.append((name, entries))
         return found
+
+    def _data_target(self, reference: Reference, cd: CD) -> object:
+        parts = reference.parts
+        if len(parts) == 1 and parts[0].kind == "ATTRIB":  # the library's form: a plain name
+            name = parts[0].name
+            node: CD | None = cd
+            while node is not None:
+                attr = node.attrs.get(name or "")
+                if attr is not None:
+                    return attr.value
+                node = node.parent
+            return None
+        try:
+            return self.resolver.walk_description(reference, cd)
+        except ResolveFailure:
+            return None
 
     def check_tree(self, root: CD) -> None:
         stack = [root]
