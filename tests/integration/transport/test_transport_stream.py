@@ -1,0 +1,137 @@
+"""Sealed request/response over TCP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from sdmesh.transport.keyring import KEY_SIZE, Keyring
+from sdmesh.transport.seal import Channel
+from sdmesh.transport.security import TransportSecurity
+from sdmesh.transport.stream import StreamClient, StreamError, StreamServer, StreamTimeout
+
+K1, K2 = (bytes([n]) * KEY_SIZE for n in (1, 2))
+LOCAL = ("127.0.0.1", 0)
+SECURITY = TransportSecurity(Keyring([K1]))
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def echo(request: Any, peer: Any) -> Any:
+    if request == "fail":
+        raise RuntimeError("handler bug")
+    if request == "slow":
+        await asyncio.sleep(10)
+    return {"echo": request, "peer_port": peer[1]}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StreamServer]:
+    async with await StreamServer.start(LOCAL, SECURITY, echo, io_timeout=2.0) as srv:
+        yield srv
+
+
+async def test_a_one_megabyte_state_sync_round_trips(server: StreamServer) -> None:
+    state = {
+        "members": [{"name": f"host-{n}", "incarnation": n, "meta": "x" * 40} for n in range(5000)],
+        "blob": os.urandom(1024 * 1024),
+    }
+    reply = await StreamClient(SECURITY).request(server.local_address, state, timeout=10)
+    assert reply["echo"] == state
+    assert server.counters.total == 0
+
+
+async def test_many_requests_from_one_client(server: StreamServer) -> None:
+    client = StreamClient(SECURITY)
+    replies = await asyncio.gather(
+        *(client.request(server.local_address, n, timeout=5) for n in range(20))
+    )
+    assert [r["echo"] for r in replies] == list(range(20))
+
+
+async def test_the_wrong_key_gets_no_answer(server: StreamServer) -> None:
+    intruder = StreamClient(TransportSecurity(Keyring([K2])))
+    with pytest.raises(StreamError, match="without a response"):
+        await intruder.request(server.local_address, "hello", timeout=2)
+    assert server.counters.unknown_key == 1
+
+
+async def test_insecure_clients_are_refused_by_version(server: StreamServer) -> None:
+    with pytest.raises(StreamError):
+        await StreamClient(TransportSecurity.insecure()).request(
+            server.local_address, "hi", timeout=2
+        )
+    assert server.counters.bad_version == 1
+
+
+async def test_insecure_mode_round_trips() -> None:
+    plain = TransportSecurity.insecure()
+    async with await StreamServer.start(LOCAL, plain, echo) as srv:
+        reply = await StreamClient(plain).request(srv.local_address, [1, 2], timeout=2)
+    assert reply["echo"] == [1, 2]
+
+
+async def test_handler_failure_and_timeout(server: StreamServer) -> None:
+    client = StreamClient(SECURITY)
+    with pytest.raises(StreamError, match="without a response"):
+        await client.request(server.local_address, "fail", timeout=2)
+    with pytest.raises(StreamTimeout):
+        await client.request(server.local_address, "slow", timeout=0.2)
+
+
+async def test_connection_refused() -> None:
+    sock = socket.socket()
+    sock.bind(LOCAL)
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(StreamError, match="cannot connect"):
+        await StreamClient(SECURITY).request(("127.0.0.1", port), "x", timeout=2)
+
+
+async def raw_exchange(address: Any, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(*address[:2])
+    writer.write(payload)
+    writer.write_eof()  # one request only: the server answers, sees EOF, and hangs up
+    await writer.drain()
+    async with asyncio.timeout(2):
+        data = await reader.read()
+    writer.close()
+    return data
+
+
+async def test_replayed_requests_are_dropped(server: StreamServer) -> None:
+    codec = SECURITY.new_codec(max_frame=1 << 20)
+    frame = codec.seal("once", channel=Channel.STREAM_REQUEST, now=time.time())
+    framed = struct.pack(">I", len(frame)) + frame
+    assert await raw_exchange(server.local_address, framed) != b""
+    assert await raw_exchange(server.local_address, framed) == b""  # closed, no answer
+    assert server.counters.replay == 1
+
+
+async def test_an_oversize_announcement_is_cut_off() -> None:
+    async with await StreamServer.start(LOCAL, SECURITY, echo, max_frame=1000) as srv:
+        assert await raw_exchange(srv.local_address, struct.pack(">I", 1001)) == b""
+        assert srv.counters.oversize == 1
+        assert await raw_exchange(srv.local_address, struct.pack(">I", 5) + b"\x01abcd") == b""
+        assert srv.counters.malformed == 1
+
+
+async def test_connection_limit() -> None:
+    async with await StreamServer.start(LOCAL, SECURITY, echo, max_connections=1) as srv:
+        _, hog = await asyncio.open_connection(*srv.local_address[:2])
+        await eventually(lambda: len(srv._connections) == 1)
+        with pytest.raises(StreamError):
+            await StreamClient(SECURITY).request(srv.local_address, "x", timeout=2)
+        assert srv.counters.overload == 1
+        hog.close()
