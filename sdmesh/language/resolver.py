@@ -18,6 +18,7 @@ The resolver is pure: it takes a parsed ROOT description and returns the resolve
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -572,14 +573,19 @@ class Resolver:
         first = value.parts[0]
         if first.kind != "ATTRIB" or first.name in RUNTIME_ATTRIBUTES:
             return
+        visible: list[str] = []
         node: CD | None = cd
         while node is not None:
             if first.name in node.attrs:
                 return
+            visible.extend(node.attrs)
             node = node.parent
+        close = difflib.get_close_matches(first.name or "", visible, n=1, cutoff=0.75)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
         self.reporter.warning(
             f"LAZY {value.path()} (attribute '{name}' of {node_label(cd)}) names nothing "
-            f"visible from here; it will fail at run time unless '{first.name}' appears then",
+            f"visible from here; it will fail at run time unless '{first.name}' appears "
+            f"then{hint}",
             value.location,
         )
 

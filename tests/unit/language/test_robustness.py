@@ -33,11 +33,8 @@ def test_binary_garbage(tmp_path: Path) -> None:
     with pytest.raises(DescriptorError) as info:
         resolve_file(path)
     (diagnostic,) = info.value.errors
-    assert (
-        (diagnostic.location is not None
-        and "binary" in diagnostic.message)
-        or "UTF-8" in diagnostic.message
-    )
+    assert diagnostic.location is not None
+    assert "binary" in diagnostic.message or "UTF-8" in diagnostic.message
 
 
 def test_twenty_thousand_nested_braces() -> None:
