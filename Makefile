@@ -8,8 +8,10 @@ STAMPS := .make
 
 # Debian packages: building libvirt-python, and the tools the tests drive.
 APT_BUILD := python3-venv python3-dev gcc pkg-config libvirt-dev
+# Real guests under qemu:///system for tests/e2e (root only; skipped elsewhere).
+APT_E2E := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils tini
 
-.PHONY: all deps demo test lint typecheck unit bench clean distclean
+.PHONY: all deps demo test lint typecheck unit bench clean distclean e2e-host smoke-guest
 
 all: deps
 
@@ -29,9 +31,11 @@ $(BIN)/.installed: setup.cfg pyproject.toml $(STAMPS)/apt
 demo: deps
 	@scripts/demo
 
+PY_SCRIPTS := scripts/build-guest scripts/smoke-guest
+
 lint: deps
-	$(BIN)/ruff check sdmesh tests bench
-	$(BIN)/ruff format --check sdmesh tests bench
+	$(BIN)/ruff check sdmesh tests bench $(PY_SCRIPTS)
+	$(BIN)/ruff format --check sdmesh tests bench $(PY_SCRIPTS)
 
 typecheck: deps
 	$(BIN)/mypy
@@ -39,11 +43,22 @@ typecheck: deps
 unit: deps
 	$(BIN)/pytest -q tests/unit
 
-test: deps lint typecheck
+# libvirtd answering and the tiny guest built; idempotent, ~0.3 s once done.
+e2e-host: deps
+	@if [ "$$(id -u)" = 0 ]; then \
+	  scripts/apt-ensure $(APT_E2E) && scripts/start-libvirtd && scripts/build-guest --publish; \
+	else echo "e2e-host: not root: tests/e2e will skip"; fi
+
+smoke-guest: e2e-host
+	scripts/smoke-guest
+
+test: deps lint typecheck e2e-host
 	$(BIN)/pytest -q -ra
 
-bench: deps
+bench: deps e2e-host
 	$(BIN)/python bench/language_parse.py
+	$(BIN)/python bench/transport_seal.py
+	$(BIN)/python bench/guests_virsh_baseline.py
 
 clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
