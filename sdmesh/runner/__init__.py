@@ -1,0 +1,1 @@
+"""Running applications on this host: the asyncio driver of the lifecycle engine."""
