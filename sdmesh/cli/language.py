@@ -97,3 +97,50 @@ def show(
         click.echo(json.dumps(resolved.to_json(), indent=2))
     else:
         click.echo(resolved.to_sf(), nl=False)
+
+
+@click.command()
+@click.argument("component", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def describe(component: str | None, as_json: bool) -> None:
+    """List the built-in components, or show one component's attributes.
+
+    Attributes come from the component's schema: type, whether it is required, its default
+    and what it means.
+    """
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sdmesh.language import catalog
+
+    if component is None:
+        docs = catalog.components()
+        if as_json:
+            click.echo(json.dumps([{"name": d.name, "sfClass": d.sf_class} for d in docs]))
+            return
+        for doc in docs:
+            click.echo(f"{doc.name:<28} {doc.sf_class}")
+        return
+    try:
+        doc = catalog.describe(component)
+    except KeyError:
+        known = ", ".join(d.name for d in catalog.components())
+        click.echo(f"sdmesh: error: no component '{component}' (known: {known})", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps(asdict(doc)))
+        return
+    table = Table(title=f"{doc.name} ({doc.sf_class})")
+    for column in ("attribute", "type", "required", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for attribute in doc.attributes:
+        table.add_row(
+            attribute.name,
+            attribute.type,
+            "yes" if attribute.required else "",
+            attribute.default or "",
+            attribute.description,
+        )
+    Console().print(table)

@@ -10,7 +10,7 @@ import click
 from sdmesh import __version__
 from sdmesh.cli.common import EXIT_FAILURE
 from sdmesh.cli.keygen import keygen
-from sdmesh.cli.language import show, validate
+from sdmesh.cli.language import describe, show, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,7 @@ def cli(context: click.Context, debug: bool) -> None:
 
 cli.add_command(validate)
 cli.add_command(show)
+cli.add_command(describe)
 cli.add_command(keygen)
 
 

@@ -101,3 +101,16 @@ def test_defines_feed_property_references(tmp_path: Path) -> None:
     path.write_text("sfConfig extends { image PROPERTY base.image; }")
     result = sdmesh("show", "--json", "-D", "base.image=/srv/img.qcow2", str(path))
     assert json.loads(result.stdout) == {"image": "/srv/img.qcow2"}
+
+
+def test_describe_lists_components_and_their_schemas() -> None:
+    listing = json.loads(sdmesh("describe", "--json").stdout)
+    names = [item["name"] for item in listing]
+    assert {"XenDomain", "Parallel", "Qcow2OverlayBackend", "Scheduler"} <= set(names)
+    assert "PrimSchema" not in names
+    doc = json.loads(sdmesh("describe", "--json", "Qcow2OverlayBackend").stdout)
+    attributes = {a["name"]: a for a in doc["attributes"]}
+    assert attributes["baseImage"]["required"] and attributes["baseFormat"]["default"] == '"qcow2"'
+    assert doc["attributes"][0]["name"] == "baseImage"
+    unknown = sdmesh("describe", "Nope")
+    assert unknown.returncode == 2 and "known: " in unknown.stderr
