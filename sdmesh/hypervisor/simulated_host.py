@@ -1,0 +1,39 @@
+"""Simulated hosts for libvirt's test driver: ``test:///ABS/PATH/host.xml``.
+
+Each connection to such a URI gets its own private, in-memory host with the CPUs and memory
+the file declares, so one process can run many isolated "hypervisors" without a daemon.
+(``test:///default`` is shared by every connection of the process and ships a running
+8 GiB domain ``test`` on a 3 GiB host, which admission rightly refuses to add to.)
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def simulated_host_xml(*, cpus: int, memory_mib: int, mhz: int = 2000) -> str:
+    """A test-driver node description with the given capacity and no domains."""
+    if cpus < 1 or memory_mib < 1:
+        raise ValueError("a simulated host needs at least one CPU and 1 MiB of memory")
+    node = ET.Element("node")
+    cpu = ET.SubElement(node, "cpu")
+    for tag, value in (
+        ("mhz", mhz),
+        ("model", "x86_64"),
+        ("active", cpus),
+        ("nodes", 1),
+        ("sockets", 1),
+        ("cores", cpus),
+        ("threads", 1),
+    ):
+        ET.SubElement(cpu, tag).text = str(value)
+    ET.SubElement(node, "memory").text = str(memory_mib * 1024)  # KiB
+    return ET.tostring(node, encoding="unicode")
+
+
+def write_simulated_host(path: Path, *, cpus: int, memory_mib: int) -> str:
+    """Write the host file and return the libvirt URI that opens a private copy of it."""
+    path = path.resolve()
+    path.write_text(simulated_host_xml(cpus=cpus, memory_mib=memory_mib))
+    return f"test://{path}"
