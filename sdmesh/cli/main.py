@@ -11,6 +11,7 @@ from sdmesh import __version__
 from sdmesh.cli.common import EXIT_FAILURE
 from sdmesh.cli.keygen import keygen
 from sdmesh.cli.language import describe, show, validate
+from sdmesh.cli.run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ def cli(context: click.Context, debug: bool) -> None:
 
 cli.add_command(validate)
 cli.add_command(show)
+cli.add_command(run)
 cli.add_command(describe)
 cli.add_command(keygen)
 

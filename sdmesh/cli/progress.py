@@ -81,7 +81,7 @@ class Progress:
             self.components[change.path] = view
         view.state = change.state
         view.since = time.monotonic()
-        if change.record is not None and not change.record.normal:
+        if change.state is State.FAILED and change.record is not None:
             view.detail = change.record.description
         if self.json_lines:
             print(json.dumps(self.event(view)), file=self.stream, flush=True)

@@ -162,7 +162,10 @@ class Engine:
         if node.state is not State.TERMINATING:
             return
         record = node.record or TerminationRecord.normal_end("terminated", node.path)
-        self._set_state(node, State.TERMINATED if record.normal else State.FAILED)
+        # "failed" marks where a failure happened (and the application it ended); components
+        # torn down because of it elsewhere are merely "terminated".
+        own_failure = not record.normal and (record.source == node.path or node.parent is None)
+        self._set_state(node, State.FAILED if own_failure else State.TERMINATED)
         parent = node.parent
         if parent is None:
             self.ended = record

@@ -37,7 +37,10 @@ def test_deploy_failure_rolls_back_everything_in_reverse_order() -> None:
     assert sim.ops("deploy") == ["a", "b"]
     assert sim.ops("terminate") == ["b", "a"], "the failed child and what came before, reversed"
     assert sim.ended is not None and not sim.ended.normal and sim.ended.description == "disk full"
-    assert sim.state_of("sfConfig:c") is State.FAILED  # created, never deployed
+    assert sim.state_of("sfConfig:b") is State.FAILED  # where it happened
+    assert sim.state_of("sfConfig:a") is State.TERMINATED  # torn down because of it
+    assert sim.state_of("sfConfig:c") is State.TERMINATED  # created, never deployed
+    assert sim.state_of("sfConfig") is State.FAILED  # and the application it ended
 
 
 def test_sync_terminate_one_at_a_time_async_all_at_once() -> None:

@@ -1,0 +1,44 @@
+"""Which implementation runs a leaf, by its ``sfClass``."""
+
+from __future__ import annotations
+
+from sdmesh.components.context import HostContext
+from sdmesh.components.shell import InertComponent, ScriptComponent, ShellComponent
+from sdmesh.components.storage import STORAGE_CLASSES, StorageComponent
+from sdmesh.components.vm import VirtualMachineComponent
+from sdmesh.lifecycle.model import Node
+from sdmesh.runner.app import (
+    ApplicationRunner,
+    Component,
+    ComponentError,
+    ComponentFactory,
+    EndedCallback,
+)
+
+SHELLS = frozenset({"org.smartfrog.services.shellscript.SFScriptExecutionImpl"})
+SCRIPTS = frozenset({"org.smartfrog.services.shellscript.SFScriptImpl"})
+INERT = frozenset({"sdmesh.components.Scheduler"})
+VIRTUAL_MACHINE = "sdmesh.components.VirtualMachine"
+
+
+def component_factory(context: HostContext) -> ComponentFactory:
+    def create(node: Node, runner: ApplicationRunner, ended: EndedCallback) -> Component:
+        sf_class = node.description.get("sfClass")
+        root = runner.engine.root
+        if sf_class == VIRTUAL_MACHINE:
+            components: dict[str, object] = runner.components  # type: ignore[assignment]
+            return VirtualMachineComponent(node, root, context, components, ended)
+        if isinstance(sf_class, str) and sf_class in STORAGE_CLASSES:
+            return StorageComponent(node, root, context, STORAGE_CLASSES[sf_class])
+        if sf_class in SHELLS:
+            return ShellComponent(node)
+        if sf_class in SCRIPTS:
+            return ScriptComponent(node, root, ended)
+        if sf_class in INERT:
+            return InertComponent()
+        raise ComponentError(
+            f"{node.path}: sdmesh has no implementation of sfClass {sf_class!r} "
+            "(see 'sdmesh describe' for the components it runs)"
+        )
+
+    return create

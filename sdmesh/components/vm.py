@@ -1,0 +1,223 @@
+"""The VirtualMachine component (XenDomain, KvmDomain, VM): one libvirt domain.
+
+deploy builds the domain spec from the descriptor and runs every host-side check (nothing is
+created); start defines and boots it; its death or a stop from outside sdmesh ends the
+component abnormally; terminate destroys it and removes its seed. The guest learns its
+identity before boot: ``ip=`` on the kernel command line for direct-kernel guests, a
+cloud-init NoCloud seed for disk images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdmesh.components.context import HostContext, text, value
+from sdmesh.hypervisor import (
+    DiskBoot,
+    DiskSpec,
+    DomainEvent,
+    DomainSpec,
+    GuestIdentity,
+    HypervisorError,
+    KernelBoot,
+    NicSpec,
+    SdmeshMetadata,
+    derive_mac,
+    disk_bus_for,
+    disk_target_for,
+    domain_name_for,
+)
+from sdmesh.hypervisor.nocloud import attach_seed
+from sdmesh.hypervisor.spec import Flavour
+from sdmesh.lifecycle.model import Node, TerminationRecord
+from sdmesh.runner.app import ComponentError, EndedCallback
+from sdmesh.storage import StorageError, Volume
+
+
+class VirtualMachineComponent:
+    def __init__(
+        self,
+        node: Node,
+        root: Node,
+        context: HostContext,
+        components: dict[str, object],
+        ended: EndedCallback,
+    ) -> None:
+        self.node = node
+        self.root = root
+        self.context = context
+        self.components = components
+        self.ended = ended
+        self.domain = domain_name_for(context.pool, node.path)
+        self.spec: DomainSpec | None = None
+        self.seed: Volume | None = None
+        self.started = False
+
+    # ------------------------------------------------------------------------- deploy
+    async def deploy(self) -> None:
+        spec = self._spec()
+        metadata = self._metadata()
+        try:
+            spec.validate()
+            await self.context.driver.check(spec)
+            if isinstance(spec.boot, DiskBoot):
+                spec, self.seed = await attach_seed(self.context.seeds(), spec, metadata)
+        except (HypervisorError, StorageError) as error:
+            raise ComponentError(str(error)) from None
+        self.spec = spec
+
+    def _metadata(self) -> SdmeshMetadata:
+        return SdmeshMetadata(
+            pool=self.context.pool,
+            path=self.node.path,
+            generation=self.context.generation,
+            descriptor_hash=self.context.descriptor_hash,
+            node=self.context.node_name,
+        )
+
+    def _flavour(self) -> Flavour:
+        wanted = text(self.root, self.node, "flavour") or "kvm"
+        caps = self.context.caps
+        if caps.driver == "test":
+            return "test"
+        if caps.driver == "xen":
+            return "xen"
+        if wanted == "xen":
+            self.context.warn(
+                self.node.path,
+                "a XenDomain runs as a QEMU/KVM guest on this host (its kernel must boot there)",
+            )
+        if self.context.virt_type == "qemu" or not caps.kvm_accel:
+            return "qemu"
+        return "kvm"
+
+    def _integer(self, name: str, default: int) -> int:
+        found = value(self.root, self.node, name, default)
+        if not isinstance(found, int) or isinstance(found, bool):
+            raise ComponentError(f"{self.node.path}: '{name}' must be an Integer")
+        return found
+
+    def _spec(self) -> DomainSpec:
+        flavour = self._flavour()
+        kernel = text(self.root, self.node, "kernel")
+        boot: KernelBoot | DiskBoot
+        if kernel is not None:
+            boot = KernelBoot(
+                kernel,
+                text(self.root, self.node, "initrd"),
+                text(self.root, self.node, "cmdline") or "",
+            )
+        else:
+            boot = DiskBoot()
+        identity = GuestIdentity(
+            hostname=text(self.root, self.node, "hostname"),
+            ip=text(self.root, self.node, "ip"),
+            netmask=text(self.root, self.node, "netmask"),
+            gateway=text(self.root, self.node, "gateway"),
+        )
+        if isinstance(boot, KernelBoot) and identity.hostname:
+            # The kernel's ip= carries the host name only with an address; say it anyway.
+            extra = f"hostname={identity.hostname} sdmesh.hostname={identity.hostname}"
+            boot = KernelBoot(boot.kernel, boot.initrd, f"{boot.cmdline} {extra}".strip())
+        disks: list[DiskSpec] = []
+        volume = self._volume()
+        if volume is not None:
+            disks.append(
+                DiskSpec.from_volume(
+                    volume, target=disk_target_for(flavour, 0), bus=disk_bus_for(flavour)
+                )
+            )
+        return DomainSpec(
+            name=self.domain,
+            memory_mib=self._integer("memory", 128),
+            vcpus=self._integer("vcpus", 1),
+            boot=boot,
+            disks=tuple(disks),
+            nics=self._nics(flavour),
+            console_log=self._console_log(),
+            flavour=flavour,
+            identity=identity if (identity.ip or identity.hostname) else None,
+        )
+
+    def _volume(self) -> Volume | None:
+        backend = value(self.root, self.node, "storageBackend")
+        if backend is None:
+            return None
+        if not isinstance(backend, Node):
+            raise ComponentError(
+                f"{self.node.path}: storageBackend must be a LAZY link to a storage component "
+                "that is deployed before this VM (declare it first in a Compound)"
+            )
+        component = self.components.get(backend.path)
+        volume = getattr(component, "volume", None)
+        if volume is None:
+            raise ComponentError(
+                f"{self.node.path}: its storage backend {backend.path} has no disk yet; "
+                "declare the backend before the VM in a Compound, so it is deployed first"
+            )
+        assert isinstance(volume, Volume)
+        return volume
+
+    def _nics(self, flavour: Flavour) -> tuple[NicSpec, ...]:
+        mac = text(self.root, self.node, "mac") or derive_mac(self.context.pool, self.node.path)
+        network = text(self.root, self.node, "network")
+        bridge = text(self.root, self.node, "bridge")
+        if bridge is not None:
+            return (NicSpec.on_bridge(mac, bridge),)
+        if network is not None:
+            return (NicSpec.on_network(mac, network),)
+        if flavour in ("kvm", "qemu"):
+            return (NicSpec.user_mode(mac),)  # no host setup needed
+        return ()
+
+    def _console_log(self) -> str | None:
+        configured = text(self.root, self.node, "consoleLog")
+        if configured is not None:
+            return configured
+        if self.context.simulated:
+            return None
+        return str(Path(self.context.state_dir).resolve() / "console" / f"{self.domain}.log")
+
+    # -------------------------------------------------------------------------- start
+    async def start(self) -> None:
+        assert self.spec is not None, "start before deploy"
+        if self.spec.console_log:
+            Path(self.spec.console_log).parent.mkdir(parents=True, exist_ok=True)
+        self.context.watch(self.domain, self._on_event)
+        try:
+            await self.context.driver.define_and_start(self.spec, self._metadata())
+        except HypervisorError as error:
+            self.context.unwatch(self.domain)
+            raise ComponentError(str(error)) from None
+        self.started = True
+
+    def _on_event(self, event: DomainEvent) -> None:
+        if not self.started or event.by_us:
+            return
+        if event.is_failure:
+            self.ended(TerminationRecord.abnormal(f"domain {self.domain} crashed", self.node.path))
+        elif event.is_external_stop:
+            self.ended(
+                TerminationRecord.abnormal(
+                    f"domain {self.domain} was stopped outside sdmesh ({event.detail})",
+                    self.node.path,
+                )
+            )
+
+    # ---------------------------------------------------------------------- terminate
+    async def terminate(self, record: TerminationRecord) -> None:
+        self.context.unwatch(self.domain)
+        self.started = False
+        errors = []
+        try:
+            await self.context.driver.destroy(self.domain)
+        except HypervisorError as error:
+            errors.append(str(error))
+        if self.seed is not None:
+            try:
+                await self.context.seeds().release(self.seed)
+            except StorageError as error:
+                errors.append(str(error))
+            self.seed = None
+        if errors:
+            raise ComponentError("; ".join(errors))

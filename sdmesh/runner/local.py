@@ -1,0 +1,190 @@
+"""``sdmesh run``: one pool on one hypervisor, in the foreground, with nothing left behind.
+
+A run holds an exclusive lock on ``<state>/runs/<pool>.lock`` while it lives. A run that
+crashed leaves its lock file unheld; the next run on the host removes everything tagged with
+such a pool before it starts (domains first, then volumes). Pools of live runs, and pools the
+mesh agent manages, are never touched: only pools with an abandoned run lock are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdmesh.components.context import HostContext
+from sdmesh.components.registry import component_factory
+from sdmesh.hypervisor import HypervisorDriver, HypervisorError, LibvirtDriver
+from sdmesh.hypervisor.simulated_host import write_simulated_host
+from sdmesh.language import ResolvedDescriptor
+from sdmesh.lifecycle.model import Problem, StateChanged, TerminationRecord
+from sdmesh.runner.app import ApplicationRunner
+from sdmesh.storage import StorageError
+from sdmesh.storage.model import VolumeKeeper
+
+#: The embedded default: libvirt's test driver, simulating a host of this size.
+EMBEDDED = "test"
+EMBEDDED_CPUS = 64
+EMBEDDED_MEMORY_MIB = 256 * 1024
+
+
+class RunError(Exception):
+    """The run could not start (lock held, hypervisor unreachable...)."""
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/sdmesh")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sdmesh"
+
+
+def hypervisor_uri(hypervisor: str, state_dir: Path) -> str:
+    """``test`` means the embedded simulated host (kept in the state directory)."""
+    if hypervisor in ("", EMBEDDED):
+        host = state_dir / "hosts" / "embedded.xml"
+        if not host.exists():
+            host.parent.mkdir(parents=True, exist_ok=True)
+            write_simulated_host(host, cpus=EMBEDDED_CPUS, memory_mib=EMBEDDED_MEMORY_MIB)
+        return f"test://{host.resolve()}"
+    return hypervisor
+
+
+class RunLock:
+    """An flock that says "this pool's run is alive"; the kernel drops it when we die."""
+
+    def __init__(self, directory: Path, pool: str) -> None:
+        self.path = directory / f"{pool}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.path.read_text().strip() or "another process"
+            raise RunError(
+                f"pool {self.path.stem!r} is already running here (pid {holder}); "
+                "terminate it first or choose another --name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)
+            self._fd = None
+
+
+def abandoned_pools(directory: Path) -> list[str]:
+    """Pools whose run lock file exists but is held by nobody: their run crashed."""
+    pools: list[str] = []
+    if not directory.is_dir():
+        return pools
+    for lock in sorted(directory.glob("*.lock")):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live run
+        finally:
+            os.close(fd)
+        pools.append(lock.stem)
+    return pools
+
+
+async def remove_pools(
+    driver: HypervisorDriver, keepers: list[VolumeKeeper], pools: set[str]
+) -> list[str]:
+    """Destroy the domains, then release the volumes, tagged with these pools."""
+    removed: list[str] = []
+    for domain in await driver.list_managed():
+        if domain.metadata.pool in pools:
+            with contextlib.suppress(HypervisorError):
+                await driver.destroy(domain.name)
+                removed.append(domain.name)
+    for keeper in keepers:
+        for volume in await keeper.list_owned():
+            if volume.owner.pool in pools:
+                with contextlib.suppress(StorageError):
+                    await keeper.release(volume)
+                    removed.append(str(volume.path))
+    return removed
+
+
+@dataclass
+class LocalRun:
+    """Everything one ``sdmesh run`` needs."""
+
+    descriptor: ResolvedDescriptor
+    pool: str
+    hypervisor: str
+    state_dir: Path
+    on_state: Callable[[StateChanged], None]
+    on_problem: Callable[[Problem], None]
+    on_note: Callable[[str], None] = lambda message: None
+
+    async def run(self) -> TerminationRecord:
+        runs = self.state_dir / "runs"
+        lock = RunLock(runs, self.pool)
+        lock.acquire()
+        try:
+            uri = hypervisor_uri(self.hypervisor, self.state_dir)
+            try:
+                async with LibvirtDriver(uri) as driver:
+                    return await self._run_on(driver)
+            except HypervisorError as error:
+                raise RunError(f"hypervisor {uri}: {error}") from None
+        finally:
+            lock.release()
+
+    async def _run_on(self, driver: HypervisorDriver) -> TerminationRecord:
+        context = HostContext(
+            driver=driver,
+            caps=await driver.capabilities(),
+            state_dir=self.state_dir / "volumes",
+            pool=self.pool,
+            generation=1,
+            descriptor_hash=f"sha256:{self.descriptor.digest()}",
+            node_name=socket.gethostname(),
+            warn=lambda path, message: self.on_problem(Problem(path, message)),
+        )
+        stale = set(abandoned_pools(self.state_dir / "runs")) | {self.pool}
+        removed = await remove_pools(driver, context.keepers(), stale)
+        if removed:
+            self.on_note(f"removed {len(removed)} leftover(s) of crashed runs")
+        for pool in stale - {self.pool}:
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / "runs" / f"{pool}.lock").unlink()
+
+        runner = ApplicationRunner(
+            self.descriptor.root,
+            component_factory(context),
+            self.on_state,
+            self.on_problem,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            name = signal.Signals(signum).name
+            loop.add_signal_handler(
+                signum,
+                runner.terminate,
+                TerminationRecord.normal_end(f"terminated by {name}"),
+            )
+        try:
+            return await runner.run()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await context.close()
