@@ -123,5 +123,5 @@ def text(root: Node, node: Node, name: str) -> str | None:
     if not isinstance(found, str):
         from sdmesh.runner.app import ComponentError
 
-        raise ComponentError(f"{node.path}: '{name}' must be a String")
+        raise ComponentError(f"'{name}' must be a String")
     return found

@@ -37,7 +37,7 @@ def component_factory(context: HostContext) -> ComponentFactory:
         if sf_class in INERT:
             return InertComponent()
         raise ComponentError(
-            f"{node.path}: sdmesh has no implementation of sfClass {sf_class!r} "
+            f"sdmesh has no implementation of sfClass {sf_class!r} "
             "(see 'sdmesh describe' for the components it runs)"
         )
 

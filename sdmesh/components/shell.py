@@ -77,7 +77,7 @@ class ScriptComponent:
             return [str(line) for line in found]
         if isinstance(found, ComponentDescription):
             return [str(attr.value) for attr in found.attrs.values()]
-        raise ComponentError(f"{self.node.path}: {name} must be a String or a Vector of lines")
+        raise ComponentError(f"{name} must be a String or a Vector of lines")
 
     async def _run(self, name: str) -> None:
         lines = self._lines(name)
@@ -94,9 +94,7 @@ class ScriptComponent:
         output, _ = await process.communicate()
         if process.returncode != 0:
             tail = output.decode(errors="replace")[-MAX_OUTPUT:].strip()
-            raise ComponentError(
-                f"{self.node.path}: {name} failed with exit code {process.returncode}: {tail}"
-            )
+            raise ComponentError(f"{name} failed with exit code {process.returncode}: {tail}")
 
     async def deploy(self) -> None:
         await self._run("deployScript")

@@ -28,7 +28,7 @@ class StorageComponent:
     async def deploy(self) -> None:
         base = text(self.root, self.node, "baseImage")
         if base is None:
-            raise ComponentError(f"{self.node.path}: baseImage is not set")
+            raise ComponentError("baseImage is not set")
         fmt = text(self.root, self.node, "baseFormat")
         request = VolumeRequest(
             owner=OwnerTag(

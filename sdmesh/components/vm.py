@@ -59,12 +59,36 @@ class VirtualMachineComponent:
         metadata = self._metadata()
         try:
             spec.validate()
+            if self.context.caps.driver == "qemu":
+                self._check_reachable(spec)
             await self.context.driver.check(spec)
             if isinstance(spec.boot, DiskBoot):
                 spec, self.seed = await attach_seed(self.context.seeds(), spec, metadata)
         except (HypervisorError, StorageError) as error:
             raise ComponentError(str(error)) from None
         self.spec = spec
+
+    def _check_reachable(self, spec: DomainSpec) -> None:
+        """QEMU runs as another user (libvirt-qemu): it needs to enter every directory
+        above the files it opens. A private directory (mode 0700, like most temporary
+        directories) fails deep inside libvirt; say so here, before anything is created."""
+        files = [disk.path for disk in spec.disks]
+        if isinstance(spec.boot, KernelBoot):
+            files += [spec.boot.kernel] + ([spec.boot.initrd] if spec.boot.initrd else [])
+        if spec.console_log:
+            files.append(spec.console_log)
+        for file in files:
+            for directory in Path(file).parents:
+                try:
+                    mode = directory.stat().st_mode
+                except OSError:
+                    continue  # missing files are the storage backend's or libvirt's to report
+                if not mode & 0o001:
+                    raise ComponentError(
+                        f"{directory} is not searchable by other users, so "
+                        f"QEMU (user libvirt-qemu) cannot open {file}; use a --state-dir such "
+                        f"as /var/lib/sdmesh, or chmod o+x {directory}"
+                    )
 
     def _metadata(self) -> SdmeshMetadata:
         return SdmeshMetadata(
@@ -94,7 +118,7 @@ class VirtualMachineComponent:
     def _integer(self, name: str, default: int) -> int:
         found = value(self.root, self.node, name, default)
         if not isinstance(found, int) or isinstance(found, bool):
-            raise ComponentError(f"{self.node.path}: '{name}' must be an Integer")
+            raise ComponentError(f"'{name}' must be an Integer")
         return found
 
     def _spec(self) -> DomainSpec:
@@ -145,14 +169,14 @@ class VirtualMachineComponent:
             return None
         if not isinstance(backend, Node):
             raise ComponentError(
-                f"{self.node.path}: storageBackend must be a LAZY link to a storage component "
+                "storageBackend must be a LAZY link to a storage component "
                 "that is deployed before this VM (declare it first in a Compound)"
             )
         component = self.components.get(backend.path)
         volume = getattr(component, "volume", None)
         if volume is None:
             raise ComponentError(
-                f"{self.node.path}: its storage backend {backend.path} has no disk yet; "
+                f"its storage backend {backend.path} has no disk yet; "
                 "declare the backend before the VM in a Compound, so it is deployed first"
             )
         assert isinstance(volume, Volume)
@@ -194,12 +218,17 @@ class VirtualMachineComponent:
     def _on_event(self, event: DomainEvent) -> None:
         if not self.started or event.by_us:
             return
+        log = (
+            f"; console log: {self.spec.console_log}" if self.spec and self.spec.console_log else ""
+        )
         if event.is_failure:
-            self.ended(TerminationRecord.abnormal(f"domain {self.domain} crashed", self.node.path))
+            self.ended(
+                TerminationRecord.abnormal(f"domain {self.domain} crashed{log}", self.node.path)
+            )
         elif event.is_external_stop:
             self.ended(
                 TerminationRecord.abnormal(
-                    f"domain {self.domain} was stopped outside sdmesh ({event.detail})",
+                    f"domain {self.domain} was stopped outside sdmesh ({event.detail}){log}",
                     self.node.path,
                 )
             )
@@ -219,5 +248,17 @@ class VirtualMachineComponent:
             except StorageError as error:
                 errors.append(str(error))
             self.seed = None
+        self._remove_console_log(record)
         if errors:
             raise ComponentError("; ".join(errors))
+
+    def _remove_console_log(self, record: TerminationRecord) -> None:
+        """Our default console log goes with the VM, unless this VM failed: then it is the
+        first thing to read, and stays (its path is in the component's failure)."""
+        if self.spec is None or self.spec.console_log is None:
+            return
+        if text(self.root, self.node, "consoleLog") is not None:
+            return  # the user chose the file: theirs to keep
+        if not record.normal and record.source == self.node.path:
+            return
+        Path(self.spec.console_log).unlink(missing_ok=True)

@@ -13,9 +13,10 @@ from sdmesh.hypervisor.errors import (
     UnsupportedCapability,
 )
 
+# VIR_ERR_SYSTEM_ERROR is any OS error (a file's permissions too); it means the connection
+# only when it comes from the RPC or remote layers (checked through _UNAVAILABLE_DOMAINS).
 _UNAVAILABLE_CODES = {
     libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_RPC,
     libvirt.VIR_ERR_AUTH_FAILED,
     libvirt.VIR_ERR_AUTH_CANCELLED,
@@ -58,6 +59,12 @@ def translate(
         return InvalidSpec(
             f"{action}: libvirt refused the domain definition: {words}",
             hint="the descriptor produced a definition this hypervisor rejects",
+        )
+    if "Permission denied" in words:
+        return HypervisorError(
+            f"{action} failed on {uri}: {words}",
+            hint="the hypervisor's user (libvirt-qemu for qemu:///system) must be able to read "
+            "the disks, kernel and initrd, and to enter every directory above them",
         )
     if code in _UNAVAILABLE_CODES or origin in _UNAVAILABLE_DOMAINS:
         return HypervisorUnavailable(
