@@ -1,0 +1,103 @@
+"""Sans-IO membership: SWIM with Lifeguard, as events in and actions out.
+
+Typical driver loop::
+
+    core = Membership(MembershipConfig(), Member("host-a", ("10.0.0.1", 7946), meta=...), rng)
+    actions = core.handle(Start(), now)
+    actions += core.handle(JoinRequested((seed_addr,)), now)
+    # then, forever: execute actions; turn datagrams (after transport decoding), stream
+    # payloads and fired timers into events; call core.handle(event, now).
+"""
+
+from sdmesh.membership.actions import (
+    Action,
+    CancelTimer,
+    JoinCompleted,
+    JoinFailed,
+    LeaveCompleted,
+    MemberEvent,
+    MemberEventKind,
+    OpenStream,
+    ReplyStream,
+    Send,
+    SetTimer,
+)
+from sdmesh.membership.config import MembershipConfig
+from sdmesh.membership.core import Membership, Phase, Stats
+from sdmesh.membership.events import (
+    Event,
+    JoinRequested,
+    LeaveRequested,
+    MetaUpdated,
+    Preload,
+    Received,
+    Start,
+    StreamFailed,
+    StreamReceived,
+    TimerFired,
+)
+from sdmesh.membership.member import Address, Member, Meta, State
+from sdmesh.membership.messages import (
+    Ack,
+    Alive,
+    Compound,
+    Dead,
+    Message,
+    Nack,
+    PacketMessage,
+    Ping,
+    PingReq,
+    PushPull,
+    Suspect,
+    decode,
+    decode_packet,
+    decode_stream,
+)
+from sdmesh.membership.wire import MalformedMessage
+
+__all__ = [
+    "Ack",
+    "Action",
+    "Address",
+    "Alive",
+    "CancelTimer",
+    "Compound",
+    "Dead",
+    "Event",
+    "JoinCompleted",
+    "JoinFailed",
+    "JoinRequested",
+    "LeaveCompleted",
+    "LeaveRequested",
+    "MalformedMessage",
+    "Member",
+    "MemberEvent",
+    "MemberEventKind",
+    "Membership",
+    "MembershipConfig",
+    "Message",
+    "Meta",
+    "MetaUpdated",
+    "Nack",
+    "OpenStream",
+    "PacketMessage",
+    "Phase",
+    "Ping",
+    "PingReq",
+    "Preload",
+    "PushPull",
+    "Received",
+    "ReplyStream",
+    "Send",
+    "SetTimer",
+    "Start",
+    "State",
+    "Stats",
+    "StreamFailed",
+    "StreamReceived",
+    "Suspect",
+    "TimerFired",
+    "decode",
+    "decode_packet",
+    "decode_stream",
+]

@@ -1,0 +1,108 @@
+"""What the membership core asks its driver to do, and what it reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sdmesh.membership.member import Address, Member, State
+from sdmesh.membership.messages import PacketMessage, PushPull
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one datagram (its encoded size stays within ``max_datagram_bytes``)."""
+
+    addr: Address
+    message: PacketMessage
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Connect to ``addr``, send ``message``, and feed the reply back as ``StreamReceived``
+    (or ``StreamFailed``)."""
+
+    addr: Address
+    message: PushPull
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStream:
+    """Answer the push-pull request that arrived on stream ``stream_id``, then close it."""
+
+    stream_id: int
+    message: PushPull
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """(Re)arm the timer ``name`` to fire ``TimerFired(name)`` at absolute time ``at``."""
+
+    name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    """Forget the timer ``name``; firing it anyway is harmless."""
+
+    name: str
+
+
+class MemberEventKind(enum.Enum):
+    """What changed about a member, for the agent (shepherd choice, placement, ...)."""
+
+    JOINED = "joined"
+    """First seen alive, or alive again after being dead or gone."""
+    UPDATED = "updated"
+    """Still alive, with new metadata or a new address."""
+    SUSPECTED = "suspected"
+    RECOVERED = "recovered"
+    """A suspicion was refuted."""
+    FAILED = "failed"
+    LEFT = "left"
+    REAPED = "reaped"
+    """A dead or departed member was forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """A member changed state (or metadata) in our view."""
+
+    kind: MemberEventKind
+    member: Member
+    old_state: State | None
+    new_state: State
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCompleted:
+    """The first seed answered a join; we now know ``members`` members (ourselves included)."""
+
+    addr: Address
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed:
+    """No seed of the last ``JoinRequested`` answered; the driver may retry later."""
+
+    addrs: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCompleted:
+    """Our departure has been gossiped; the driver can close its sockets."""
+
+
+Action = (
+    Send
+    | OpenStream
+    | ReplyStream
+    | SetTimer
+    | CancelTimer
+    | MemberEvent
+    | JoinCompleted
+    | JoinFailed
+    | LeaveCompleted
+)

@@ -1,0 +1,304 @@
+"""Membership protocol messages and their wire form.
+
+Each message turns into a plain list headed by a small integer tag (compact in msgpack, which
+matters inside a 1400-byte datagram) and comes back through ``decode``, which accepts nothing
+but the exact shape. The transport (``sdmesh.transport``) seals and frames these structures;
+datagrams carry ``PacketMessage`` values, push-pull streams carry ``PushPull``.
+
+Encoding assumes msgpack's defaults (``use_bin_type=True`` to pack, ``raw=False`` to unpack), so
+strings come back as ``str`` and bytes as ``bytes``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sdmesh.membership.member import Address, Member, Meta, State
+from sdmesh.membership.wire import (
+    MAX_UINT32,
+    MalformedMessage,
+    expect_address,
+    expect_bool,
+    expect_int,
+    expect_list,
+    expect_meta,
+    expect_name,
+)
+
+MAX_COMPOUND_PARTS = 255
+"""More parts than this cannot fit a datagram anyway; refuse them before looking inside."""
+MAX_PUSH_PULL_MEMBERS = 65536
+"""Far beyond any mesh we aim at; bounds the work a single stream can cause."""
+
+
+class Tag(enum.IntEnum):
+    """First element of every wire list."""
+
+    PING = 1
+    PING_REQ = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    COMPOUND = 8
+    PUSH_PULL = 9
+
+
+_STATE_CODES: dict[State, int] = {State.ALIVE: 0, State.SUSPECT: 1, State.DEAD: 2, State.LEFT: 3}
+_CODE_STATES: dict[int, State] = {code: state for state, code in _STATE_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Direct probe; ``target`` names the intended member so a reused address does not ack."""
+
+    seq: int
+    target: str
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.PING.value, self.seq, self.target]
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    """Ask a relay to probe ``target`` for us (SWIM's indirect probe).
+
+    With ``nack`` set the relay answers ``Nack`` when the target stays silent, so the requester
+    can tell a dead target from its own lossy link (Lifeguard, Dadgar et al. 2018, section 4.3).
+    """
+
+    seq: int
+    target: str
+    target_addr: Address
+    nack: bool
+
+    def to_wire(self) -> list[Any]:
+        host, port = self.target_addr
+        return [Tag.PING_REQ.value, self.seq, self.target, host, port, self.nack]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Answer to a ``Ping`` (or relayed answer to a ``PingReq``), matched by ``seq``."""
+
+    seq: int
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.ACK.value, self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """A relay reached its deadline without hearing from the target."""
+
+    seq: int
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.NACK.value, self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """A member is alive at ``incarnation``, reachable at ``addr``, with ``meta``."""
+
+    name: str
+    incarnation: int
+    addr: Address
+    meta: Meta
+
+    def to_wire(self) -> list[Any]:
+        host, port = self.addr
+        return [Tag.ALIVE.value, self.name, self.incarnation, host, port, self.meta]
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """``sender`` failed to reach ``name`` at ``incarnation``; distinct senders confirm."""
+
+    name: str
+    incarnation: int
+    sender: str
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.SUSPECT.value, self.name, self.incarnation, self.sender]
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """``name`` is dead at ``incarnation``; with ``left`` it departed gracefully itself."""
+
+    name: str
+    incarnation: int
+    sender: str
+    left: bool = False
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.DEAD.value, self.name, self.incarnation, self.sender, self.left]
+
+
+GossipMessage = Alive | Suspect | Dead
+"""Membership updates, disseminated by piggybacking and gossip."""
+
+SimpleMessage = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead
+
+
+@dataclass(frozen=True, slots=True)
+class Compound:
+    """Several messages in one datagram: a probe plus piggybacked gossip, usually."""
+
+    messages: tuple[SimpleMessage, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.COMPOUND.value, [message.to_wire() for message in self.messages]]
+
+
+PacketMessage = SimpleMessage | Compound
+"""Anything that travels in one datagram."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    """Full state exchange over a stream (anti-entropy and join).
+
+    The initiator sends its state with ``reply`` false; the other side merges it and answers
+    with its own state, ``reply`` true, echoing ``join``.
+    """
+
+    sender: str
+    join: bool
+    reply: bool
+    members: tuple[Member, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [
+            Tag.PUSH_PULL.value,
+            self.sender,
+            self.join,
+            self.reply,
+            [
+                [m.name, m.incarnation, _STATE_CODES[m.state], m.addr[0], m.addr[1], m.meta]
+                for m in self.members
+            ],
+        ]
+
+
+Message = PacketMessage | PushPull
+
+
+def decode(obj: object) -> Message:
+    """Rebuild any membership message from its wire structure, or raise ``MalformedMessage``."""
+    if not isinstance(obj, list | tuple) or not obj:
+        raise MalformedMessage("message: expected a non-empty list")
+    tag = expect_int(obj[0], "message tag", 0, 255)
+    if tag == Tag.COMPOUND:
+        return _decode_compound(obj)
+    if tag == Tag.PUSH_PULL:
+        return _decode_push_pull(obj)
+    return _decode_simple(obj, tag)
+
+
+def decode_packet(obj: object) -> PacketMessage:
+    """Decode what a datagram may carry; push-pull state never travels by datagram."""
+    message = decode(obj)
+    if isinstance(message, PushPull):
+        raise MalformedMessage("push-pull state is stream-only")
+    return message
+
+
+def decode_stream(obj: object) -> PushPull:
+    """Decode what a push-pull stream may carry."""
+    message = decode(obj)
+    if not isinstance(message, PushPull):
+        raise MalformedMessage("a stream carries push-pull state only")
+    return message
+
+
+def _decode_simple(obj: list[Any] | tuple[Any, ...], tag: int) -> SimpleMessage:
+    if tag == Tag.PING:
+        _, seq, target = expect_list(obj, 3, "ping")
+        return Ping(expect_int(seq, "ping seq", 0, MAX_UINT32), expect_name(target, "ping target"))
+    if tag == Tag.ACK:
+        _, seq = expect_list(obj, 2, "ack")
+        return Ack(expect_int(seq, "ack seq", 0, MAX_UINT32))
+    if tag == Tag.NACK:
+        _, seq = expect_list(obj, 2, "nack")
+        return Nack(expect_int(seq, "nack seq", 0, MAX_UINT32))
+    if tag == Tag.PING_REQ:
+        _, seq, target, host, port, nack = expect_list(obj, 6, "ping-req")
+        return PingReq(
+            expect_int(seq, "ping-req seq", 0, MAX_UINT32),
+            expect_name(target, "ping-req target"),
+            expect_address(host, port, "ping-req target"),
+            expect_bool(nack, "ping-req nack"),
+        )
+    if tag == Tag.ALIVE:
+        _, name, incarnation, host, port, meta = expect_list(obj, 6, "alive")
+        return Alive(
+            expect_name(name),
+            expect_int(incarnation, "incarnation"),
+            expect_address(host, port),
+            expect_meta(meta),
+        )
+    if tag == Tag.SUSPECT:
+        _, name, incarnation, sender = expect_list(obj, 4, "suspect")
+        return Suspect(
+            expect_name(name), expect_int(incarnation, "incarnation"), expect_name(sender, "sender")
+        )
+    if tag == Tag.DEAD:
+        _, name, incarnation, sender, left = expect_list(obj, 5, "dead")
+        return Dead(
+            expect_name(name),
+            expect_int(incarnation, "incarnation"),
+            expect_name(sender, "sender"),
+            expect_bool(left, "dead left"),
+        )
+    raise MalformedMessage(f"unknown message tag {tag}")
+
+
+def _decode_compound(obj: list[Any] | tuple[Any, ...]) -> Compound:
+    _, parts = expect_list(obj, 2, "compound")
+    if not isinstance(parts, list | tuple):
+        raise MalformedMessage("compound: parts must be a list")
+    if not 1 <= len(parts) <= MAX_COMPOUND_PARTS:
+        raise MalformedMessage(f"compound: {len(parts)} parts outside [1, {MAX_COMPOUND_PARTS}]")
+    messages: list[SimpleMessage] = []
+    for part in parts:
+        if not isinstance(part, list | tuple) or not part:
+            raise MalformedMessage("compound part: expected a non-empty list")
+        tag = expect_int(part[0], "compound part tag", 0, 255)
+        if tag in (Tag.COMPOUND, Tag.PUSH_PULL):
+            raise MalformedMessage("compound parts cannot nest or carry push-pull state")
+        messages.append(_decode_simple(part, tag))
+    return Compound(tuple(messages))
+
+
+def _decode_push_pull(obj: list[Any] | tuple[Any, ...]) -> PushPull:
+    _, sender, join, reply, entries = expect_list(obj, 5, "push-pull")
+    if not isinstance(entries, list | tuple):
+        raise MalformedMessage("push-pull: members must be a list")
+    if len(entries) > MAX_PUSH_PULL_MEMBERS:
+        raise MalformedMessage(f"push-pull: {len(entries)} members is absurd")
+    members: list[Member] = []
+    for entry in entries:
+        name, incarnation, code, host, port, meta = expect_list(entry, 6, "push-pull member")
+        state = _CODE_STATES.get(expect_int(code, "member state", 0, 255))
+        if state is None:
+            raise MalformedMessage(f"push-pull: unknown member state {code}")
+        members.append(
+            Member(
+                expect_name(name),
+                expect_address(host, port),
+                expect_int(incarnation, "incarnation"),
+                state,
+                expect_meta(meta),
+            )
+        )
+    return PushPull(
+        expect_name(sender, "sender"),
+        expect_bool(join, "push-pull join"),
+        expect_bool(reply, "push-pull reply"),
+        tuple(members),
+    )
