@@ -58,7 +58,10 @@ test: deps lint typecheck e2e-host
 bench: deps e2e-host
 	$(BIN)/python bench/language_parse.py
 	$(BIN)/python bench/transport_seal.py
-	$(BIN)/python bench/guests_virsh_baseline.py
+	$(BIN)/python bench/membership_sim.py
+	$(BIN)/python bench/libvirt_raw_vs_driver.py
+	$(BIN)/python bench/run_test_driver.py
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/run_real_guests.py; fi
 
 clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

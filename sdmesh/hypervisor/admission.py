@@ -18,11 +18,17 @@ from sdmesh.hypervisor.spec import DomainSpec
 
 
 class MemoryLedger:
-    """Memory committed to running domains of one host, in MiB."""
+    """Memory committed to running domains of one host, in MiB.
+
+    Totals are kept up to date by every change, so an admission costs O(1) however many
+    domains the host runs (summing on each admission made starting N domains O(N^2)).
+    """
 
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
         self._pending: dict[str, int] = {}
+        self._active_total = 0
+        self._pending_total = 0  # pending domains not yet in the active snapshot
         self.synced_at: float | None = None
 
     def is_stale(self, now: float, ttl_s: float) -> bool:
@@ -31,28 +37,41 @@ class MemoryLedger:
     def sync(self, active: Mapping[str, int], now: float) -> None:
         """Replace the snapshot by what libvirt reports as running now."""
         self._active = dict(active)
+        self._active_total = sum(self._active.values())
+        self._pending_total = sum(
+            mib for name, mib in self._pending.items() if name not in self._active
+        )
         self.synced_at = now
 
     def committed_mib(self) -> int:
-        pending = sum(mib for name, mib in self._pending.items() if name not in self._active)
-        return sum(self._active.values()) + pending
+        return self._active_total + self._pending_total
 
     def reserve(self, name: str, memory_mib: int) -> None:
         """Count a domain while it is being started (before libvirt lists it)."""
+        self._drop_pending(name)
         self._pending[name] = memory_mib
+        if name not in self._active:
+            self._pending_total += memory_mib
 
     def confirm(self, name: str) -> None:
-        memory = self._pending.pop(name, None)
+        memory = self._drop_pending(name)
         if memory is not None:
+            self._active_total += memory - self._active.get(name, 0)
             self._active[name] = memory
 
     def cancel(self, name: str) -> None:
-        self._pending.pop(name, None)
+        self._drop_pending(name)
 
     def forget(self, name: str) -> None:
         """The domain stopped or was destroyed."""
-        self._pending.pop(name, None)
-        self._active.pop(name, None)
+        self._drop_pending(name)
+        self._active_total -= self._active.pop(name, 0)
+
+    def _drop_pending(self, name: str) -> int | None:
+        memory = self._pending.pop(name, None)
+        if memory is not None and name not in self._active:
+            self._pending_total -= memory
+        return memory
 
 
 def check_capacity(

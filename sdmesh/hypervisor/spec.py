@@ -9,6 +9,7 @@ is created anywhere.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -206,11 +207,7 @@ class GuestIdentity:
         if self.ip is None:
             raise _fail("this identity has no ip")
         mask = self.netmask if self.netmask is not None else "24"
-        address = _ipv4(self.ip, "ip")
-        try:
-            return ipaddress.IPv4Interface(f"{address}/{mask}")
-        except ValueError as exc:
-            raise _fail(f"netmask {mask!r} is neither dotted (255.255.255.0) nor a prefix") from exc
+        return _interface(self.ip, mask)
 
     def address(self) -> ipaddress.IPv4Address:
         return self.interface().ip
@@ -223,7 +220,18 @@ class GuestIdentity:
         return self.network().prefixlen
 
 
+@functools.lru_cache(maxsize=8192)
+def _interface(ip: str, mask: str) -> ipaddress.IPv4Interface:
+    address = _ipv4(ip, "ip")
+    try:
+        return ipaddress.IPv4Interface(f"{address}/{mask}")
+    except ValueError as exc:
+        raise _fail(f"netmask {mask!r} is neither dotted (255.255.255.0) nor a prefix") from exc
+
+
+@functools.lru_cache(maxsize=8192)
 def _ipv4(text: str, what: str) -> ipaddress.IPv4Address:
+    """Parsing is pure and specs are checked several times on their way to libvirt."""
     try:
         return ipaddress.IPv4Address(text)
     except ValueError as exc:
