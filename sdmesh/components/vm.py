@@ -58,7 +58,7 @@ class VirtualMachineComponent:
         spec = self._spec()
         metadata = self._metadata()
         try:
-            spec.validate()
+            spec.validate()  # cheap, and before the reachability check reads its paths
             if self.context.caps.driver == "qemu":
                 self._check_reachable(spec)
             await self.context.driver.check(spec)

@@ -46,6 +46,7 @@ class ResolvedDescriptor:
     name: str
     root: ComponentDescription
     warnings: list[Diagnostic] = field(default_factory=list)
+    _digest: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> object:
         return to_json(self.root)
@@ -54,8 +55,13 @@ class ResolvedDescriptor:
         return to_sf(self.root)
 
     def digest(self) -> str:
-        """A stable hash of the resolved tree: equal descriptors deploy equal pools."""
-        return hashlib.sha256(self.to_sf().encode()).hexdigest()
+        """A stable hash of the resolved tree: equal descriptors deploy equal pools.
+
+        Computed once, over the canonical text (it keeps what JSON drops: Long vs Integer,
+        tags, DATA descriptions)."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.to_sf().encode()).hexdigest()
+        return self._digest
 
 
 def resolve_file(
