@@ -11,6 +11,7 @@ from sdmesh import __version__
 from sdmesh.cli.common import EXIT_FAILURE
 from sdmesh.cli.keygen import keygen
 from sdmesh.cli.language import describe, show, validate
+from sdmesh.cli.mesh import join, leave, peers
 from sdmesh.cli.run import run
 
 
@@ -32,6 +33,9 @@ cli.add_command(show)
 cli.add_command(run)
 cli.add_command(describe)
 cli.add_command(keygen)
+cli.add_command(join)
+cli.add_command(peers)
+cli.add_command(leave)
 
 
 def main() -> None:
