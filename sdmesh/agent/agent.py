@@ -45,10 +45,24 @@ class Agent:
         self.security = security
         self.status = "starting"
         self.node: MeshNode | None = None
+        self._server: StreamServer | None = None
         self._leave = asyncio.Event()
 
     def request_leave(self) -> None:
         self._leave.set()
+
+    def drops(self) -> dict[str, int]:
+        """Datagrams and stream frames refused, by reason (forged, replayed, malformed...)."""
+        if self.node is None:
+            return {}
+        totals: dict[str, int] = {}
+        sources = [self.node.udp.counters, self.node.client.counters]
+        if self._server is not None:
+            sources.append(self._server.counters)
+        for counters in sources:
+            for reason, count in counters.as_dict().items():
+                totals[reason] = totals.get(reason, 0) + count
+        return totals
 
     def peers(self) -> list[dict[str, object]]:
         assert self.node is not None
@@ -93,7 +107,7 @@ class Agent:
             )
             node = self.node = MeshNode(core, udp, client)
             node.listeners.append(_log_member_event)
-            server = await StreamServer.start(
+            server = self._server = await StreamServer.start(
                 (config.bind[0], bound[1]), self.security, node.handle_stream
             )
             runner = web.AppRunner(build_app(self), access_log=None)

@@ -31,7 +31,9 @@ async def leave(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     agent = _agent(request)
-    return web.json_response({"name": agent.config.name, "status": agent.status})
+    return web.json_response(
+        {"name": agent.config.name, "status": agent.status, "drops": agent.drops()}
+    )
 
 
 def build_app(agent: Agent) -> web.Application:
