@@ -158,8 +158,7 @@ class Reporter:
         location: Location | None,
         notes: tuple[tuple[str, Location | None], ...] = (),
     ) -> None:
-        notes = notes + tuple(reversed(self.context))
-        self.diagnostics.append(Diagnostic("error", message, location, notes))
+        self._add("error", message, location, notes)
         self.error_count += 1
         if self.error_count >= MAX_ERRORS:
             self.diagnostics.append(Diagnostic("note", f"stopping after {MAX_ERRORS} errors", None))
@@ -171,8 +170,17 @@ class Reporter:
         location: Location | None,
         notes: tuple[tuple[str, Location | None], ...] = (),
     ) -> None:
+        self._add("warning", message, location, notes)
+
+    def _add(
+        self,
+        severity: Severity,
+        message: str,
+        location: Location | None,
+        notes: tuple[tuple[str, Location | None], ...],
+    ) -> None:
         notes = notes + tuple(reversed(self.context))
-        self.diagnostics.append(Diagnostic("warning", message, location, notes))
+        self.diagnostics.append(Diagnostic(severity, message, location, notes))
 
     @property
     def failed(self) -> bool:

@@ -418,10 +418,13 @@ class Timeout(ActionContainer):
 
     expired_normally = False
 
+    def arms_timer(self, time_ms: int) -> bool:
+        return time_ms > 0  # 0 or less: no time limit
+
     def start(self, engine: Engine, node: Node) -> None:
         time_ms = _number(node, "time", 0)
         self.run_action(engine, node, "running")
-        if time_ms > 0 and not node.state.ended and node.state is not State.TERMINATING:
+        if self.arms_timer(time_ms) and node.state in (State.STARTING, State.RUNNING):
             engine.set_timer(node, time_ms / 1000)
 
     def on_timer(self, engine: Engine, node: Node) -> None:
@@ -439,11 +442,8 @@ class During(Timeout):
 
     expired_normally = True
 
-    def start(self, engine: Engine, node: Node) -> None:
-        time_ms = _number(node, "time", 0)
-        self.run_action(engine, node, "running")
-        if time_ms >= 0 and not node.state.ended and node.state is not State.TERMINATING:
-            engine.set_timer(node, time_ms / 1000)
+    def arms_timer(self, time_ms: int) -> bool:
+        return time_ms >= 0  # negative: forever
 
 
 class Delay(ActionContainer):
