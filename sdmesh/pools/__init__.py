@@ -1,0 +1,1 @@
+"""Pools across the mesh: placement, ownership (shepherds), and their records."""

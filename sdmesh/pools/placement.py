@@ -1,0 +1,177 @@
+"""Placement: which host each VM of a pool goes to. Pure: members and demands in, a plan out.
+
+The shepherd computes a plan from gossiped capacity (issue 5); each host then admits or
+refuses against its real capacity, and refusals lead to re-placement with that host excluded.
+Policies, from the SmartDomains slides' ``Scheduler``:
+
+* ``spread`` — the host with the most free memory after the VM (balances load);
+* ``pack`` — the host with the least free memory that still fits (frees whole hosts);
+* ``round-robin`` — the Scheduler's ``hosts`` in turn, skipping hosts that do not fit.
+
+Constraints, checked for every policy: a pinned host (``sfProcessHost``), required labels,
+anti-affinity groups (VMs of one group never share a host), memory and vCPUs. Memory is never
+overcommitted; vCPUs may be, up to ``vcpu_ratio`` per host CPU (hypervisors share CPUs
+routinely; 4 is a common cloud default). A VM that fits nowhere is reported, never squeezed
+in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Policy = Literal["spread", "pack", "round-robin"]
+POLICIES: tuple[Policy, ...] = ("spread", "pack", "round-robin")
+
+
+@dataclass(frozen=True)
+class HostOffer:
+    """What a live member advertises (from its gossiped metadata)."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    memory_free_mib: int
+    labels: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One VM to place, in descriptor order (placement is deterministic for a descriptor)."""
+
+    path: str
+    vcpus: int
+    memory_mib: int
+    labels: frozenset[str] = frozenset()
+    anti_affinity: str | None = None
+    pinned: str | None = None  # sfProcessHost
+    hosts: tuple[str, ...] = ()  # a Scheduler's host list; empty: any live member
+    policy: Policy = "spread"
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    path: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    assignments: dict[str, str] = field(default_factory=dict)  # component path -> host
+    unplaced: list[Unplaced] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unplaced
+
+
+@dataclass
+class _HostState:
+    offer: HostOffer
+    free_memory: int
+    free_vcpus: int
+    groups: set[str] = field(default_factory=set)
+
+
+DEFAULT_VCPU_RATIO = 4.0
+
+
+def place(
+    demands: Sequence[Demand],
+    offers: Iterable[HostOffer],
+    *,
+    exclude: Iterable[str] = (),
+    already: dict[str, str] | None = None,
+    vcpu_ratio: float = DEFAULT_VCPU_RATIO,
+) -> Plan:
+    """Place ``demands`` on ``offers``; ``exclude`` hosts that refused; keep ``already``
+    placed VMs where they are (their resources are taken out of the offers first)."""
+    excluded = set(exclude)
+    hosts = {
+        offer.name: _HostState(offer, offer.memory_free_mib, int(offer.vcpus * vcpu_ratio))
+        for offer in sorted(offers, key=lambda o: o.name)
+        if offer.name not in excluded
+    }
+    plan = Plan()
+    placed = dict(already or {})
+    by_path = {demand.path: demand for demand in demands}
+    for path, where in placed.items():
+        state = hosts.get(where)
+        known = by_path.get(path)
+        if state is not None and known is not None:
+            _take(state, known)
+            plan.assignments[path] = where
+    cursors: dict[tuple[str, ...], int] = {}
+    for demand in demands:
+        if demand.path in plan.assignments:
+            continue
+        chosen, reason = _choose(demand, hosts, cursors)
+        if chosen is None:
+            plan.unplaced.append(Unplaced(demand.path, reason))
+            continue
+        _take(hosts[chosen], demand)
+        plan.assignments[demand.path] = chosen
+    return plan
+
+
+def _take(state: _HostState, demand: Demand) -> None:
+    state.free_memory -= demand.memory_mib
+    state.free_vcpus -= demand.vcpus
+    if demand.anti_affinity:
+        state.groups.add(demand.anti_affinity)
+
+
+def _fits(state: _HostState, demand: Demand) -> str | None:
+    """Why ``demand`` cannot go to this host, or None when it fits."""
+    if not demand.labels <= state.offer.labels:
+        missing = ", ".join(sorted(demand.labels - state.offer.labels))
+        return f"lacks label(s) {missing}"
+    if demand.anti_affinity and demand.anti_affinity in state.groups:
+        return f"already runs a VM of anti-affinity group {demand.anti_affinity!r}"
+    if demand.memory_mib > state.free_memory:
+        return f"has {max(state.free_memory, 0)} MiB free, needs {demand.memory_mib}"
+    if demand.vcpus > state.offer.vcpus:
+        return f"has {state.offer.vcpus} CPUs, needs {demand.vcpus} vCPUs"
+    if demand.vcpus > state.free_vcpus:
+        return f"has {max(state.free_vcpus, 0)} vCPUs left to give, needs {demand.vcpus}"
+    return None
+
+
+def _choose(
+    demand: Demand, hosts: dict[str, _HostState], cursors: dict[tuple[str, ...], int]
+) -> tuple[str | None, str]:
+    if demand.pinned is not None:
+        state = hosts.get(demand.pinned)
+        if state is None:
+            return None, f"sfProcessHost {demand.pinned!r} is not a live member that can take it"
+        problem = _fits(state, demand)
+        return (None, f"{demand.pinned} {problem}") if problem else (demand.pinned, "")
+    names = list(demand.hosts) if demand.hosts else sorted(hosts)
+    candidates = [name for name in names if name in hosts]
+    if not candidates:
+        wanted = ", ".join(demand.hosts) if demand.hosts else "any member"
+        return None, f"no live member among {wanted}"
+    problems: dict[str, str] = {}
+    fitting = []
+    for name in candidates:
+        problem = _fits(hosts[name], demand)
+        if problem:
+            problems[name] = problem
+        else:
+            fitting.append(name)
+    if not fitting:
+        shown = "; ".join(f"{name} {why}" for name, why in sorted(problems.items())[:5])
+        return None, f"fits on no host ({shown})"
+    if demand.policy == "round-robin":
+        key = tuple(candidates)
+        start = cursors.get(key, 0)
+        for offset in range(len(candidates)):
+            name = candidates[(start + offset) % len(candidates)]
+            if name in fitting:
+                cursors[key] = (start + offset + 1) % len(candidates)
+                return name, ""
+    after = {name: hosts[name].free_memory - demand.memory_mib for name in fitting}
+    if demand.policy == "pack":
+        return min(fitting, key=lambda name: (after[name], name)), ""
+    return max(fitting, key=lambda name: (after[name], -fitting.index(name))), ""
