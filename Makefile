@@ -11,7 +11,8 @@ APT_BUILD := python3-venv python3-dev gcc pkg-config libvirt-dev
 # Real guests under qemu:///system for tests/e2e (root only; skipped elsewhere).
 APT_E2E := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils tini
 
-.PHONY: all deps demo test lint typecheck unit bench clean distclean e2e-host smoke-guest
+.PHONY: all deps demo test lint typecheck unit bench clean distclean e2e-host smoke-guest \
+	install-service
 
 all: deps
 
@@ -63,9 +64,29 @@ bench: deps e2e-host
 	$(BIN)/python bench/run_test_driver.py
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/run_real_guests.py; fi
 
+# The agent as a systemd service, running this checkout's sdmesh.
+install-service: deps
+	install -d /etc/sdmesh
+	sed "s#/usr/local/bin/sdmesh#$(abspath $(BIN))/sdmesh#" agents/sdmesh.service \
+	  > /etc/systemd/system/sdmesh.service
+	test -f /etc/sdmesh/sdmesh.toml || install -m 0644 agents/sdmesh.toml /etc/sdmesh/sdmesh.toml
+	@systemctl daemon-reload 2>/dev/null || echo "install-service: systemd is not running here"
+	@echo "edit /etc/sdmesh/sdmesh.toml, add /etc/sdmesh/cluster.key (sdmesh keygen), then:"
+	@echo "  systemctl enable --now sdmesh"
+
 clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean
+dist# The agent as a systemd service, running this checkout's sdmesh.
+install-service: deps
+	install -d /etc/sdmesh
+	sed "s#/usr/local/bin/sdmesh#$(abspath $(BIN))/sdmesh#" agents/sdmesh.service \
+	  > /etc/systemd/system/sdmesh.service
+	test -f /etc/sdmesh/sdmesh.toml || install -m 0644 agents/sdmesh.toml /etc/sdmesh/sdmesh.toml
+	@systemctl daemon-reload 2>/dev/null || echo "install-service: systemd is not running here"
+	@echo "edit /etc/sdmesh/sdmesh.toml, add /etc/sdmesh/cluster.key (sdmesh keygen), then:"
+	@echo "  systemctl enable --now sdmesh"
+
+clean: clean
 	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,54 @@
+"""The systemd unit passes systemd-analyze verify; the example configuration loads."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdmesh.agent.config import load_config
+
+AGENTS = Path(__file__).resolve().parents[3] / "agents"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_verifies(tmp_path: Path) -> None:
+    sdmesh = Path(sys.executable).with_name("sdmesh")
+    unit = tmp_path / "sdmesh.service"
+    unit.write_text(
+        (AGENTS / "sdmesh.service").read_text().replace("/usr/local/bin/sdmesh", str(sdmesh))
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        env={"SYSTEMD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sdmesh.service" not in result.stderr, result.stderr
+
+
+def test_example_configuration_loads() -> None:
+    config = load_config(
+        AGENTS / "sdmesh.toml", {"name": "hv1"}, environ={"SDMESH_API": "127.0.0.1:9"}
+    )
+    assert config.peers == (("10.0.0.1", 7946), ("10.0.0.2", 7946))
+    assert config.api == ("127.0.0.1", 9) and config.name == "hv1"
+    assert config.hypervisor == "qemu:///system" and config.labels == ("ssd",)
+
+
+def test_configuration_errors_name_the_setting(tmp_path: Path) -> None:
+    from sdmesh.agent.config import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('bnid = "0.0.0.0:1"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'bnid'"):
+        load_config(bad, {}, environ={})
+    with pytest.raises(ConfigError, match="port 'x'"):
+        load_config(None, {"bind": "1.2.3.4:x"}, environ={})
+    with pytest.raises(ConfigError, match="out of range"):
+        load_config(None, {}, environ={"SDMESH_API": "127.0.0.1:70000"})
