@@ -21,6 +21,8 @@ from sdmesh.agent.api import build_app
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.agent.meta import base_images, member_meta
+from sdmesh.dht import Dht
+from sdmesh.dht.ids import node_id_for
 from sdmesh.hypervisor import LibvirtDriver
 from sdmesh.membership import (
     JoinRequested,
@@ -45,6 +47,7 @@ class Agent:
         self.security = security
         self.status = "starting"
         self.node: MeshNode | None = None
+        self.dht: Dht | None = None
         self._server: StreamServer | None = None
         self._leave = asyncio.Event()
 
@@ -107,6 +110,8 @@ class Agent:
             )
             node = self.node = MeshNode(core, udp, client)
             node.listeners.append(_log_member_event)
+            dht = self.dht = Dht(node_id=node_id_for(config.name))
+            await dht.start((config.bind[0], bound[1] + 1 if config.bind[1] else 0), self.security)
             server = self._server = await StreamServer.start(
                 (config.bind[0], bound[1]), self.security, node.handle_stream
             )
@@ -117,10 +122,15 @@ class Agent:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
+            bootstrap: asyncio.Task[None] | None = None
             try:
                 node.feed(Start())
                 if config.peers:
                     node.feed(JoinRequested(tuple(config.peers)))
+                    # The DHT listens on the gossip port + 1 of every member.
+                    bootstrap = loop.create_task(
+                        self._bootstrap_dht(dht, [(h, p + 1) for h, p in config.peers])
+                    )
                 self.status = "running"
                 log.info(
                     "agent %s on %s:%d (api %s:%d, hypervisor %s)",
@@ -141,6 +151,9 @@ class Agent:
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
+                if bootstrap is not None:
+                    bootstrap.cancel()
+                dht.stop()
                 await runner.cleanup()
                 server.close()
                 await server.wait_closed()
@@ -148,6 +161,16 @@ class Agent:
                 udp.close()
                 await udp.wait_closed()
                 self.status = "stopped"
+
+    async def _bootstrap_dht(self, dht: Dht, seeds: list[tuple[str, int]]) -> None:
+        """Retry until some seed answers: the seed may start after us."""
+        delay = 0.5
+        while True:
+            with contextlib.suppress(Exception):
+                if await dht.bootstrap(seeds):
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _log_member_event(event: MemberEvent) -> None:

@@ -16,10 +16,20 @@ from pathlib import Path
 import pytest
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        return int(udp.getsockname()[1])
+def free_port(pair: bool = False) -> int:
+    """A free UDP port; with ``pair``, one whose successor is free too (the DHT's port)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+        if not pair or port == 65535:
+            return port
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
 
 
 class Mesh:
@@ -35,7 +45,7 @@ class Mesh:
         self.ports: dict[str, tuple[int, int]] = {}
 
     def start(self, name: str, seed: str | None = None, key: Path | None = None) -> None:
-        gossip, api = free_port(), free_port()
+        gossip, api = free_port(pair=True), free_port()
         self.ports[name] = (gossip, api)
         args = [
             sys.executable,
@@ -160,3 +170,23 @@ def test_forged_and_replayed_datagrams_change_nothing(mesh: Mesh) -> None:
     assert mesh.view("a") == before
     drops = mesh.api("a", "/v1/health")["drops"]  # type: ignore[index]
     assert sum(drops.values()) >= 6
+
+
+def test_the_dht_spans_the_agents(mesh: Mesh) -> None:
+    mesh.start("a")
+    for name in "bcd":
+        mesh.start(name, seed="a")
+    mesh.wait(
+        lambda: all(mesh.api(n, "/v1/health")["dht_contacts"] >= 3 for n in "abcd"),  # type: ignore[index]
+        15,
+        "DHT routing tables never filled",
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{mesh.ports['b'][1]}/v1/dht/pool-42?generation=3",
+        data=b"placement v1",
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["stored"] >= 3
+    record = mesh.api("d", "/v1/dht/pool-42")
+    assert record == {"value": "cGxhY2VtZW50IHYx", "generation": 3}
