@@ -78,15 +78,5 @@ clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-dist# The agent as a systemd service, running this checkout's sdmesh.
-install-service: deps
-	install -d /etc/sdmesh
-	sed "s#/usr/local/bin/sdmesh#$(abspath $(BIN))/sdmesh#" agents/sdmesh.service \
-	  > /etc/systemd/system/sdmesh.service
-	test -f /etc/sdmesh/sdmesh.toml || install -m 0644 agents/sdmesh.toml /etc/sdmesh/sdmesh.toml
-	@systemctl daemon-reload 2>/dev/null || echo "install-service: systemd is not running here"
-	@echo "edit /etc/sdmesh/sdmesh.toml, add /etc/sdmesh/cluster.key (sdmesh keygen), then:"
-	@echo "  systemctl enable --now sdmesh"
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV) *.egg-info
