@@ -380,6 +380,12 @@ class Resolver:
             )
         if type(result) is CD:
             assert isinstance(result, CD)
+            if result is holder or any(result is up for up in holder.ancestors()):
+                raise ResolveFailure(
+                    f"{reference.canonical()} links to a description that contains it: copying "
+                    "it here would nest it in itself forever; write LAZY to refer to it",
+                    reference.location,
+                )
             # A link to a description copies it (SmartFrog); the copy links where it lands.
             copied = copy_cd(result, holder)
             self.type_tree(copied)

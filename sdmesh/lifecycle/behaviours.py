@@ -263,6 +263,16 @@ class Parallel(Container):
         if node.state is State.TERMINATING:
             self.continue_termination(engine, node)
             return
+        if node.state is State.STARTING and "async" not in node.flags:
+            # A child ended inside the deploy/start barrier: in SmartFrog the synchronous
+            # sfStart of that child throws, so the Parallel's own start fails.
+            engine.start_failed(
+                node,
+                TerminationRecord.abnormal(
+                    f"Failed to start sub-components: {record.description}", record.source
+                ),
+            )
+            return
         abnormal = not child.quiet and not record.normal
         if abnormal and _flag(node, "terminateOnAbnormalChildTermination", True):
             engine.terminate(node, record)

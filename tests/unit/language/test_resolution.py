@@ -195,3 +195,18 @@ def test_text_form_parses_back_to_the_same_tree(resolve: Resolve) -> None:
     )
     again = resolve(first.to_sf())
     assert again.to_json() == first.to_json() and again.digest() == first.digest()
+
+
+def test_links_to_an_enclosing_description_are_errors_not_hangs(errors: Errors) -> None:
+    for text in (
+        "sfConfig extends { a THIS; }",
+        "sfConfig extends { a PARENT; }",
+        "sfConfig extends { x extends { a OPTIONAL PARENT; } }",
+        "sfConfig extends { x extends { y extends { a ATTRIB x; } } }",
+    ):
+        (message,) = errors(text)
+        assert "links to a description that contains it" in message, text
+
+
+def test_lazy_links_to_enclosing_descriptions_are_fine(resolve: Resolve) -> None:
+    assert resolve("sfConfig extends { a LAZY PARENT; }").to_json() == {"a": {"$lazy": "PARENT"}}

@@ -250,3 +250,31 @@ def test_nothing_deployed_is_ever_leaked(tree: object, data: st.DataObject) -> N
     terminated = {path for _, op, path in sim.log if op == "terminate"}
     assert deployed <= terminated, "every leaf that was deployed is cleaned up"
     assert all(node.state.ended for node in sim.engine.nodes.values())
+
+
+def test_sync_parallel_fails_its_start_when_a_child_ends_inside_the_barrier() -> None:
+    """Regression: it used to wait in 'starting' forever."""
+    for options in ("", "terminateOnAbnormalChildTermination false;"):
+        sim = SimDriver(
+            f"sfConfig extends Compound {{ p extends Parallel {{ {options} "
+            f"{leaf('a')} {leaf('b')} }} }}",
+            delays={"sfConfig:p:b": 10},
+        )
+        sim.kill("sfConfig:p:a", at=2.5)  # a is deployed; b is still deploying
+        sim.run()
+        assert sim.ended is not None and not sim.ended.normal, options
+        assert "Failed to start sub-components" in sim.ended.description
+        assert all(node.state.ended for node in sim.engine.nodes.values())
+
+
+def test_sync_parallel_with_a_compound_child_whose_start_fails() -> None:
+    sim = SimDriver(
+        "sfConfig extends Compound { p extends Parallel { "
+        f"c extends Compound {{ {leaf('x')} }} {leaf('b')} }} }}",
+        fail={("start", "sfConfig:p:c:x"): "boot failed"},
+    )
+    sim.run()
+    assert sim.ended is not None and "boot failed" in sim.ended.description
+    assert {p for _, op, p in sim.log if op == "deploy"} <= {
+        p for _, op, p in sim.log if op == "terminate"
+    }
