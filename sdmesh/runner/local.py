@@ -14,7 +14,7 @@ import fcntl
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,51 +57,75 @@ def hypervisor_uri(hypervisor: str, state_dir: Path) -> str:
 
 
 class RunLock:
-    """An flock that says "this pool's run is alive"; the kernel drops it when we die."""
+    """An flock that says "this pool's run is alive"; the kernel drops it when we die.
+
+    The file is unlinked (while held) when the run ends; a locker re-checks after locking
+    that the path still names the file it locked, so an unlinked or replaced lock file can
+    never be held twice.
+    """
 
     def __init__(self, directory: Path, pool: str) -> None:
         self.path = directory / f"{pool}.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; False when a live process does."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = self.path.read_text().strip() or "another process"
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)  # unlinked or replaced under us: lock the current file instead
+
+    def acquire(self) -> None:
+        if not self.try_acquire():
+            try:
+                holder = self.path.read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
             raise RunError(
                 f"pool {self.path.stem!r} is already running here (pid {holder}); "
                 "terminate it first or choose another --name"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+            )
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
 
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                self.path.unlink()  # while still held: see try_acquire
             os.close(self._fd)
             self._fd = None
 
 
-def abandoned_pools(directory: Path) -> list[str]:
-    """Pools whose run lock file exists but is held by nobody: their run crashed."""
-    pools: list[str] = []
-    if not directory.is_dir():
-        return pools
-    for lock in sorted(directory.glob("*.lock")):
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live run
-        finally:
-            os.close(fd)
-        pools.append(lock.stem)
-    return pools
+@contextlib.contextmanager
+def claim_abandoned(directory: Path, keep: str) -> Iterator[list[str]]:
+    """Pools whose run crashed (lock file present, held by nobody), locked by us while the
+    caller cleans up after them, and released (file removed) afterwards."""
+    claimed: list[RunLock] = []
+    try:
+        if directory.is_dir():
+            for lock_file in sorted(directory.glob("*.lock")):
+                if lock_file.stem == keep:
+                    continue
+                lock = RunLock(directory, lock_file.stem)
+                if lock.try_acquire():
+                    claimed.append(lock)
+        yield [lock.path.stem for lock in claimed]
+    finally:
+        for lock in claimed:
+            lock.release()
 
 
 async def remove_pools(
@@ -160,13 +184,11 @@ class LocalRun:
             node_name=socket.gethostname(),
             warn=lambda path, message: self.on_problem(Problem(path, message)),
         )
-        stale = set(abandoned_pools(self.state_dir / "runs")) | {self.pool}
-        removed = await remove_pools(driver, context.keepers(), stale)
+        # Our own pool's leftovers (an earlier run of it crashed) go too: we hold its lock.
+        with claim_abandoned(self.state_dir / "runs", keep=self.pool) as stale:
+            removed = await remove_pools(driver, context.keepers(), {*stale, self.pool})
         if removed:
             self.on_note(f"removed {len(removed)} leftover(s) of crashed runs")
-        for pool in stale - {self.pool}:
-            with contextlib.suppress(FileNotFoundError):
-                (self.state_dir / "runs" / f"{pool}.lock").unlink()
 
         runner = ApplicationRunner(
             self.descriptor.root,
