@@ -84,10 +84,14 @@ class Agent:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         uri = hypervisor_uri(config.hypervisor, config.state_dir)
-        async with LibvirtDriver(uri) as hypervisor:
+        loop = asyncio.get_running_loop()
+        # Everything opened is closed in reverse order, however far start-up got.
+        async with contextlib.AsyncExitStack() as stack:
+            hypervisor = await stack.enter_async_context(LibvirtDriver(uri))
             caps = await hypervisor.capabilities()
             capacity = await hypervisor.capacity()
             udp = await UdpEndpoint.bind(config.bind, self.security)
+            stack.push_async_callback(_close_udp, udp)
             bound = udp.local_address
             advertised = config.advertised()
             if config.bind[1] == 0:
@@ -109,58 +113,48 @@ class Agent:
                 random.Random(),
             )
             node = self.node = MeshNode(core, udp, client)
+            stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
+            # The DHT listens on the gossip port + 1 of every member.
             dht = self.dht = Dht(node_id=node_id_for(config.name))
-            await dht.start((config.bind[0], bound[1] + 1 if config.bind[1] else 0), self.security)
+            await dht.start((config.bind[0], bound[1] + 1), self.security)
+            stack.callback(dht.stop)
             server = self._server = await StreamServer.start(
                 (config.bind[0], bound[1]), self.security, node.handle_stream
             )
+            stack.push_async_callback(_close_server, server)
             runner = web.AppRunner(build_app(self), access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, config.api[0], config.api[1])
-            await site.start()
-            loop = asyncio.get_running_loop()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, config.api[0], config.api[1]).start()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
-            bootstrap: asyncio.Task[None] | None = None
-            try:
-                node.feed(Start())
-                if config.peers:
-                    node.feed(JoinRequested(tuple(config.peers)))
-                    # The DHT listens on the gossip port + 1 of every member.
-                    bootstrap = loop.create_task(
-                        self._bootstrap_dht(dht, [(h, p + 1) for h, p in config.peers])
-                    )
-                self.status = "running"
-                log.info(
-                    "agent %s on %s:%d (api %s:%d, hypervisor %s)",
-                    config.name,
-                    advertised[0],
-                    advertised[1],
-                    config.api[0],
-                    config.api[1],
-                    uri,
-                )
-                _notify_systemd("READY=1")
-                await self._leave.wait()
-                self.status = "leaving"
-                _notify_systemd("STOPPING=1")
-                node.feed(LeaveRequested())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
-            finally:
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
-                if bootstrap is not None:
-                    bootstrap.cancel()
-                dht.stop()
-                await runner.cleanup()
-                server.close()
-                await server.wait_closed()
-                await node.close()
-                udp.close()
-                await udp.wait_closed()
-                self.status = "stopped"
+                stack.callback(loop.remove_signal_handler, signum)
+
+            node.feed(Start())
+            if config.peers:
+                node.feed(JoinRequested(tuple(config.peers)))
+                seeds = [(host, port + 1) for host, port in config.peers]
+                bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
+                stack.callback(bootstrap.cancel)
+            self.status = "running"
+            log.info(
+                "agent %s on %s:%d (api %s:%d, hypervisor %s)",
+                config.name,
+                advertised[0],
+                advertised[1],
+                config.api[0],
+                config.api[1],
+                uri,
+            )
+            _notify_systemd("READY=1")
+            await self._leave.wait()
+            self.status = "leaving"
+            _notify_systemd("STOPPING=1")
+            node.feed(LeaveRequested())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
+        self.status = "stopped"
 
     async def _bootstrap_dht(self, dht: Dht, seeds: list[tuple[str, int]]) -> None:
         """Retry until some seed answers: the seed may start after us."""
@@ -171,6 +165,16 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def _close_udp(udp: UdpEndpoint) -> None:
+    udp.close()
+    await udp.wait_closed()
+
+
+async def _close_server(server: StreamServer) -> None:
+    server.close()
+    await server.wait_closed()
 
 
 def _log_member_event(event: MemberEvent) -> None:

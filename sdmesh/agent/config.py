@@ -67,6 +67,24 @@ class AgentConfig:
         return guess_local_ip(self.peers[0][0] if self.peers else "10.255.255.255"), port
 
 
+def resolve_peer(address: Address) -> Address:
+    """Peers may be named; the transport sends to IP addresses only (no DNS on the loop),
+    so names are resolved once, at start-up."""
+    host, port = address
+    try:
+        socket.inet_aton(host)
+        return address
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    except socket.gaierror as error:
+        raise ConfigError(
+            f"peer {host}:{port}: cannot resolve {host!r} ({error.strerror})"
+        ) from None
+    return str(infos[0][4][0]), port
+
+
 def guess_local_ip(toward: str) -> str:
     """The source address the kernel would use toward a peer (no packet is sent)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -87,7 +105,9 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "peers":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(
-            parse_address(str(p).strip(), DEFAULT_BIND[1], "peer") for p in items if str(p).strip()
+            resolve_peer(parse_address(str(p).strip(), DEFAULT_BIND[1], "peer"))
+            for p in items
+            if str(p).strip()
         )
     if name == "labels":
         items = value.split(",") if isinstance(value, str) else list(value)

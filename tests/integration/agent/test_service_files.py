@@ -52,3 +52,12 @@ def test_configuration_errors_name_the_setting(tmp_path: Path) -> None:
         load_config(None, {"bind": "1.2.3.4:x"}, environ={})
     with pytest.raises(ConfigError, match="out of range"):
         load_config(None, {}, environ={"SDMESH_API": "127.0.0.1:70000"})
+
+
+def test_peer_names_are_resolved_once(tmp_path: Path) -> None:
+    from sdmesh.agent.config import ConfigError
+
+    config = load_config(None, {"peers": ("localhost:7000",)}, environ={})
+    assert config.peers == (("127.0.0.1", 7000),)
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        load_config(None, {"peers": ("no-such-host.invalid:7000",)}, environ={})
