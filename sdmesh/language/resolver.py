@@ -174,6 +174,11 @@ class Resolver:
             if copy:
                 attr = copy_attr(attr, cd)
             old = attrs.get(name)
+            if old is None and "sfOverride" in attr.tags and not copy:
+                self.reporter.error(
+                    f"[sfOverride] attribute '{name}' overrides nothing: no prototype defines it",
+                    attr.location,
+                )
             if old is not None:
                 if "sfFinal" in old.tags:
                     self.reporter.error(
@@ -249,6 +254,11 @@ class Resolver:
     def _place(self, target: CD, placement: Placement) -> None:
         attr = placement.attr
         old = target.attrs.get(placement.name)
+        if old is None and "sfOverride" in attr.tags:
+            self.reporter.error(
+                f"[sfOverride] attribute '{placement.name}' overrides nothing where it is placed",
+                attr.location,
+            )
         if old is not None:
             if "sfFinal" in old.tags:
                 self.reporter.error(
@@ -505,6 +515,11 @@ class Resolver:
                 name = part.name or ""
                 if name not in node.attrs:
                     raise ResolveFailure(f"'{node_label(node)}' has no attribute '{name}'")
+                if index > 0 and "sfLocal" in node.attrs[name].tags:
+                    raise ResolveFailure(
+                        f"'{name}' of '{node_label(node)}' is [sfLocal]: it can only be named "
+                        "from its own description or one nested in it"
+                    )
                 value = self._get(node, name, linking)
             elif kind == "PARENT":
                 if node.parent is None:

@@ -210,3 +210,21 @@ def test_links_to_an_enclosing_description_are_errors_not_hangs(errors: Errors) 
 
 def test_lazy_links_to_enclosing_descriptions_are_fine(resolve: Resolve) -> None:
     assert resolve("sfConfig extends { a LAZY PARENT; }").to_json() == {"a": {"$lazy": "PARENT"}}
+
+
+def test_sfoverride_must_override_something(errors: Errors, resolve: Resolve) -> None:
+    assert resolve(
+        "P extends { x 1; } sfConfig extends { a extends P { [sfOverride] x 2; } }"
+    ).to_json() == {"a": {"x": 2}}
+    (message,) = errors("P extends { x 1; } sfConfig extends { a extends P { [sfOverride] y 2; } }")
+    assert "overrides nothing" in message
+
+
+def test_sflocal_attributes_are_not_reachable_from_outside(
+    errors: Errors, resolve: Resolve
+) -> None:
+    assert resolve("sfConfig extends { a extends { [sfLocal] x 1; y x; } }").to_json() == {
+        "a": {"x": 1, "y": 1}
+    }
+    (message,) = errors("sfConfig extends { a extends { [sfLocal] x 1; } z a:x; }")
+    assert "is [sfLocal]" in message
