@@ -10,6 +10,8 @@ STAMPS := .make
 APT_BUILD := python3-venv python3-dev gcc pkg-config libvirt-dev
 # Real guests under qemu:///system for tests/e2e (root only; skipped elsewhere).
 APT_E2E := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils tini
+# Multi-host tests: agents in network namespaces, faults with nft, Serf as the baseline.
+APT_MESH := iproute2 nftables serf
 
 .PHONY: all deps demo test lint typecheck unit bench clean distclean e2e-host smoke-guest \
 	install-service
@@ -47,7 +49,8 @@ unit: deps
 # libvirtd answering and the tiny guest built; idempotent, ~0.3 s once done.
 e2e-host: deps
 	@if [ "$$(id -u)" = 0 ]; then \
-	  scripts/apt-ensure $(APT_E2E) && scripts/start-libvirtd && scripts/build-guest --publish; \
+	  scripts/apt-ensure $(APT_E2E) $(APT_MESH) && scripts/start-libvirtd && \
+	  scripts/build-guest --publish; \
 	else echo "e2e-host: not root: tests/e2e will skip"; fi
 
 smoke-guest: e2e-host

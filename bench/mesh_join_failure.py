@@ -1,0 +1,397 @@
+"""Mesh figures on real processes: join, failure detection, idle cost; Serf and sdmesh alike.
+
+Run (root): .venv/bin/python bench/mesh_join_failure.py --agent serf[,sdmesh] [--sizes 10,30,60]
+            [--mass-joins 10] [--quick]
+
+Every agent is a separate process in its own network namespace (sdmesh.testing.netns), with
+its own address on one private bridge, sealed with a cluster key. For each N, and each agent
+kind in turn (same machine, same run):
+
+  join      host 0 starts; once it answers, the N-1 others are started at once, all joining
+            through it. Seconds from that moment until every agent's view has all N alive.
+            Repeated --join-runs times, --mass-joins times at the largest N.
+  all up    seconds until every agent answers its local API (process start-up: for a Python
+            agent on 2 cores this alone is seconds, so read join against it)
+  holes     runs where some agent still missed a member after --hole-limit seconds
+  failure   kill -9 of one agent (never the seed) after each converged join: seconds until
+            every remaining agent reports it failed/dead
+  idle      once the first converged join of each N has settled: CPU (% of one core) and
+            RSS of each agent over --idle-seconds, no polling meanwhile; mean over the agents
+            (and the busiest one)
+
+Views are polled in-process over sockets inside each namespace (Serf's RPC, sdmesh's
+GET /v1/peers), only agents not yet converged, every --interval s; "poll res." is the worst
+gap between two polls of one agent, the error bar of every time above. Figures only: nothing
+here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sdmesh.testing.agents import (
+    AgentKind,
+    AgentNotAnswering,
+    SdmeshAgent,
+    SerfAgent,
+    View,
+    all_alive,
+    reports_gone,
+    wait_answering,
+    wait_views,
+)
+from sdmesh.testing.netns import Host, NetnsError, Proc, Testbed, skip_reason
+
+SERF_JOIN = {10: 0.26, 30: 0.70, 60: 1.31}
+SERF_FAILURE = {10: 5.7, 30: 7.2, 60: 9.2}
+"""Serf as measured when the issue was written (LAN profile): seconds, by N. Also: 2 of 10
+mass joins at N = 60 left a member unknown for over a minute; idle 0.3 % of a core, 15 MB."""
+
+
+@dataclass
+class RunResult:
+    join: float | None
+    all_up: float | None
+    spawn: float
+    missing: list[str]
+    exited: list[str]
+    failure: float | None = None
+    failure_missing: list[str] = field(default_factory=list)
+    join_resolution: float = 0.0
+    failure_resolution: float = 0.0
+
+
+@dataclass
+class SizeResult:
+    agent: str
+    n: int
+    runs: list[RunResult] = field(default_factory=list)
+    idle_cpu_mean: float | None = None
+    idle_cpu_max: float | None = None
+    idle_rss_mean_mb: float | None = None
+    idle_rss_max_mb: float | None = None
+
+
+class _Recorder:
+    """An AgentKind proxy noting when each agent first answered (its start-up time)."""
+
+    def __init__(self, kind: AgentKind, since: float) -> None:
+        self.kind = kind
+        self.name = kind.name
+        self.since = since
+        self.first_answer: dict[str, float] = {}
+
+    def unavailable(self) -> str | None:
+        return self.kind.unavailable()
+
+    def start(self, host: Host, seeds: Sequence[Host], *, key: bytes | None = None) -> Proc:
+        return self.kind.start(host, seeds, key=key)
+
+    def members(self, host: Host) -> View:
+        view = self.kind.members(host)
+        self.first_answer.setdefault(host.name, time.monotonic() - self.since)
+        return view
+
+    def close(self) -> None:
+        self.kind.close()
+
+
+def make_kind(name: str, testbed: Testbed, args: argparse.Namespace) -> AgentKind:
+    if name == "serf":
+        return SerfAgent(testbed, profile=args.profile, log_level=args.log_level)
+    if name == "sdmesh":
+        return SdmeshAgent(testbed)
+    raise SystemExit(f"mesh_join_failure: unknown agent {name!r} (serf, sdmesh)")
+
+
+def one_run(name: str, n: int, args: argparse.Namespace, result: SizeResult) -> RunResult:
+    """One mass join of n agents, then (if it converged) a kill -9; the first converged
+    run of each N also measures the idle cost before the kill."""
+    with Testbed(n, workdir=_run_dir(args, name, n), keep_logs=args.keep_logs is not None) as tb:
+        kind = make_kind(name, tb, args)
+        try:
+            seed, others = tb[0], tb.hosts[1:]
+            procs = {seed.name: kind.start(seed, [])}
+            wait_answering(kind, [seed], timeout=30)
+            t0 = time.monotonic()
+            for host in others:
+                procs[host.name] = kind.start(host, [seed])
+            spawn = time.monotonic() - t0
+            recorder = _Recorder(kind, t0)
+            names = [h.name for h in tb]
+            joined = wait_views(
+                recorder,
+                tb.hosts,
+                all_alive(names),
+                timeout=args.hole_limit,
+                interval=args.interval,
+                since=t0,
+            )
+            up = recorder.first_answer
+            run = RunResult(
+                join=joined.last,
+                all_up=max(up.values()) if len(up) == n else None,
+                spawn=spawn,
+                missing=joined.missing,
+                exited=[p.host.name for p in procs.values() if not p.alive()],
+                join_resolution=joined.resolution,
+            )
+            if not joined.complete:
+                _report_hole(kind, tb, joined.missing, procs, args)
+                return run
+            if result.idle_cpu_mean is None:
+                _measure_idle(list(procs.values()), args, result)
+            victim = tb[n - 1]
+            t1 = time.monotonic()
+            tb.kill(procs[victim.name])
+            gone = wait_views(
+                kind,
+                tb.hosts[:-1],
+                reports_gone(victim.name),
+                timeout=args.failure_timeout,
+                interval=args.interval,
+                since=t1,
+            )
+            run.failure = gone.last
+            run.failure_missing = gone.missing
+            run.failure_resolution = gone.resolution
+            return run
+        finally:
+            kind.close()
+
+
+def _measure_idle(procs: list[Proc], args: argparse.Namespace, result: SizeResult) -> None:
+    time.sleep(args.settle)
+    live = [p for p in procs if p.alive()]
+    start_cpu = {p.pid: p.cpu_seconds() for p in live}
+    t = time.monotonic()
+    time.sleep(args.idle_seconds)
+    wall = time.monotonic() - t
+    cpu = [100 * (p.cpu_seconds() - start_cpu[p.pid]) / wall for p in live if p.alive()]
+    rss = [p.rss_bytes() / 2**20 for p in live if p.alive()]
+    result.idle_cpu_mean, result.idle_cpu_max = statistics.mean(cpu), max(cpu)
+    result.idle_rss_mean_mb, result.idle_rss_max_mb = statistics.mean(rss), max(rss)
+
+
+def _report_hole(
+    kind: AgentKind,
+    tb: Testbed,
+    missing: list[str],
+    procs: dict[str, Proc],
+    args: argparse.Namespace,
+) -> None:
+    names = {h.name for h in tb}
+    for host in tb:
+        if host.name not in missing:
+            continue
+        proc = procs[host.name]
+        try:
+            view = kind.members(host)
+            lacks = sorted(n for n in names if view.get(n) != "alive")
+            what = f"lacks {', '.join(lacks[:8])}{' ...' if len(lacks) > 8 else ''}"
+        except AgentNotAnswering:
+            what = f"not answering (process rc={proc.returncode})"
+        print(f"      hole after {args.hole_limit:.0f}s: {host.name} {what}", flush=True)
+        tail = proc.log().strip().splitlines()[-2:]
+        if proc.returncode is not None and tail:
+            print(f"        log: {' | '.join(line.strip() for line in tail)}", flush=True)
+
+
+def _run_dir(args: argparse.Namespace, name: str, n: int) -> Path | None:
+    if args.keep_logs is None:
+        return None
+    base = Path(args.keep_logs)
+    for i in range(1000):
+        path = base / f"{name}-n{n}-r{i}"
+        if not path.exists():
+            path.mkdir(parents=True)
+            return path
+    raise SystemExit(f"too many runs under {base}")
+
+
+def _stats(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
+    print()
+    header = (
+        f"{'agent':<7} {'N':>3} {'runs':>4}  {'join s: median [min-max]':<26} {'all up s':>8} "
+        f"{'holes':>5}  {'failure s: median [min-max]':<28} {'idle CPU %':>14} "
+        f"{'RSS MB':>11} {'poll res. j/f':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        joins = [x.join for x in r.runs if x.join is not None]
+        ups = [x.all_up for x in r.runs if x.all_up is not None]
+        fails = [x.failure for x in r.runs if x.failure is not None]
+        holes = sum(1 for x in r.runs if x.join is None)
+        res_join = max((x.join_resolution for x in r.runs), default=0.0)
+        res_fail = max((x.failure_resolution for x in r.runs), default=0.0)
+        idle = (
+            f"{r.idle_cpu_mean:.2f} (max {r.idle_cpu_max:.1f})"
+            if r.idle_cpu_mean is not None and r.idle_cpu_max is not None
+            else "-"
+        )
+        rss = (
+            f"{r.idle_rss_mean_mb:.1f} ({r.idle_rss_max_mb:.0f})"
+            if r.idle_rss_mean_mb is not None and r.idle_rss_max_mb is not None
+            else "-"
+        )
+        print(
+            f"{r.agent:<7} {r.n:>3} {len(r.runs):>4}  {_stats(joins):<26} "
+            f"{max(ups) if ups else float('nan'):>8.2f} {holes:>2}/{len(r.runs):<2}  "
+            f"{_stats(fails):<28} {idle:>14} {rss:>11} {res_join:>6.2f}/{res_fail:.2f}"
+        )
+    print(
+        "\nSerf when the issue was written (LAN), N = 10/30/60: join "
+        + " / ".join(f"{v}" for v in SERF_JOIN.values())
+        + " s, failure "
+        + " / ".join(f"{v}" for v in SERF_FAILURE.values())
+        + " s; 2 of 10 mass joins at 60 left a hole; idle 0.3 % of a core, 15 MB."
+    )
+    print(
+        f"idle CPU: % of one core per agent, mean (busiest) over {args.idle_seconds:.0f} s "
+        f"after {args.settle:.0f} s settling; RSS: mean (max) MB. all up: max over runs. "
+        f"poll res. j/f: worst gap between two polls of one agent while waiting for the "
+        f"join / the failure, over all runs (poll interval "
+        f"{args.interval:.3f} s)."
+    )
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def describe_machine(agents: list[str]) -> str:
+    lines = [
+        f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Linux {platform.release()}"
+    ]
+    if "serf" in agents:
+        version = subprocess.run(["serf", "version"], capture_output=True, text=True).stdout
+        package = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "serf"], capture_output=True, text=True
+        ).stdout
+        lines.append(
+            f"serf: Debian package {package or '?'} (binary says "
+            f"{version.splitlines()[0] if version else '?'})"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--agent", default="serf", help="serf, sdmesh, or both: serf,sdmesh")
+    ap.add_argument("--sizes", default="10,30,60", help="comma-separated N (default 10,30,60)")
+    ap.add_argument("--join-runs", type=int, default=3, help="joins per N (default 3)")
+    ap.add_argument(
+        "--mass-joins", type=int, default=10, help="joins at the largest N (default 10)"
+    )
+    ap.add_argument("--hole-limit", type=float, default=60.0, help="seconds (default 60)")
+    ap.add_argument("--failure-timeout", type=float, default=90.0, help="seconds (default 90)")
+    ap.add_argument("--idle-seconds", type=float, default=30.0, help="default 30")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds before idle (default 5)")
+    ap.add_argument("--interval", type=float, default=0.05, help="poll interval (default 0.05)")
+    ap.add_argument("--profile", default="lan", help="Serf timing profile (default lan)")
+    ap.add_argument("--log-level", default="info", help="Serf log level (default info)")
+    ap.add_argument("--keep-logs", metavar="DIR", help="keep every agent's log under DIR")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument(
+        "--quick", action="store_true", help="1 join per N, 3 at the largest, 10 s idle"
+    )
+    args = ap.parse_args()
+    if args.quick:
+        args.join_runs, args.mass_joins, args.idle_seconds = 1, 3, 10.0
+    agents = [a.strip() for a in args.agent.split(",") if a.strip()]
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    reason = skip_reason()
+    if reason:
+        print(f"mesh_join_failure: cannot run: {reason}", file=sys.stderr)
+        return 1
+    # SIGTERM (e.g. a timeout wrapper) acts as Ctrl-C: testbeds torn down, figures printed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for name in agents:
+        with Testbed(1) as probe:
+            why = make_kind(name, probe, args).unavailable()
+        if why:
+            print(f"mesh_join_failure: {name}: {why}", file=sys.stderr)
+            return 1
+    print(describe_machine(agents))
+    print(
+        f"sizes {sizes}, {args.join_runs} join(s) per N, {args.mass_joins} at N = {sizes[-1]}, "
+        f"hole limit {args.hole_limit:.0f} s, poll every {args.interval} s",
+        flush=True,
+    )
+    results: list[SizeResult] = []
+    poller_start = resource.getrusage(resource.RUSAGE_SELF)
+    wall_start = time.monotonic()
+    busy_start, total_start = _cpu_ticks()
+    load_start = os.getloadavg()[0]
+    try:
+        for n in sizes:
+            runs = args.mass_joins if n == sizes[-1] else args.join_runs
+            for name in agents:
+                result = SizeResult(name, n)
+                results.append(result)
+                for i in range(runs):
+                    run = one_run(name, n, args, result)
+                    result.runs.append(run)
+                    print(
+                        f"  {name} N={n} run {i + 1}/{runs}: join "
+                        f"{_fmt(run.join, 'HOLE')} (all up {_fmt(run.all_up)}, spawned in "
+                        f"{run.spawn:.2f}s), failure {_fmt(run.failure)}, poll res. "
+                        f"{run.join_resolution:.2f}/{run.failure_resolution:.2f}s"
+                        + (f", exited: {run.exited}" if run.exited else ""),
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print("interrupted: figures so far", file=sys.stderr)
+    except NetnsError as error:
+        print(f"mesh_join_failure: {error}", file=sys.stderr)
+        return 1
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    poller = used.ru_utime + used.ru_stime - poller_start.ru_utime - poller_start.ru_stime
+    print_table(results, args)
+    wall = time.monotonic() - wall_start
+    busy, total = _cpu_ticks()
+    print(
+        f"this process (poller and harness) used {poller:.1f} s CPU over {wall:.0f} s "
+        f"({100 * poller / wall:.1f} % of one core); the machine was "
+        f"{100 * (busy - busy_start) / max(1, total - total_start):.0f} % busy overall "
+        f"(everything, agents included; load average {load_start:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end)."
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"results": [asdict(r) for r in results], "args": vars(args)}, indent=2)
+        )
+    return 0
+
+
+def _fmt(value: float | None, none: str = "-") -> str:
+    return none if value is None else f"{value:.2f}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
