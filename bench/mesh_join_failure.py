@@ -13,6 +13,7 @@ kind in turn (same machine, same run):
   all up    seconds until every agent answers its local API (process start-up: for a Python
             agent on 2 cores this alone is seconds, so read join against it)
   holes     runs where some agent still missed a member after --hole-limit seconds
+            (--hole-follow S keeps watching to report when the hole closed)
   failure   kill -9 of one agent (never the seed) after each converged join: seconds until
             every remaining agent reports it failed/dead
   idle      once the first converged join of each N has settled: CPU (% of one core) and
@@ -69,6 +70,7 @@ class RunResult:
     exited: list[str]
     failure: float | None = None
     failure_missing: list[str] = field(default_factory=list)
+    hole_closed: float | None = None
     join_resolution: float = 0.0
     failure_resolution: float = 0.0
 
@@ -150,6 +152,25 @@ def one_run(name: str, n: int, args: argparse.Namespace, result: SizeResult) -> 
             )
             if not joined.complete:
                 _report_hole(kind, tb, joined.missing, procs, args)
+                if args.hole_follow > 0:  # how long does the hole stay open?
+                    closed = wait_views(
+                        kind,
+                        [h for h in tb if h.name in joined.missing],
+                        all_alive(names),
+                        timeout=args.hole_follow,
+                        interval=max(args.interval, 0.5),
+                        since=t0,
+                    )
+                    run.hole_closed = closed.last
+                    print(
+                        "      hole "
+                        + (
+                            f"closed {closed.last:.1f}s after the join started"
+                            if closed.last is not None
+                            else f"still open after {args.hole_limit + args.hole_follow:.0f}s"
+                        ),
+                        flush=True,
+                    )
                 return run
             if result.idle_cpu_mean is None:
                 _measure_idle(list(procs.values()), args, result)
@@ -199,7 +220,9 @@ def _report_hole(
         proc = procs[host.name]
         try:
             view = kind.members(host)
-            lacks = sorted(n for n in names if view.get(n) != "alive")
+            lacks = [
+                f"{n} ({view.get(n, 'unknown')})" for n in sorted(names) if view.get(n) != "alive"
+            ]
             what = f"lacks {', '.join(lacks[:8])}{' ...' if len(lacks) > 8 else ''}"
         except AgentNotAnswering:
             what = f"not answering (process rc={proc.returncode})"
@@ -260,6 +283,13 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
             f"{max(ups) if ups else float('nan'):>8.2f} {holes:>2}/{len(r.runs):<2}  "
             f"{_stats(fails):<28} {idle:>14} {rss:>11} {res_join:>6.2f}/{res_fail:.2f}"
         )
+    for r in results:
+        open_runs = [x for x in r.runs if x.join is None]
+        if open_runs:
+            detail = ", ".join(
+                f"{x.hole_closed:.0f}s" if x.hole_closed is not None else "never" for x in open_runs
+            )
+            print(f"holes, {r.agent} N={r.n}: {len(open_runs)}, closed at: {detail}")
     print(
         "\nSerf when the issue was written (LAN), N = 10/30/60: join "
         + " / ".join(f"{v}" for v in SERF_JOIN.values())
@@ -309,6 +339,12 @@ def main() -> int:
         "--mass-joins", type=int, default=10, help="joins at the largest N (default 10)"
     )
     ap.add_argument("--hole-limit", type=float, default=60.0, help="seconds (default 60)")
+    ap.add_argument(
+        "--hole-follow",
+        type=float,
+        default=0.0,
+        help="after a hole, keep polling this long to see when it closes (default 0: no)",
+    )
     ap.add_argument("--failure-timeout", type=float, default=90.0, help="seconds (default 90)")
     ap.add_argument("--idle-seconds", type=float, default=30.0, help="default 30")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds before idle (default 5)")
