@@ -1,8 +1,9 @@
 """Runs the membership core over the sealed transport: the thin asyncio driver of SWIM.
 
 Every decision is the core's (sdmesh.membership); this module only moves datagrams and stream
-payloads, arms timers, and tells listeners what changed. Anything that fails to decode after
-the transport opened it is dropped and counted with the transport's other drops.
+payloads, arms timers, and tells listeners what changed (members, and rumors learned).
+Anything that fails to decode after the transport opened it is dropped and counted with the
+transport's other drops.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from sdmesh.membership import (
     MemberEvent,
     Membership,
     OpenStream,
+    Publish,
     Received,
     ReplyStream,
+    Rumor,
+    RumorLearned,
     Send,
     SetTimer,
     StreamFailed,
@@ -57,6 +61,8 @@ class MeshNode:
         self.udp = udp
         self.client = client
         self.listeners: list[Callable[[MemberEvent], None]] = []
+        self.rumor_listeners: list[Callable[[Rumor], None]] = []
+        """Called with every rumor value the core takes, our own publications included."""
         self.joined = asyncio.Event()
         self.left = asyncio.Event()
         self.join_failures: list[str] = []
@@ -66,6 +72,15 @@ class MeshNode:
         self._stream_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._receiver = self._loop.create_task(self._receive())
+
+    def publish(self, topic: str, key: str, payload: bytes) -> None:
+        """Tell the whole mesh ``payload`` is the latest for ``(topic, key)``.
+
+        Raises ``ValueError`` for a topic over 32 bytes, a key over 128 or a payload over 512.
+        Publish after ``joined`` is set: before that the mesh's newer values are unknown here,
+        and a publication could lose to them.
+        """
+        self.feed(Publish(topic, key, payload))
 
     # ------------------------------------------------------------------- the core's I/O
     def feed(self, event: Event) -> None:
@@ -95,6 +110,9 @@ class MeshNode:
         elif isinstance(action, MemberEvent):
             for listener in self.listeners:
                 listener(action)
+        elif isinstance(action, RumorLearned):
+            for rumor_listener in self.rumor_listeners:
+                rumor_listener(action.rumor)
         elif isinstance(action, JoinCompleted):
             self.joined.set()
         elif isinstance(action, JoinFailed):

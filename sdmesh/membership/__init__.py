@@ -7,6 +7,7 @@ Typical driver loop::
     actions += core.handle(JoinRequested((seed_addr,)), now)
     # then, forever: execute actions; turn datagrams (after transport decoding), stream
     # payloads and fired timers into events; call core.handle(event, now).
+    actions = core.handle(Publish("pools", "pool-7", b"terminated"), now)  # -> RumorLearned
 """
 
 from sdmesh.membership.actions import (
@@ -19,6 +20,7 @@ from sdmesh.membership.actions import (
     MemberEventKind,
     OpenStream,
     ReplyStream,
+    RumorLearned,
     Send,
     SetTimer,
 )
@@ -30,6 +32,7 @@ from sdmesh.membership.events import (
     LeaveRequested,
     MetaUpdated,
     Preload,
+    Publish,
     Received,
     Start,
     StreamFailed,
@@ -48,6 +51,8 @@ from sdmesh.membership.messages import (
     Ping,
     PingReq,
     PushPull,
+    Rumor,
+    RumorUpdate,
     Suspect,
     decode,
     decode_packet,
@@ -85,9 +90,13 @@ __all__ = [
     "Ping",
     "PingReq",
     "Preload",
+    "Publish",
     "PushPull",
     "Received",
     "ReplyStream",
+    "Rumor",
+    "RumorLearned",
+    "RumorUpdate",
     "Send",
     "SetTimer",
     "Start",

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from sdmesh.membership.member import Address, Member, State
-from sdmesh.membership.messages import PacketMessage, PushPull
+from sdmesh.membership.messages import PacketMessage, PushPull, Rumor
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,14 @@ class MemberEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RumorLearned:
+    """Our rumor map took a newer value for ``(rumor.topic, rumor.key)``: from a datagram, a
+    push-pull, or our own ``Publish`` (reported too, so the agent has one code path)."""
+
+    rumor: Rumor
+
+
+@dataclass(frozen=True, slots=True)
 class JoinCompleted:
     """The first seed answered a join; we now know ``members`` members (ourselves included)."""
 
@@ -102,6 +110,7 @@ Action = (
     | SetTimer
     | CancelTimer
     | MemberEvent
+    | RumorLearned
     | JoinCompleted
     | JoinFailed
     | LeaveCompleted

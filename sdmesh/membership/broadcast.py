@@ -4,6 +4,8 @@ SWIM disseminates by infection: every member re-sends each update it learns a bo
 of times (``retransmit_limit``), on the datagrams it sends anyway. Updates sent fewer times go
 first and, among equals, the newest first, so fresh news spreads before old news is repeated.
 A newer update about a member replaces the queued one: it supersedes it by incarnation order.
+Rumors share the queue and its budget, keyed by ``(topic, key)``: a newer value of a rumor
+likewise replaces the queued older one.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from dataclasses import dataclass
 from sdmesh.membership.messages import GossipMessage
 from sdmesh.membership.wire import packed_size
 
+QueueKey = str | tuple[str, str]
+"""A member name, or a rumor's ``(topic, key)``."""
+
 SMALLEST_UPDATE_BYTES = 12
 """No update encodes smaller than this; stop filling a datagram once less room remains."""
 
 
 @dataclass(slots=True)
 class _Queued:
-    key: str
+    key: QueueKey
     message: GossipMessage
     size: int
     order: int
@@ -30,18 +35,18 @@ class BroadcastQueue:
     """Pending updates, one per member name."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, _Queued] = {}
+        self._by_key: dict[QueueKey, _Queued] = {}
         self._levels: dict[int, dict[int, _Queued]] = {}
         self._order = 0
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: QueueKey) -> bool:
         return key in self._by_key
 
-    def enqueue(self, key: str, message: GossipMessage) -> None:
-        """Queue ``message`` about member ``key``, replacing any older update about it."""
+    def enqueue(self, key: QueueKey, message: GossipMessage) -> None:
+        """Queue ``message`` about ``key``, replacing any older update about it."""
         self._drop(key)
         self._order += 1
         item = _Queued(key, message, packed_size(message.to_wire()), self._order)
@@ -86,7 +91,7 @@ class BroadcastQueue:
         item.transmits = transmits
         self._levels.setdefault(transmits, {})[item.order] = item
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: QueueKey) -> None:
         item = self._by_key.pop(key, None)
         if item is None:
             return

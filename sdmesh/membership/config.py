@@ -65,6 +65,13 @@ class MembershipConfig:
     """Gossip our departure this long before reporting ``LeaveCompleted``."""
     max_datagram_bytes: int = 1400
     """Budget for one encoded datagram (msgpack bytes, before transport sealing)."""
+    max_stream_bytes: int = 16 * 1024 * 1024 - 1024
+    """Budget for one encoded push-pull message: the stream transport's 16 MiB frame less
+    room for sealing. Rumors that do not fit are left out, oldest first."""
+    max_rumors: int = 4096
+    """Rumors kept; beyond this the oldest (by Lamport time) are forgotten."""
+    rumor_ttl: float = 86400.0
+    """Rumors are forgotten this long after publication (republish to keep one longer)."""
     randomize_probe_phase: bool = True
     """Start the first probe at a random point in the period; False aligns periods across
     nodes started together, which is the setting of SWIM's analysis (for experiments)."""
@@ -88,6 +95,10 @@ class MembershipConfig:
             raise ValueError("retransmit_mult must be >= 1 and gossip_nodes >= 0")
         if self.max_datagram_bytes < 256:
             raise ValueError("max_datagram_bytes below 256 cannot carry an alive message")
+        if self.max_stream_bytes < self.max_datagram_bytes:
+            raise ValueError("max_stream_bytes must be at least max_datagram_bytes")
+        if self.max_rumors < 1 or self.rumor_ttl <= 0:
+            raise ValueError("max_rumors must be >= 1 and rumor_ttl positive")
 
 
 def retransmit_limit(retransmit_mult: int, members: int) -> int:

@@ -20,6 +20,10 @@ next probe it receives).
 Beyond the papers: a member that receives a suspicion it has already refuted answers the
 sender directly (the sender evidently missed the refutation), and dead members are retried
 with a push-pull now and then, so the two sides of a healed partition find each other again.
+
+The same machinery carries *rumors* (``Publish``, ``RumorLearned``): application records kept
+in a last-writer-wins map under a Lamport clock, gossiped like member updates and exchanged
+whole by push-pull, so a member that was away when one was published still learns it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sdmesh.membership.actions import (
     MemberEventKind,
     OpenStream,
     ReplyStream,
+    RumorLearned,
     Send,
     SetTimer,
 )
@@ -54,6 +59,7 @@ from sdmesh.membership.events import (
     LeaveRequested,
     MetaUpdated,
     Preload,
+    Publish,
     Received,
     Start,
     StreamFailed,
@@ -73,12 +79,22 @@ from sdmesh.membership.messages import (
     Ping,
     PingReq,
     PushPull,
+    Rumor,
+    RumorUpdate,
     SimpleMessage,
     Suspect,
+    checked_rumor,
 )
+from sdmesh.membership.rumors import RumorStore, age_since
 from sdmesh.membership.suspicion import Suspicion
 from sdmesh.membership.table import MemberTable, Record
-from sdmesh.membership.wire import MAX_UINT32, MalformedMessage, expect_meta, packed_size
+from sdmesh.membership.wire import (
+    MAX_UINT32,
+    MAX_UINT64,
+    MalformedMessage,
+    expect_meta,
+    packed_size,
+)
 
 PROBE = "probe"
 PROBE_TIMEOUT = "probe-timeout"
@@ -95,6 +111,12 @@ COMPOUND_OVERHEAD = 5
 PROBE_BYTES = 200
 """Room kept for the probe or ack an update rides on (generous: a ping-req with the longest
 names and host is about 400 bytes, but that is rare and the update then waits a packet)."""
+RUMOR_LIST_OVERHEAD = 5
+"""msgpack bytes of the rumor list header in a push-pull (at most an array32 header)."""
+REGOSSIP_PER_MERGE = 16
+"""Rumors new to us in one push-pull that we also gossip, newest first. A few are news our
+side of a healed partition missed and gossip spreads them fastest; a flood of them (a node
+back from a long absence) is for anti-entropy, not for the broadcast queue it would clog."""
 
 
 class Phase(enum.Enum):
@@ -123,6 +145,9 @@ class Stats:
     streams_opened: int = 0
     pings_for_others: int = 0
     stale_acks: int = 0
+    rumors_published: int = 0
+    rumors_learned: int = 0
+    """New values the rumor map took, our own publications included."""
 
 
 @dataclass(slots=True)
@@ -183,6 +208,12 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._seq = rng.randrange(MAX_UINT32)
         self._join: _JoinAttempt | None = None
+        self._rumors = RumorStore(config.max_rumors, config.rumor_ttl)
+        self._update_room = config.max_datagram_bytes - COMPOUND_OVERHEAD - PROBE_BYTES
+        """Largest update we gossip: it must fit next to a probe."""
+        self._sized_members: tuple[Member, ...] | None = None
+        self._members_bytes = 0
+        """Encoded size of a push-pull of ``_sized_members`` without rumors."""
 
     # ------------------------------------------------------------------ queries
 
@@ -232,10 +263,25 @@ class Membership:
         """Alive and suspect members, ourselves included."""
         return [r.snapshot() for r in self._table.records() if r.state.live]
 
+    def rumors(self, topic: str | None = None) -> list[Rumor]:
+        """The current value of every rumor we hold (of ``topic`` only, if given), sorted by
+        topic and key. Expired rumors linger up to ``reap_interval`` here."""
+        return self._rumors.rumors(topic)
+
+    def rumor(self, topic: str, key: str) -> Rumor | None:
+        return self._rumors.get(topic, key)
+
+    @property
+    def rumor_clock(self) -> int:
+        """Our Lamport clock: the highest ``ltime`` seen; our next publication gets one more."""
+        return self._rumors.clock
+
     # ------------------------------------------------------------------ entry point
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply one event at time ``now``; return what the driver must do."""
+        # Refuse a bad publication before anything changes, so the caller can carry on.
+        published = self._checked_publish(event) if isinstance(event, Publish) else None
         if self._phase is Phase.STOPPED:
             return []
         self._now = now
@@ -259,6 +305,8 @@ class Membership:
             self._on_meta(event.meta)
         elif isinstance(event, Preload):
             self._on_preload(event.members)
+        elif published is not None:
+            self._on_publish(published)
         elif not isinstance(event, Start):  # pragma: no cover - exhaustive above
             raise TypeError(f"unknown event {event!r}")
         self._arm_gossip()
@@ -482,6 +530,10 @@ class Membership:
             self._on_dead(message, src)
         elif isinstance(message, PingReq):
             self._on_ping_req(src, message)
+        elif isinstance(message, RumorUpdate):
+            published = self._now - message.age
+            if self._learn(message.rumor, published):
+                self._spread(message.rumor, published)
         else:
             self._on_nack(message.seq)
 
@@ -661,18 +713,38 @@ class Membership:
     # ------------------------------------------------------------------ push-pull
 
     def _open_push_pull(self, addr: Address, *, join: bool) -> None:
-        state = PushPull(self._name, join=join, reply=False, members=self._table.snapshot())
-        self._out.append(OpenStream(addr, state))
+        self._out.append(OpenStream(addr, self._push_pull(join=join, reply=False)))
         self.stats.streams_opened += 1
+
+    def _push_pull(self, *, join: bool, reply: bool) -> PushPull:
+        """Our full state: every member, and as many rumors as the stream budget leaves room
+        for, newest first (the members take precedence: they are the protocol)."""
+        members = self._table.snapshot()
+        if not self._rumors:
+            return PushPull(self._name, join, reply, members)
+        if members is not self._sized_members:
+            self._sized_members = members
+            self._members_bytes = packed_size(PushPull(self._name, join, reply, members).to_wire())
+        room = self.config.max_stream_bytes - self._members_bytes - RUMOR_LIST_OVERHEAD
+        updates: list[RumorUpdate] = []
+        for held in self._rumors.newest_first(self._now):
+            room -= held.size
+            if room < 0:
+                break
+            updates.append(RumorUpdate(held.rumor, age_since(held.published, self._now)))
+        return PushPull(self._name, join, reply, members, tuple(updates))
 
     def _on_stream(self, src: Address, message: PushPull, stream_id: int) -> None:
         if not message.reply:
             self._merge(message)
-            reply = PushPull(self._name, message.join, reply=True, members=self._table.snapshot())
+            self._merge_rumors(message.rumors, spread=True)
+            reply = self._push_pull(join=message.join, reply=True)
             self._out.append(ReplyStream(stream_id, reply))
             return
         incarnation = self._incarnation
         wrong_about_us = self._merge(message) or self._incarnation > incarnation
+        # A join reply holds what the mesh already knows: nothing there is news to gossip.
+        self._merge_rumors(message.rumors, spread=not message.join)
         join = self._join
         if message.join and join is not None and src in join.pending:
             del join.pending[src]
@@ -720,6 +792,17 @@ class Membership:
                 self._on_suspect(Suspect(member.name, member.incarnation, message.sender))
         return wrong_about_us
 
+    def _merge_rumors(self, updates: tuple[RumorUpdate, ...], *, spread: bool) -> None:
+        learned: list[tuple[Rumor, float]] = []
+        for update in updates:
+            published = self._now - update.age
+            if self._learn(update.rumor, published):
+                learned.append((update.rumor, published))
+        if spread:
+            learned.sort(key=lambda pair: pair[0].rank, reverse=True)
+            for rumor, published in learned[:REGOSSIP_PER_MERGE]:
+                self._spread(rumor, published)
+
     def _on_push_pull_timer(self) -> None:
         period = push_pull_period(self.config.push_pull_interval, self.live_count)
         self._arm(PUSH_PULL, self._now + period)
@@ -746,10 +829,53 @@ class Membership:
     def _on_reap_timer(self) -> None:
         cfg = self.config
         self._arm(REAP, self._now + cfg.reap_interval)
+        self._rumors.expire(self._now)
         for name in self._table.expired(self._now, cfg.dead_reap_after, cfg.left_reap_after):
             record = self._table.remove(name)
             if record is not None:
                 self._emit(MemberEventKind.REAPED, record, record.state)
+
+    # ------------------------------------------------------------------ rumors
+
+    def _checked_publish(self, event: Publish) -> Rumor:
+        """The rumor ``event`` publishes, or ``ValueError`` if peers would refuse it or it
+        would not fit a datagram next to a probe."""
+        if self._rumors.clock >= MAX_UINT64:
+            raise ValueError("rumor clock exhausted (a peer sent the largest Lamport time)")
+        rumor = checked_rumor(
+            event.topic, event.key, self._rumors.clock + 1, self._name, event.payload
+        )
+        size = packed_size(RumorUpdate(rumor, 0).to_wire())
+        if size > self._update_room:
+            raise MalformedMessage(
+                f"rumor of {size} bytes does not fit a {self._update_room}-byte datagram budget"
+            )
+        return rumor
+
+    def _on_publish(self, rumor: Rumor) -> None:
+        """Store and gossip our own rumor; its Lamport time beats every value seen so far.
+
+        A core that has not joined yet may not have seen the mesh's newer values for the key,
+        so its publication can lose: publish after ``JoinCompleted`` to be sure.
+        """
+        self.stats.rumors_published += 1
+        self._learn(rumor, self._now)
+        self._spread(rumor, self._now)
+
+    def _learn(self, rumor: Rumor, published: float) -> bool:
+        """Offer ``rumor`` to the map; report it if taken."""
+        if not self._rumors.offer(rumor, published, self._now):
+            return False
+        self.stats.rumors_learned += 1
+        self._out.append(RumorLearned(rumor))
+        return True
+
+    def _spread(self, rumor: Rumor, published: float) -> None:
+        """Queue ``rumor`` for gossip, unless it is too big for our datagrams (a peer with a
+        larger budget sent it; push-pull still carries it)."""
+        update = RumorUpdate(rumor, age_since(published, self._now))
+        if packed_size(update.to_wire()) <= self._update_room:
+            self._queue.enqueue((rumor.topic, rumor.key), update)
 
     # ------------------------------------------------------------------ helpers
 

@@ -73,6 +73,18 @@ class LeaveRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish a rumor: the core stamps it with its Lamport clock and our name, stores it,
+    reports ``RumorLearned`` and gossips it. ``handle`` raises ``ValueError`` (a
+    ``MalformedMessage``) for a topic over 32 bytes, a key over 128, a payload over 512, or
+    fields of the wrong type, before changing any state."""
+
+    topic: str
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class MetaUpdated:
     """New local metadata (capacity changed, an image arrived, ...). Bumps our incarnation."""
 
@@ -89,4 +101,5 @@ Event = (
     | JoinRequested
     | LeaveRequested
     | MetaUpdated
+    | Publish
 )

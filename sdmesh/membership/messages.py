@@ -5,6 +5,9 @@ matters inside a 1400-byte datagram) and comes back through ``decode``, which ac
 but the exact shape. The transport (``sdmesh.transport``) seals and frames these structures;
 datagrams carry ``PacketMessage`` values, push-pull streams carry ``PushPull``.
 
+Besides membership, the same channels carry *rumors*: small application records (pool
+announcements, tombstones) that every member learns, last writer wins per ``(topic, key)``.
+
 Encoding assumes msgpack's defaults (``use_bin_type=True`` to pack, ``raw=False`` to unpack), so
 strings come back as ``str`` and bytes as ``bytes``.
 """
@@ -12,25 +15,36 @@ strings come back as ``str`` and bytes as ``bytes``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sdmesh.membership.member import Address, Member, Meta, State
 from sdmesh.membership.wire import (
     MAX_UINT32,
+    MAX_UINT64,
     MalformedMessage,
     expect_address,
     expect_bool,
+    expect_bytes,
     expect_int,
     expect_list,
     expect_meta,
     expect_name,
+    expect_text,
 )
 
 MAX_COMPOUND_PARTS = 255
 """More parts than this cannot fit a datagram anyway; refuse them before looking inside."""
 MAX_PUSH_PULL_MEMBERS = 65536
 """Far beyond any mesh we aim at; bounds the work a single stream can cause."""
+MAX_PUSH_PULL_RUMORS = 65536
+"""Likewise for rumors (a node keeps ``max_rumors``, 4096 by default)."""
+MAX_TOPIC_BYTES = 32
+MAX_RUMOR_KEY_BYTES = 128
+MAX_RUMOR_PAYLOAD_BYTES = 512
+"""Topic, key and payload limits (UTF-8 bytes for the strings): with an ASCII origin name and
+the clock, a rumor stays under 900 bytes, so it rides in a datagram next to a probe."""
 
 
 class Tag(enum.IntEnum):
@@ -45,6 +59,7 @@ class Tag(enum.IntEnum):
     DEAD = 7
     COMPOUND = 8
     PUSH_PULL = 9
+    RUMOR = 10
 
 
 _STATE_CODES: dict[State, int] = {State.ALIVE: 0, State.SUSPECT: 1, State.DEAD: 2, State.LEFT: 3}
@@ -139,10 +154,67 @@ class Dead:
         return [Tag.DEAD.value, self.name, self.incarnation, self.sender, self.left]
 
 
-GossipMessage = Alive | Suspect | Dead
-"""Membership updates, disseminated by piggybacking and gossip."""
+@dataclass(frozen=True, slots=True)
+class Rumor:
+    """An application record the whole mesh learns; the newest per ``(topic, key)`` wins.
 
-SimpleMessage = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead
+    ``ltime`` is the origin's Lamport clock at publication, so a rumor published after
+    another was seen orders after it whatever the hosts' clocks say. ``origin`` breaks ties
+    between concurrent publishers, and the payload settles the one tie left (an origin that
+    restarted and reused an ``ltime`` before relearning the clock), so every member picks the
+    same winner.
+    """
+
+    topic: str
+    key: str
+    ltime: int
+    origin: str
+    payload: bytes
+
+    @property
+    def rank(self) -> tuple[int, str, bytes]:
+        """Total order of rumors about one key: greater is newer."""
+        return (self.ltime, self.origin, self.payload)
+
+    def fields(self) -> list[Any]:
+        return [self.topic, self.key, self.ltime, self.origin, self.payload]
+
+
+def checked_rumor(
+    topic: object, key: object, ltime: object, origin: object, payload: object
+) -> Rumor:
+    """A rumor whose fields are within the limits, or ``MalformedMessage`` (a ``ValueError``)."""
+    return Rumor(
+        expect_text(topic, "rumor topic", MAX_TOPIC_BYTES),
+        expect_text(key, "rumor key", MAX_RUMOR_KEY_BYTES),
+        expect_int(ltime, "rumor ltime", 1, MAX_UINT64),
+        expect_name(origin, "rumor origin"),
+        expect_bytes(payload, "rumor payload", MAX_RUMOR_PAYLOAD_BYTES),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RumorUpdate:
+    """A rumor in transit, with its ``age``: whole seconds since its origin published it, as
+    far as the sender knows (rounded up).
+
+    Carrying the age lets every member expire a rumor at about the same time after its
+    publication. Were expiry counted from each member's own learning time, a member that
+    learned late would hand an expired rumor back to those that already dropped it, and it
+    would never die.
+    """
+
+    rumor: Rumor
+    age: int
+
+    def to_wire(self) -> list[Any]:
+        return [Tag.RUMOR.value, *self.rumor.fields(), self.age]
+
+
+GossipMessage = Alive | Suspect | Dead | RumorUpdate
+"""Updates disseminated by piggybacking and gossip."""
+
+SimpleMessage = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | RumorUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,16 +236,19 @@ class PushPull:
     """Full state exchange over a stream (anti-entropy and join).
 
     The initiator sends its state with ``reply`` false; the other side merges it and answers
-    with its own state, ``reply`` true, echoing ``join``.
+    with its own state, ``reply`` true, echoing ``join``. ``rumors`` is the sender's rumor
+    map, newest first; the field is left out of the wire form when empty, so a mesh that
+    publishes nothing keeps the older five-field form.
     """
 
     sender: str
     join: bool
     reply: bool
     members: tuple[Member, ...]
+    rumors: tuple[RumorUpdate, ...] = ()
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             Tag.PUSH_PULL.value,
             self.sender,
             self.join,
@@ -183,6 +258,9 @@ class PushPull:
                 for m in self.members
             ],
         ]
+        if self.rumors:
+            wire.append([[*update.rumor.fields(), update.age] for update in self.rumors])
+        return wire
 
 
 Message = PacketMessage | PushPull
@@ -255,6 +333,8 @@ def _decode_simple(obj: list[Any] | tuple[Any, ...], tag: int) -> SimpleMessage:
             expect_name(sender, "sender"),
             expect_bool(left, "dead left"),
         )
+    if tag == Tag.RUMOR:
+        return _decode_rumor(expect_list(obj, 7, "rumor")[1:], "rumor")
     raise MalformedMessage(f"unknown message tag {tag}")
 
 
@@ -275,8 +355,18 @@ def _decode_compound(obj: list[Any] | tuple[Any, ...]) -> Compound:
     return Compound(tuple(messages))
 
 
+def _decode_rumor(fields: Sequence[Any], what: str) -> RumorUpdate:
+    topic, key, ltime, origin, payload, age = fields
+    return RumorUpdate(
+        checked_rumor(topic, key, ltime, origin, payload),
+        expect_int(age, f"{what} age", 0, MAX_UINT32),
+    )
+
+
 def _decode_push_pull(obj: list[Any] | tuple[Any, ...]) -> PushPull:
-    _, sender, join, reply, entries = expect_list(obj, 5, "push-pull")
+    if isinstance(obj, list | tuple) and len(obj) == 5:
+        obj = [*obj, []]
+    _, sender, join, reply, entries, rumor_entries = expect_list(obj, 6, "push-pull")
     if not isinstance(entries, list | tuple):
         raise MalformedMessage("push-pull: members must be a list")
     if len(entries) > MAX_PUSH_PULL_MEMBERS:
@@ -296,9 +386,18 @@ def _decode_push_pull(obj: list[Any] | tuple[Any, ...]) -> PushPull:
                 expect_meta(meta),
             )
         )
+    if not isinstance(rumor_entries, list | tuple):
+        raise MalformedMessage("push-pull: rumors must be a list")
+    if len(rumor_entries) > MAX_PUSH_PULL_RUMORS:
+        raise MalformedMessage(f"push-pull: {len(rumor_entries)} rumors is absurd")
+    rumors = tuple(
+        _decode_rumor(expect_list(entry, 6, "push-pull rumor"), "push-pull rumor")
+        for entry in rumor_entries
+    )
     return PushPull(
         expect_name(sender, "sender"),
         expect_bool(join, "push-pull join"),
         expect_bool(reply, "push-pull reply"),
         tuple(members),
+        rumors,
     )

@@ -72,6 +72,29 @@ def expect_str(obj: object, what: str, max_chars: int) -> str:
     return obj
 
 
+def expect_text(obj: object, what: str, max_bytes: int) -> str:
+    """A non-empty string of at most ``max_bytes`` bytes once UTF-8 encoded (what goes on
+    the wire, unlike ``expect_str`` which counts characters)."""
+    if not isinstance(obj, str):
+        raise MalformedMessage(f"{what}: expected a string, got {type(obj).__name__}")
+    try:
+        size = len(obj.encode())
+    except UnicodeEncodeError as exc:
+        raise MalformedMessage(f"{what}: not encodable as UTF-8") from exc
+    if not 1 <= size <= max_bytes:
+        raise MalformedMessage(f"{what}: {size} bytes outside [1, {max_bytes}]")
+    return obj
+
+
+def expect_bytes(obj: object, what: str, max_bytes: int) -> bytes:
+    """A byte string (possibly empty) of at most ``max_bytes`` bytes."""
+    if not isinstance(obj, bytes):
+        raise MalformedMessage(f"{what}: expected bytes, got {type(obj).__name__}")
+    if len(obj) > max_bytes:
+        raise MalformedMessage(f"{what}: {len(obj)} bytes exceeds {max_bytes}")
+    return obj
+
+
 def expect_name(obj: object, what: str = "name") -> str:
     """A member name."""
     return expect_str(obj, what, MAX_NAME_CHARS)

@@ -17,6 +17,7 @@ from sdmesh.membership import (
     MemberEventKind,
     MembershipConfig,
     Meta,
+    RumorLearned,
     State,
 )
 from sdmesh.sim.network import NetworkConfig
@@ -251,6 +252,54 @@ def dissemination_times(
         [s / config.probe_interval for s in seconds],
         [s / config.gossip_interval for s in seconds],
     )
+
+
+@dataclass(frozen=True)
+class RumorSpread:
+    """Time for a published rumor to reach every running member."""
+
+    seconds: list[float]
+    periods: list[float]
+    """In probe periods (``probe_interval``)."""
+    missed: int
+    """Rumors some running member had not learned when the run ended."""
+
+
+def rumor_dissemination_times(
+    n: int,
+    *,
+    trials: int,
+    seed: int,
+    loss: float = 0.0,
+    spacing: float = 5.0,
+    payload_bytes: int = 200,
+) -> RumorSpread:
+    """Publish rumors on random members of a converged mesh and time their arrival
+    everywhere (by gossip, or push-pull should gossip miss someone)."""
+    config = MembershipConfig()
+    sim = preloaded_cluster(n, seed=seed, config=config, network=NetworkConfig(loss=loss))
+    learned: dict[str, dict[str, float]] = {}
+
+    def on_action(at: float, node: SimNode, action: Action) -> None:
+        if isinstance(action, RumorLearned):
+            learned.setdefault(action.rumor.key, {}).setdefault(node.name, at)
+
+    sim.listeners.append(on_action)
+    rng = random.Random(f"publishers:{seed}")
+    publishers = [rng.choice(sorted(sim.nodes)) for _ in range(trials)]
+    started: dict[str, float] = {}
+    for trial, name in enumerate(publishers):
+        sim.run_until(5.0 + trial * spacing + rng.uniform(0, 1))
+        key = f"pool-{trial}"
+        sim.publish(name, "pools", key, bytes(payload_bytes))
+        started[key] = sim.now
+    sim.run_until(sim.now + max(spacing, 20.0))
+    seconds = []
+    for key, at in started.items():
+        seen = learned.get(key, {})
+        if len(seen) == n:
+            seconds.append(max(seen.values()) - at)
+    return RumorSpread(seconds, [s / config.probe_interval for s in seconds], trials - len(seconds))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from sdmesh.membership import (
     OpenStream,
     PacketMessage,
     Preload,
+    Publish,
     PushPull,
     Received,
     ReplyStream,
@@ -175,6 +176,9 @@ class Simulator:
         node = self.nodes[name]
         node.meta = dict(meta)
         self.feed(node, MetaUpdated(dict(meta)))
+
+    def publish(self, name: str, topic: str, key: str, payload: bytes) -> None:
+        self.feed(self.nodes[name], Publish(topic, key, payload))
 
     def call_at(self, at: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` at simulated time ``at`` (for scripted changes inside a run)."""

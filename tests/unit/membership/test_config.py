@@ -11,6 +11,8 @@ from sdmesh.membership import MembershipConfig
 from sdmesh.membership.config import push_pull_period, suspicion_bounds, suspicion_timeout
 from sdmesh.membership.health import LocalHealth
 from sdmesh.membership.suspicion import Suspicion
+from sdmesh.transport.seal import OVERHEAD
+from sdmesh.transport.stream import DEFAULT_MAX_FRAME
 
 
 def test_suspicion_bounds_scale_with_log_n() -> None:
@@ -73,8 +75,16 @@ def test_local_health_saturates() -> None:
         {"retransmit_mult": 0},
         {"max_datagram_bytes": 100},
         {"indirect_checks": -1},
+        {"max_stream_bytes": 1000},
+        {"max_rumors": 0},
+        {"rumor_ttl": 0},
     ],
 )
 def test_inconsistent_configs_are_refused(changes: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         MembershipConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_push_pull_budget_fits_the_stream_transport_frame() -> None:
+    """Push-pull is sealed into one stream frame; its budget must leave room for the seal."""
+    assert MembershipConfig().max_stream_bytes <= DEFAULT_MAX_FRAME - OVERHEAD

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdmesh.membership import Alive, Dead, Suspect
+from sdmesh.membership import Alive, Dead, Rumor, RumorUpdate, Suspect
 from sdmesh.membership.broadcast import BroadcastQueue
 from sdmesh.membership.config import retransmit_limit
 from sdmesh.membership.wire import packed_size
@@ -12,8 +12,8 @@ def alive(name: str, incarnation: int = 0, blob: str = "") -> Alive:
     return Alive(name, incarnation, ("10.0.0.1", 7946), {"blob": blob} if blob else {})
 
 
-def names(taken: list[tuple[Alive | Suspect | Dead, int]]) -> list[str]:
-    return [message.name for message, _ in taken]
+def names(taken: list[tuple[Alive | Suspect | Dead | RumorUpdate, int]]) -> list[str]:
+    return [message.name for message, _ in taken if not isinstance(message, RumorUpdate)]
 
 
 def test_newest_first_among_equally_transmitted() -> None:
@@ -71,3 +71,13 @@ def test_retransmit_limit_grows_with_log_n() -> None:
     assert retransmit_limit(6, 10) == 12
     assert retransmit_limit(6, 99) == 12
     assert retransmit_limit(6, 1000) == 24
+
+
+def test_rumors_share_the_queue_keyed_by_topic_and_key() -> None:
+    queue = BroadcastQueue()
+    queue.enqueue("a", alive("a"))
+    queue.enqueue(("pools", "a"), RumorUpdate(Rumor("pools", "a", 1, "x", b""), 0))
+    queue.enqueue(("pools", "a"), RumorUpdate(Rumor("pools", "a", 2, "x", b""), 0))
+    assert len(queue) == 2  # a member name never collides with a rumor key
+    taken = [message for message, _ in queue.take(10_000, limit=10, max_count=10)]
+    assert taken == [RumorUpdate(Rumor("pools", "a", 2, "x", b""), 0), alive("a")]

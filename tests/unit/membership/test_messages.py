@@ -21,6 +21,8 @@ from sdmesh.membership import (
     Ping,
     PingReq,
     PushPull,
+    Rumor,
+    RumorUpdate,
     State,
     Suspect,
     decode,
@@ -51,6 +53,18 @@ EXAMPLES: list[Message] = [
     Dead("node-f", 5, "node-f", left=True),
     Dead("node-g", 5, "node-h"),
     Compound((Ping(1, "node-a"), Alive("node-a", 1, ("10.0.0.1", 7946), {}), Ack(2))),
+    RumorUpdate(Rumor("pools", "pool-7", 2**64 - 1, "node-a", b"\x00" * 512), 2**32 - 1),
+    Compound((Ping(1, "node-a"), RumorUpdate(Rumor("t", "k", 1, "node-b", b""), 0))),
+    PushPull(
+        "node-b",
+        join=False,
+        reply=True,
+        members=(Member("node-b", ("10.0.0.2", 7946), 0, State.ALIVE, {}),),
+        rumors=(
+            RumorUpdate(Rumor("pools", "pool-7", 9, "node-a", b"gone"), 30),
+            RumorUpdate(Rumor("pööls", "ключ", 3, "node-c", b""), 0),
+        ),
+    ),
     PushPull(
         "node-a",
         join=True,
@@ -80,7 +94,17 @@ def test_packets_and_streams_are_kept_apart() -> None:
         decode_packet(push_pull)
     with pytest.raises(MalformedMessage):
         decode_stream(through_msgpack(Ping(1, "a")))
+    with pytest.raises(MalformedMessage):
+        decode_stream(through_msgpack(RumorUpdate(Rumor("t", "k", 1, "a", b""), 0)))
     assert decode_stream(push_pull) == EXAMPLES[-1]
+
+
+def test_push_pull_without_rumors_keeps_the_five_field_form() -> None:
+    """Peers that predate rumors still understand a mesh that publishes none."""
+    old_form = [9, "a", True, False, [["a", 0, 0, "10.0.0.1", 7946, {}]]]
+    message = decode_stream(old_form)
+    assert isinstance(message, PushPull) and message.rumors == ()
+    assert message.to_wire() == old_form
     assert decode_packet(through_msgpack(Ack(3))) == Ack(3)
 
 
@@ -133,6 +157,16 @@ GARBAGE: dict[str, object] = {
     "push-pull members not a list": [9, "a", False, False, {"n": 1}],
     "push-pull flags not bool": [9, "a", 0, 1, []],
     "push-pull absurd size": [9, "a", False, False, [None] * 70_000],
+    "push-pull rumors not a list": [9, "a", False, False, [], {"t": 1}],
+    "push-pull absurd rumor count": [9, "a", False, False, [], [None] * 70_000],
+    "push-pull rumor short": [9, "a", False, False, [], [["t", "k", 1, "a", b""]]],
+    "push-pull too long": [9, "a", False, False, [], [], []],
+    "rumor topic too long": [10, "t" * 33, "k", 1, "a", b"", 0],
+    "rumor payload too long": [10, "t", "k", 1, "a", bytes(513), 0],
+    "rumor payload a string": [10, "t", "k", 1, "a", "x", 0],
+    "rumor ltime zero": [10, "t", "k", 0, "a", b"", 0],
+    "rumor age negative": [10, "t", "k", 1, "a", b"", -1],
+    "rumor missing age": [10, "t", "k", 1, "a", b""],
 }
 
 
