@@ -11,7 +11,14 @@ kind in turn (same machine, same run):
             through it. Seconds from that moment until every agent's view has all N alive.
             Repeated --join-runs times, --mass-joins times at the largest N.
   all up    seconds until every agent answers its local API (process start-up: for a Python
-            agent on 2 cores this alone is seconds, so read join against it)
+            agent on 2 cores this alone is seconds, so read join against it). Views are read
+            through that API, so no join time can be shorter; "join-up" is join minus all up
+  floor     sdmesh only, same testbed, just before the agents of the first --floor-runs runs
+            of each N: the N-1 joiners' interpreters started at once in their namespaces,
+            each importing what `sdmesh join` imports and exiting; seconds until the last
+            exited. "join" imports: what it loads before it binds the gossip port and joins;
+            "all": everything a running agent has imported (read from one agent run under
+            python -X importtime at the start of the bench). Python start-up, no protocol
   holes     runs where some agent still missed a member after --hole-limit seconds
             (--hole-follow S keeps watching to report when the hole closed)
   failure   kill -9 of one agent (never the seed) after each converged join: seconds until
@@ -73,6 +80,10 @@ class RunResult:
     hole_closed: float | None = None
     join_resolution: float = 0.0
     failure_resolution: float = 0.0
+    floor_join: float | None = None
+    """Start-up floor: N-1 interpreters importing what `sdmesh join` imports before joining."""
+    floor_all: float | None = None
+    """Start-up floor: N-1 interpreters importing everything a running agent imported."""
 
 
 @dataclass
@@ -118,13 +129,76 @@ def make_kind(name: str, testbed: Testbed, args: argparse.Namespace) -> AgentKin
     raise SystemExit(f"mesh_join_failure: unknown agent {name!r} (serf, sdmesh)")
 
 
-def one_run(name: str, n: int, args: argparse.Namespace, result: SizeResult) -> RunResult:
+#: What ``sdmesh join`` imports before it binds the gossip port and joins: the CLI, the
+#: ``join`` command and the agent module (which defers its heavy parts until after joining).
+JOIN_IMPORTS = ("sdmesh.cli.main", "sdmesh.cli.mesh", "sdmesh.agent.agent")
+
+
+def agent_imports() -> list[str]:
+    """Every module a running ``sdmesh join`` imported (one agent, alone, under
+    ``python -X importtime`` until its API answers), in the order they finished loading."""
+    with Testbed(1) as tb:
+        kind = SdmeshAgent(tb, command=(sys.executable, "-X", "importtime", "-m", "sdmesh"))
+        proc = kind.start(tb[0], [])
+        try:
+            wait_answering(kind, [tb[0]], timeout=60)
+        finally:
+            proc.kill()
+        names: list[str] = []
+        for line in proc.log().splitlines():
+            # "import time: self | cumulative | name"; nesting is not needed (and the agent's
+            # imports in a worker thread blur it): importing every name loads the same set.
+            if line.startswith("import time:") and line.count("|") == 2:
+                name = line.rpartition("|")[2].strip()
+                if name and " " not in name and "__main__" not in name and name not in names:
+                    names.append(name)
+    if "sdmesh.agent.agent" not in names:
+        raise SystemExit(f"mesh_join_failure: could not read the agent's imports: {names[:10]}")
+    return names
+
+
+def startup_floor(tb: Testbed, hosts: Sequence[Host], modules: Sequence[str]) -> float | None:
+    """Seconds until the last of ``hosts``' interpreters, all started at once, has imported
+    ``modules`` and exited (None if one failed). A module that cannot be imported here is
+    skipped (importtime also lists failed optional imports, e.g. ``_winapi``)."""
+    code = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+    )
+    t0 = time.monotonic()
+    argv = [sys.executable, "-c", code, *modules]
+    procs = [tb.run(host, argv, label="floor") for host in hosts]
+    last = 0.0
+    for proc in procs:
+        try:
+            rc = proc.popen.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return None
+        last = max(last, time.monotonic() - t0)
+        if rc != 0:
+            print(f"      floor: {proc.host.name} exited {rc}: {proc.log()[-300:]}", flush=True)
+            return None
+    return last
+
+
+def one_run(
+    name: str, n: int, args: argparse.Namespace, result: SizeResult, index: int = 0
+) -> RunResult:
     """One mass join of n agents, then (if it converged) a kill -9; the first converged
     run of each N also measures the idle cost before the kill."""
     with Testbed(n, workdir=_run_dir(args, name, n), keep_logs=args.keep_logs is not None) as tb:
         kind = make_kind(name, tb, args)
         try:
             seed, others = tb[0], tb.hosts[1:]
+            floor_join = floor_all = None
+            if name == "sdmesh" and index < args.floor_runs and args.imports:
+                floor_join = startup_floor(tb, others, JOIN_IMPORTS)
+                floor_all = startup_floor(tb, others, args.imports)
             procs = {seed.name: kind.start(seed, [])}
             wait_answering(kind, [seed], timeout=30)
             t0 = time.monotonic()
@@ -149,6 +223,8 @@ def one_run(name: str, n: int, args: argparse.Namespace, result: SizeResult) -> 
                 missing=joined.missing,
                 exited=[p.host.name for p in procs.values() if not p.alive()],
                 join_resolution=joined.resolution,
+                floor_join=floor_join,
+                floor_all=floor_all,
             )
             if not joined.complete:
                 _report_hole(kind, tb, joined.missing, procs, args)
@@ -256,6 +332,7 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     print()
     header = (
         f"{'agent':<7} {'N':>3} {'runs':>4}  {'join s: median [min-max]':<26} {'all up s':>8} "
+        f"{'join-up':>7} {'floor j/all':>11} "
         f"{'holes':>5}  {'failure s: median [min-max]':<28} {'idle CPU %':>14} "
         f"{'RSS MB':>11} {'poll res. j/f':>13}"
     )
@@ -264,6 +341,17 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     for r in results:
         joins = [x.join for x in r.runs if x.join is not None]
         ups = [x.all_up for x in r.runs if x.all_up is not None]
+        after_up = [
+            x.join - x.all_up for x in r.runs if x.join is not None and x.all_up is not None
+        ]
+        floors_j = [x.floor_join for x in r.runs if x.floor_join is not None]
+        floors_a = [x.floor_all for x in r.runs if x.floor_all is not None]
+        floor = (
+            f"{statistics.median(floors_j):.2f}/{statistics.median(floors_a):.2f}"
+            if floors_j and floors_a
+            else "-"
+        )
+        join_up = f"{statistics.median(after_up):.2f}" if after_up else "-"
         fails = [x.failure for x in r.runs if x.failure is not None]
         holes = sum(1 for x in r.runs if x.join is None)
         res_join = max((x.join_resolution for x in r.runs), default=0.0)
@@ -280,7 +368,8 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
         )
         print(
             f"{r.agent:<7} {r.n:>3} {len(r.runs):>4}  {_stats(joins):<26} "
-            f"{max(ups) if ups else float('nan'):>8.2f} {holes:>2}/{len(r.runs):<2}  "
+            f"{max(ups) if ups else float('nan'):>8.2f} {join_up:>7} {floor:>11} "
+            f"{holes:>2}/{len(r.runs):<2}  "
             f"{_stats(fails):<28} {idle:>14} {rss:>11} {res_join:>6.2f}/{res_fail:.2f}"
         )
     for r in results:
@@ -298,6 +387,9 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
         + " s; 2 of 10 mass joins at 60 left a hole; idle 0.3 % of a core, 15 MB."
     )
     print(
+        "join-up: median of join minus all up (the join as seen once every agent answered). "
+        "floor j/all: median start-up floor, the join's imports / all of a running agent's "
+        "(sdmesh; see the module docstring).\n"
         f"idle CPU: % of one core per agent, mean (busiest) over {args.idle_seconds:.0f} s "
         f"after {args.settle:.0f} s settling; RSS: mean (max) MB. all up: max over runs. "
         f"poll res. j/f: worst gap between two polls of one agent while waiting for the "
@@ -354,6 +446,12 @@ def main() -> int:
     ap.add_argument("--keep-logs", metavar="DIR", help="keep every agent's log under DIR")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument(
+        "--floor-runs",
+        type=int,
+        default=1,
+        help="sdmesh runs per N that first measure the start-up floor (default 1; 0: none)",
+    )
+    ap.add_argument(
         "--quick", action="store_true", help="1 join per N, 3 at the largest, 10 s idle"
     )
     args = ap.parse_args()
@@ -374,6 +472,13 @@ def main() -> int:
             print(f"mesh_join_failure: {name}: {why}", file=sys.stderr)
             return 1
     print(describe_machine(agents))
+    args.imports = agent_imports() if "sdmesh" in agents and args.floor_runs > 0 else []
+    if args.imports:
+        print(
+            f"start-up floor imports: join {', '.join(JOIN_IMPORTS)}; all: {len(args.imports)} "
+            "top-level imports of a running agent",
+            flush=True,
+        )
     print(
         f"sizes {sizes}, {args.join_runs} join(s) per N, {args.mass_joins} at N = {sizes[-1]}, "
         f"hole limit {args.hole_limit:.0f} s, poll every {args.interval} s",
@@ -391,13 +496,18 @@ def main() -> int:
                 result = SizeResult(name, n)
                 results.append(result)
                 for i in range(runs):
-                    run = one_run(name, n, args, result)
+                    run = one_run(name, n, args, result, i)
                     result.runs.append(run)
                     print(
                         f"  {name} N={n} run {i + 1}/{runs}: join "
                         f"{_fmt(run.join, 'HOLE')} (all up {_fmt(run.all_up)}, spawned in "
                         f"{run.spawn:.2f}s), failure {_fmt(run.failure)}, poll res. "
                         f"{run.join_resolution:.2f}/{run.failure_resolution:.2f}s"
+                        + (
+                            f", floor {_fmt(run.floor_join)}/{_fmt(run.floor_all)}"
+                            if run.floor_join is not None or run.floor_all is not None
+                            else ""
+                        )
                         + (f", exited: {run.exited}" if run.exited else ""),
                         flush=True,
                     )

@@ -1,29 +1,34 @@
 """``sdmesh join``: one host's agent. Wires the transport, membership, hypervisor and API.
 
-Lifecycle: open the hypervisor (for capacity and, later, pools), bind the gossip port (UDP
-and TCP on the same number), join through the seeds, serve the control API, then run until
-asked to leave (``sdmesh leave``, SIGINT or SIGTERM): announce the leave, let it spread, close.
+Lifecycle: bind the gossip port (UDP and TCP on the same number) and join through the seeds
+first, saying what we know without the hypervisor (labels, API address, the hypervisor type
+its URI names); then open the hypervisor and tell the mesh our capacity (``MetaUpdated``),
+start the DHT, serve the control API; then run until asked to leave (``sdmesh leave``, SIGINT
+or SIGTERM): announce the leave, let it spread, close.
+
+Why membership first: most of an agent's start-up is importing Python (aiohttp, libvirt,
+kademlia), and hosts that boot together start their agents together; joining before those
+imports lets the mesh form while they run. They are imported inside ``Agent.run``, each
+where it is first needed, in a worker thread (``_import``) so the event loop keeps answering
+probes meanwhile: a newcomer that went silent for its imports would be suspected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import random
 import signal
 import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from sdmesh.agent.api import build_app
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.mesh import MeshNode
-from sdmesh.agent.meta import base_images, member_meta
-from sdmesh.dht import Dht
-from sdmesh.dht.ids import node_id_for
-from sdmesh.hypervisor import LibvirtDriver
+from sdmesh.agent.meta import base_images, member_meta, preliminary_meta
 from sdmesh.membership import (
     JoinRequested,
     LeaveRequested,
@@ -31,10 +36,15 @@ from sdmesh.membership import (
     MemberEvent,
     Membership,
     MembershipConfig,
+    MetaUpdated,
     Start,
 )
-from sdmesh.runner.local import hypervisor_uri
 from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpEndpoint
+
+if TYPE_CHECKING:
+    from sdmesh.agent.pools import PoolService
+    from sdmesh.dht import Dht
+    from sdmesh.hypervisor import HypervisorDriver
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,8 @@ class Agent:
         self.status = "starting"
         self.node: MeshNode | None = None
         self.dht: Dht | None = None
+        self.pools: PoolService | None = None
+        self.hypervisor: HypervisorDriver | None = None
         self._server: StreamServer | None = None
         self._leave = asyncio.Event()
 
@@ -83,13 +95,12 @@ class Agent:
     async def run(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        uri = hypervisor_uri(config.hypervisor, config.state_dir)
+        api = f"http://{config.api[0]}:{config.api[1]}"
+        images = base_images(config.images_dir)
         loop = asyncio.get_running_loop()
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
-            hypervisor = await stack.enter_async_context(LibvirtDriver(uri))
-            caps = await hypervisor.capabilities()
-            capacity = await hypervisor.capacity()
+            # Membership first, with what we know without the hypervisor (see the docstring).
             udp = await UdpEndpoint.bind(config.bind, self.security)
             stack.push_async_callback(_close_udp, udp)
             bound = udp.local_address
@@ -102,27 +113,63 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
-                    meta=member_meta(
-                        caps,
-                        capacity,
-                        config.labels,
-                        base_images(config.images_dir),
-                        f"http://{config.api[0]}:{config.api[1]}",
-                    ),
+                    meta=preliminary_meta(config.hypervisor, config.labels, images, api),
                 ),
                 random.Random(),
             )
             node = self.node = MeshNode(core, udp, client)
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
-            # The DHT listens on the gossip port + 1 of every member.
+            server = self._server = await StreamServer.start(
+                (config.bind[0], bound[1]), self.security, self._handle_stream
+            )
+            stack.push_async_callback(_close_server, server)
+            node.feed(Start())
+            if config.peers:
+                node.feed(JoinRequested(tuple(config.peers)))
+            # The mesh knows us from here on: if the rest of start-up fails (or is interrupted),
+            # leave gracefully rather than let the others find us dead.
+            stack.push_async_exit(_leave_on_error(node))
+
+            # Then the hypervisor (libvirt); the mesh learns our capacity as soon as we do.
+            await _import("sdmesh.hypervisor")
+            from sdmesh.hypervisor import LibvirtDriver
+            from sdmesh.hypervisor.simulated_host import hypervisor_uri
+
+            uri = hypervisor_uri(config.hypervisor, config.state_dir)
+            hypervisor = await stack.enter_async_context(LibvirtDriver(uri))
+            self.hypervisor = hypervisor
+            caps = await hypervisor.capabilities()
+            capacity = await hypervisor.capacity()
+            node.feed(MetaUpdated(member_meta(caps, capacity, config.labels, images, api)))
+
+            # The DHT (kademlia) listens on the gossip port + 1 of every member.
+            await _import("sdmesh.dht")
+            from sdmesh.dht import Dht
+            from sdmesh.dht.ids import node_id_for
+
             dht = self.dht = Dht(node_id=node_id_for(config.name))
             await dht.start((config.bind[0], bound[1] + 1), self.security)
             stack.callback(dht.stop)
-            server = self._server = await StreamServer.start(
-                (config.bind[0], bound[1]), self.security, node.handle_stream
-            )
-            stack.push_async_callback(_close_server, server)
+
+            # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
+            from sdmesh.agent.pools import PoolService
+
+            pools = PoolService(config.name, node, dht, client, hypervisor, caps, config.state_dir)
+            await pools.start()
+            stack.push_async_callback(pools.close)
+            self.pools = pools
+            if config.peers:
+                seeds = [(host, port + 1) for host, port in config.peers]
+                bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
+                stack.callback(bootstrap.cancel)
+
+            # The control API (aiohttp) last: once it answers, the agent is fully up.
+            await _import("sdmesh.agent.api")
+            from aiohttp import web
+
+            from sdmesh.agent.api import build_app
+
             runner = web.AppRunner(build_app(self), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -131,12 +178,6 @@ class Agent:
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
 
-            node.feed(Start())
-            if config.peers:
-                node.feed(JoinRequested(tuple(config.peers)))
-                seeds = [(host, port + 1) for host, port in config.peers]
-                bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
-                stack.callback(bootstrap.cancel)
             self.status = "running"
             log.info(
                 "agent %s on %s:%d (api %s:%d, hypervisor %s)",
@@ -156,6 +197,15 @@ class Agent:
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
         self.status = "stopped"
 
+    async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
+        """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if isinstance(request, dict) and "rpc" in request:
+            if self.pools is None:
+                return {"error": "starting"}
+            return await self.pools.handle_rpc(request)
+        assert self.node is not None
+        return await self.node.handle_stream(request, peer)
+
     async def _bootstrap_dht(self, dht: Dht, seeds: list[tuple[str, int]]) -> None:
         """Retry until some seed answers: the seed may start after us."""
         delay = 0.5
@@ -165,6 +215,24 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _leave_on_error(node: MeshNode) -> Callable[..., Awaitable[None]]:
+    """An exit callback for the start-up stack: announce our leave if start-up failed."""
+
+    async def leave(exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None and not node.left.is_set():
+            node.feed(LeaveRequested())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
+
+    return leave
+
+
+async def _import(module: str) -> None:
+    """Import ``module`` (and what it imports) in a worker thread: the event loop keeps
+    running meanwhile, so membership answers probes while the agent loads its heavy parts."""
+    await asyncio.to_thread(importlib.import_module, module)
 
 
 async def _close_udp(udp: UdpEndpoint) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from sdmesh.agent.agent import Agent
+    from sdmesh.agent.pools import PoolService
 
 AGENT_KEY = web.AppKey("agent", object)
 
@@ -38,6 +39,9 @@ async def health(request: web.Request) -> web.Response:
             "status": agent.status,
             "drops": agent.drops(),
             "dht_contacts": len(agent.dht.contacts()) if agent.dht else 0,
+            "domains": sorted(d.name for d in await agent.hypervisor.list_managed())
+            if agent.hypervisor
+            else [],
         }
     )
 
@@ -67,6 +71,70 @@ async def dht_get(request: web.Request) -> web.Response:
     )
 
 
+# ---------------------------------------------------------------------------- pools
+def _pools(request: web.Request) -> PoolService:
+    service = _agent(request).pools
+    if service is None:
+        raise web.HTTPServiceUnavailable(text="the agent is still starting; try again")
+    return service
+
+
+def _failed(error: Exception) -> web.HTTPException:
+    status = getattr(error, "status", 400)
+    kinds: dict[int, type[web.HTTPException]] = {
+        404: web.HTTPNotFound,
+        409: web.HTTPConflict,
+    }
+    return kinds.get(status, web.HTTPBadRequest)(text=str(error))
+
+
+async def submit(request: web.Request) -> web.Response:
+    """``{"descriptor": text, "name"?, "kinds"?, "dry_run"?}``: the descriptor is resolved
+    here (against the built-in library; the CLI sends it already resolved, with its includes
+    inlined, so files only it can read still count)."""
+    from sdmesh.agent.pools import PoolError
+    from sdmesh.pools.submission import SubmissionError, build_spec
+
+    service = _pools(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body must be JSON") from None
+    try:
+        spec = build_spec(body, submitted_by=service.name)
+    except SubmissionError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    try:
+        if body.get("dry_run"):
+            return web.json_response(service.dry_run(spec))
+        return web.json_response(await service.submit(spec), status=201)
+    except PoolError as error:
+        raise _failed(error) from None
+
+
+async def list_pools(request: web.Request) -> web.Response:
+    return web.json_response(_pools(request).pools())
+
+
+async def pool_status(request: web.Request) -> web.Response:
+    from sdmesh.agent.pools import PoolError
+
+    try:
+        return web.json_response(await _pools(request).status(request.match_info["pool"]))
+    except PoolError as error:
+        raise _failed(error) from None
+
+
+async def terminate(request: web.Request) -> web.Response:
+    from sdmesh.agent.pools import PoolError
+
+    try:
+        result = await _pools(request).terminate(request.match_info["pool"])
+    except PoolError as error:
+        raise _failed(error) from None
+    return web.json_response(result, status=202)
+
+
 def build_app(agent: Agent) -> web.Application:
     app = web.Application()
     app[AGENT_KEY] = agent
@@ -75,4 +143,8 @@ def build_app(agent: Agent) -> web.Application:
     app.router.add_get("/v1/health", health)
     app.router.add_put("/v1/dht/{key}", dht_put)
     app.router.add_get("/v1/dht/{key}", dht_get)
+    app.router.add_post("/v1/pools", submit)
+    app.router.add_get("/v1/pools", list_pools)
+    app.router.add_get("/v1/pools/{pool}", pool_status)
+    app.router.add_delete("/v1/pools/{pool}", terminate)
     return app

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from sdmesh.hypervisor import HostCapabilities, HostCapacity
+if TYPE_CHECKING:  # importing sdmesh.hypervisor loads libvirt: the agent does it later
+    from sdmesh.hypervisor import HostCapabilities, HostCapacity
 
 IMAGE_SUFFIXES = (".qcow2", ".img", ".raw")
 
@@ -36,3 +39,34 @@ def member_meta(
         "images": images,
         "api": api,
     }
+
+
+def preliminary_meta(
+    hypervisor: str, labels: tuple[str, ...], images: list[str], api: str
+) -> dict[str, object]:
+    """What the agent says before its hypervisor is open: ``member_meta``'s keys, an empty
+    capacity, and the hypervisor type as the URI names it (``--hypervisor``; "test" or
+    empty is the embedded test host). The agent replaces it once it knows the capacity."""
+    return {
+        "capacity": {},
+        "hypervisor": uri_driver_kind(hypervisor or "test"),
+        "labels": list(labels),
+        "images": images,
+        "api": api,
+    }
+
+
+def uri_driver_kind(uri: str) -> str:
+    """The driver a libvirt URI names, by its scheme alone: qemu, xen, test or other.
+
+    sdmesh.hypervisor.capabilities.driver_kind without a connection (it also asks libvirt);
+    the two agree on every URI whose scheme names the driver.
+    """
+    scheme = urlsplit(uri).scheme.split("+")[0].lower() or uri.strip().lower()
+    if scheme == "qemu":
+        return "qemu"
+    if scheme in ("xen", "libxl"):
+        return "xen"
+    if scheme == "test":
+        return "test"
+    return "other"

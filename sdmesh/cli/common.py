@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sdmesh.language.source import Diagnostic
+if TYPE_CHECKING:  # the language is not imported by commands that do not read descriptors
+    from sdmesh.language.source import Diagnostic
 
 F = TypeVar("F", bound=Callable[..., Any])
 

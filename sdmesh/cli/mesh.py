@@ -6,14 +6,10 @@ import asyncio
 import json
 import logging
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from sdmesh.agent.config import ConfigError, load_config
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
@@ -33,6 +29,11 @@ agent_option = click.option(
 
 def call_agent(agent: str, method: str, path: str) -> Any:
     """One request to an agent's control API; exits 1 with a clear message if unreachable."""
+    # Here, not at the top: ``sdmesh join`` (same module) never calls an agent, and
+    # urllib.request brings http.client and email.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(agent.rstrip("/") + path, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -139,6 +140,10 @@ def peers(agent: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(members))
         return
+    # Here, not at the top: the module also holds ``sdmesh join``, which never prints tables.
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table()
     for column in ("name", "address", "state", "incarnation", "vcpus", "memory", "labels"):
         table.add_column(column)

@@ -8,7 +8,6 @@ from sdmesh.components.storage import STORAGE_CLASSES, StorageComponent
 from sdmesh.components.vm import VirtualMachineComponent
 from sdmesh.lifecycle.model import Node
 from sdmesh.runner.app import (
-    ApplicationRunner,
     Component,
     ComponentError,
     ComponentFactory,
@@ -22,12 +21,13 @@ VIRTUAL_MACHINE = "sdmesh.components.VirtualMachine"
 
 
 def component_factory(context: HostContext) -> ComponentFactory:
-    def create(node: Node, runner: ApplicationRunner, ended: EndedCallback) -> Component:
+    def create(
+        node: Node, root: Node, components: dict[str, Component], ended: EndedCallback
+    ) -> Component:
         sf_class = node.description.get("sfClass")
-        root = runner.engine.root
         if sf_class == VIRTUAL_MACHINE:
-            components: dict[str, object] = runner.components  # type: ignore[assignment]
-            return VirtualMachineComponent(node, root, context, components, ended)
+            made: dict[str, object] = components  # type: ignore[assignment]
+            return VirtualMachineComponent(node, root, context, made, ended)
         if isinstance(sf_class, str) and sf_class in STORAGE_CLASSES:
             return StorageComponent(node, root, context, STORAGE_CLASSES[sf_class])
         if sf_class in SHELLS:

@@ -11,6 +11,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+#: The embedded default hypervisor of ``sdmesh run`` and ``sdmesh join``: libvirt's test
+#: driver, simulating a host of this size.
+EMBEDDED = "test"
+EMBEDDED_CPUS = 64
+EMBEDDED_MEMORY_MIB = 256 * 1024
+
 
 def simulated_host_xml(*, cpus: int, memory_mib: int, mhz: int = 2000) -> str:
     """A test-driver node description with the given capacity and no domains."""
@@ -37,3 +43,14 @@ def write_simulated_host(path: Path, *, cpus: int, memory_mib: int) -> str:
     path = path.resolve()
     path.write_text(simulated_host_xml(cpus=cpus, memory_mib=memory_mib))
     return f"test://{path}"
+
+
+def hypervisor_uri(hypervisor: str, state_dir: Path) -> str:
+    """``test`` means the embedded simulated host (kept in the state directory)."""
+    if hypervisor in ("", EMBEDDED):
+        host = state_dir / "hosts" / "embedded.xml"
+        if not host.exists():
+            host.parent.mkdir(parents=True, exist_ok=True)
+            write_simulated_host(host, cpus=EMBEDDED_CPUS, memory_mib=EMBEDDED_MEMORY_MIB)
+        return f"test://{host.resolve()}"
+    return hypervisor

@@ -4,7 +4,9 @@ The shepherd computes a plan from gossiped capacity (issue 5); each host then ad
 refuses against its real capacity, and refusals lead to re-placement with that host excluded.
 Policies, from the SmartDomains slides' ``Scheduler``:
 
-* ``spread`` — the host with the most free memory after the VM (balances load);
+* ``spread`` — the host with the fewest of this pool's VMs so far, then the largest share of
+  its memory still free after the VM (a pool's VMs go to as many hosts as they can, and
+  hosts fill in proportion to their size, not their absolute free memory);
 * ``pack`` — the host with the least free memory that still fits (frees whole hosts);
 * ``round-robin`` — the Scheduler's ``hosts`` in turn, skipping hosts that do not fit.
 
@@ -72,6 +74,7 @@ class _HostState:
     free_memory: int
     free_vcpus: int
     groups: set[str] = field(default_factory=set)
+    placed: int = 0
 
 
 DEFAULT_VCPU_RATIO = 4.0
@@ -118,6 +121,7 @@ def place(
 def _take(state: _HostState, demand: Demand) -> None:
     state.free_memory -= demand.memory_mib
     state.free_vcpus -= demand.vcpus
+    state.placed += 1
     if demand.anti_affinity:
         state.groups.add(demand.anti_affinity)
 
@@ -174,4 +178,9 @@ def _choose(
     after = {name: hosts[name].free_memory - demand.memory_mib for name in fitting}
     if demand.policy == "pack":
         return min(fitting, key=lambda name: (after[name], name)), ""
-    return max(fitting, key=lambda name: (after[name], -fitting.index(name))), ""
+
+    def spread_key(name: str) -> tuple[int, float, int]:
+        total = max(hosts[name].offer.memory_mib, 1)
+        return (-hosts[name].placed, after[name] / total, -fitting.index(name))
+
+    return max(fitting, key=spread_key), ""

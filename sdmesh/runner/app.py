@@ -54,7 +54,10 @@ class Component(Protocol):
 
 #: Reports that a leaf ended by itself (its VM died, its script finished).
 EndedCallback = Callable[[TerminationRecord], None]
-ComponentFactory = Callable[[Node, "ApplicationRunner", EndedCallback], Component]
+#: ``factory(node, root, components, ended)``: the leaf's implementation. ``root`` is the
+#: deployed ``sfConfig`` (for LAZY references) and ``components`` the leaves already made on
+#: this host, by path (a VM finds its disk there).
+ComponentFactory = Callable[[Node, Node, dict[str, Component], EndedCallback], Component]
 
 
 class ApplicationRunner:
@@ -138,7 +141,7 @@ class ApplicationRunner:
             self.post(LeafEnded(path, record))
 
         try:
-            component = self.factory(action.node, self, ended)
+            component = self.factory(action.node, self.engine.root, self.components, ended)
         except ComponentError as error:
             self.post(LeafDone(path, "deploy", str(error)))
             return

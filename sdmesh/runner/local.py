@@ -21,17 +21,18 @@ from pathlib import Path
 from sdmesh.components.context import HostContext
 from sdmesh.components.registry import component_factory
 from sdmesh.hypervisor import HypervisorDriver, HypervisorError, LibvirtDriver
-from sdmesh.hypervisor.simulated_host import write_simulated_host
+
+# The embedded default and its URI live with the simulated host (``sdmesh join`` uses them
+# without importing the runner); re-exported here for ``sdmesh run``.
+from sdmesh.hypervisor.simulated_host import EMBEDDED as EMBEDDED
+from sdmesh.hypervisor.simulated_host import EMBEDDED_CPUS as EMBEDDED_CPUS
+from sdmesh.hypervisor.simulated_host import EMBEDDED_MEMORY_MIB as EMBEDDED_MEMORY_MIB
+from sdmesh.hypervisor.simulated_host import hypervisor_uri
 from sdmesh.language import ResolvedDescriptor
 from sdmesh.lifecycle.model import Problem, StateChanged, TerminationRecord
 from sdmesh.runner.app import ApplicationRunner
 from sdmesh.storage import StorageError
 from sdmesh.storage.model import VolumeKeeper
-
-#: The embedded default: libvirt's test driver, simulating a host of this size.
-EMBEDDED = "test"
-EMBEDDED_CPUS = 64
-EMBEDDED_MEMORY_MIB = 256 * 1024
 
 
 class RunError(Exception):
@@ -43,17 +44,6 @@ def default_state_dir() -> Path:
         return Path("/var/lib/sdmesh")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "sdmesh"
-
-
-def hypervisor_uri(hypervisor: str, state_dir: Path) -> str:
-    """``test`` means the embedded simulated host (kept in the state directory)."""
-    if hypervisor in ("", EMBEDDED):
-        host = state_dir / "hosts" / "embedded.xml"
-        if not host.exists():
-            host.parent.mkdir(parents=True, exist_ok=True)
-            write_simulated_host(host, cpus=EMBEDDED_CPUS, memory_mib=EMBEDDED_MEMORY_MIB)
-        return f"test://{host.resolve()}"
-    return hypervisor
 
 
 class RunLock:

@@ -43,8 +43,20 @@ class Mesh:
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, tuple[int, int]] = {}
+        self.hypervisors: dict[str, str] = {}
 
     def start(self, name: str, seed: str | None = None, key: Path | None = None) -> None:
+        """Start an agent; ports are picked free but another process may take one before
+        the agent binds it, so an agent that exits at once is started again on new ones."""
+        for attempt in range(3):
+            try:
+                self._start_once(name, seed, key)
+                return
+            except AssertionError:
+                if attempt == 2 or self.procs[name].poll() is None:
+                    raise
+
+    def _start_once(self, name: str, seed: str | None, key: Path | None) -> None:
         gossip, api = free_port(pair=True), free_port()
         self.ports[name] = (gossip, api)
         args = [
@@ -65,11 +77,16 @@ class Mesh:
         ]
         if seed is not None:
             args += ["--peer", f"127.0.0.1:{self.ports[seed][0]}"]
+        if name in self.hypervisors:
+            args += ["--hypervisor", self.hypervisors[name]]
         log = (self.root / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=log)
-        self.wait(
-            lambda: self.api(name, "/v1/health") is not None, 15, f"{name} never served its API"
-        )
+        try:
+            self.wait(lambda: self.api(name, "/v1/health") is not None, 30, "")
+        except AssertionError:
+            log_text = (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+            rc = self.procs[name].poll()
+            raise AssertionError(f"{name} never served its API (rc={rc}):\n{log_text}") from None
 
     def api(self, name: str, path: str) -> object:
         try:

@@ -39,7 +39,7 @@ def runner_for(text: str) -> tuple[ApplicationRunner, list[str], list[StateChang
     states: list[StateChanged] = []
     root = resolve_text(LIB + text, "t.sf").root
     runner = ApplicationRunner(
-        root, lambda node, _runner, ended: FakeComponent(node, log, ended), states.append
+        root, lambda node, _root, _made, ended: FakeComponent(node, log, ended), states.append
     )
     return runner, log, states
 

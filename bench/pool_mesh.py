@@ -1,0 +1,209 @@
+"""A 1,000-VM pool over 20 real agents on the test driver, and HA time at N = 10.
+
+sdmesh side: N ``sdmesh join`` processes on loopback, each its own simulated test-driver
+host; a generated pool (a Parallel with asynchCreateChild of VMs, each with ``restart
+"always"``) is submitted to one agent; we time submit until every VM runs (as the pool's
+status says, checked against the domains every agent's libvirt really holds), and terminate
+until every domain is gone.
+
+Baseline, same run: the floor of the same libvirt calls made directly in one process, spread
+over N fresh simulated hosts (defineXML + create per VM, then destroy + undefine), with the
+domain XML sdmesh's driver builds for such a VM.
+
+HA (``--ha``): kill -9 the agent holding the most VMs and time until the pool's status shows
+every VM running again on the survivors.
+
+    .venv/bin/python bench/pool_mesh.py [--agents 20] [--vms 1000] [--ha-agents 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import libvirt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from integration.agent.test_agent_loopback import Mesh
+
+from sdmesh.hypervisor.event_loop import silence_libvirt_stderr
+from sdmesh.hypervisor.simulated_host import write_simulated_host
+
+CPUS, MEMORY = 64, 256 * 1024
+
+
+def pool_text(count: int) -> str:
+    vms = "\n".join(
+        f'        vm{i} extends KvmDomain {{ memory 64; restart "always"; hostname "vm{i}"; '
+        'kernel "/boot/vmlinuz"; }'
+        for i in range(count)
+    )
+    return (
+        '#include "org/smartfrog/components.sf"\n'
+        '#include "ch/cern/openlab/smartdomains/components.sf"\n'
+        '#include "org/smartfrog/sfcore/workflow/combinators/parallel.sf"\n'
+        "sfConfig extends Compound {\n    pool extends Parallel {\n"
+        f"        asynchCreateChild true;\n{vms}\n    }}\n}}\n"
+    )
+
+
+def api(mesh: Mesh, name: str, method: str, path: str, body: object = None) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{mesh.ports[name][1]}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def start_mesh(root: Path, count: int) -> Mesh:
+    mesh = Mesh(root)
+    names = [f"a{i:02d}" for i in range(count)]
+    for i, name in enumerate(names):
+        host = root / f"{name}.xml"
+        write_simulated_host(host, cpus=CPUS, memory_mib=MEMORY)
+        mesh.hypervisors[name] = f"test://{host}"
+        mesh.start(name, names[0] if i else None)
+    mesh.wait(
+        lambda: all(sum(1 for s in mesh.view(n).values() if s == "alive") == count for n in names),
+        120,
+        "the mesh never formed",
+    )
+    time.sleep(2.0)  # capacity metadata gossiped, DHT contacts made
+    return mesh
+
+
+def domains(mesh: Mesh, names: list[str]) -> int:
+    total = 0
+    for name in names:
+        health = mesh.api(name, "/v1/health")
+        assert isinstance(health, dict)
+        total += len(health.get("domains", []))
+    return total
+
+
+def pool_state(mesh: Mesh, name: str, pool: str) -> tuple[str, int]:
+    status = api(mesh, name, "GET", f"/v1/pools/{pool}")
+    assert isinstance(status, dict)
+    running = sum(1 for c in status["components"] if c["domain"] and c["state"] == "running")
+    return str(status["state"]), running
+
+
+def run_sdmesh(agents: int, vms: int) -> tuple[float, float]:
+    from sdmesh.language import resolve_text
+    from sdmesh.pools.submission import request_body
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mesh = start_mesh(Path(tmp), agents)
+        names = list(mesh.ports)
+        try:
+            body = request_body(resolve_text(pool_text(vms), "bench.sf"), "bench")
+            start = time.monotonic()
+            api(mesh, names[0], "POST", "/v1/pools", body)
+            mesh.wait(lambda: pool_state(mesh, names[0], "bench") == ("running", vms), 300, "slow")
+            deployed = time.monotonic() - start
+            assert domains(mesh, names) == vms
+            start = time.monotonic()
+            api(mesh, names[-1], "DELETE", "/v1/pools/bench")
+            mesh.wait(lambda: domains(mesh, names) == 0, 300, "terminate too slow")
+            gone = time.monotonic() - start
+        finally:
+            mesh.stop()
+    return deployed, gone
+
+
+def run_raw(agents: int, vms: int) -> tuple[float, float]:
+    """The floor: the same define + create, then destroy + undefine, in one process."""
+    silence_libvirt_stderr()
+    xml = (
+        "<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        conns = []
+        for i in range(agents):
+            host = Path(tmp) / f"h{i}.xml"
+            write_simulated_host(host, cpus=CPUS, memory_mib=MEMORY)
+            conns.append(libvirt.open(f"test://{host}"))
+        start = time.monotonic()
+        created = []
+        for i in range(vms):
+            conn = conns[i % agents]
+            domain = conn.defineXML(xml.format(name=f"vm{i}"))
+            domain.create()
+            created.append(domain)
+        deployed = time.monotonic() - start
+        start = time.monotonic()
+        for domain in created:
+            domain.destroy()
+            domain.undefine()
+        gone = time.monotonic() - start
+        for conn in conns:
+            conn.close()
+    return deployed, gone
+
+
+def run_ha(agents: int, vms: int) -> float:
+    from sdmesh.language import resolve_text
+    from sdmesh.pools.submission import request_body
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mesh = start_mesh(Path(tmp), agents)
+        names = list(mesh.ports)
+        try:
+            body = request_body(resolve_text(pool_text(vms), "ha.sf"), "ha")
+            api(mesh, names[0], "POST", "/v1/pools", body)
+            mesh.wait(lambda: pool_state(mesh, names[0], "ha") == ("running", vms), 120, "slow")
+            status = api(mesh, names[0], "GET", "/v1/pools/ha")
+            assert isinstance(status, dict)
+            hosts = [c["host"] for c in status["components"] if c["domain"]]
+            shepherd = status["shepherd"]
+            victim = max((n for n in names if n not in (shepherd, names[0])), key=hosts.count)
+            start = time.monotonic()
+            mesh.procs[victim].kill()
+
+            def healed() -> bool:
+                s = api(mesh, names[0], "GET", "/v1/pools/ha")
+                assert isinstance(s, dict)
+                placed = [c for c in s["components"] if c["domain"]]
+                return all(c["state"] == "running" and c["host"] != victim for c in placed)
+
+            mesh.wait(healed, 120, "never healed")
+            return time.monotonic() - start
+        finally:
+            mesh.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--ha-agents", type=int, default=10)
+    parser.add_argument("--ha-vms", type=int, default=50)
+    args = parser.parse_args()
+    raw_up, raw_down = run_raw(args.agents, args.vms)
+    up, down = run_sdmesh(args.agents, args.vms)
+    print(f"{args.vms} VMs over {args.agents} agents (test driver)")
+    print(f"{'':24}{'sdmesh':>10}{'raw libvirt':>14}{'ratio':>8}")
+    print(f"{'submit -> all running':24}{up:>9.2f}s{raw_up:>13.2f}s{up / raw_up:>8.1f}")
+    print(f"{'terminate -> all gone':24}{down:>9.2f}s{raw_down:>13.2f}s{down / raw_down:>8.1f}")
+    print(f"{'end to end':24}{up + down:>9.2f}s{raw_up + raw_down:>13.2f}s")
+    if args.ha_agents:
+        ha = run_ha(args.ha_agents, args.ha_vms)
+        print(
+            f"HA, N = {args.ha_agents}, {args.ha_vms} VMs: kill -9 of a host -> its VMs "
+            f"running elsewhere in {ha:.2f}s"
+        )
+
+
+if __name__ == "__main__":
+    main()

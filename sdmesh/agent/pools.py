@@ -1,0 +1,952 @@
+"""The pool service: the asyncio driver of the host core and of the shepherd cores.
+
+Every decision is a core's (sdmesh.pools.host, sdmesh.pools.shepherd); this module moves
+orders, answers and reports between agents over the sealed stream transport, runs leaf
+operations on libvirt through the single-host components, keeps specs and records in the DHT,
+and follows the membership view to take over (or hand back) the pools this agent shepherds.
+
+Wire (sealed TCP requests on the gossip port, next to membership's push-pull):
+``{"rpc": "orders", "orders": [...]}`` answered with one ``[outcome, reason, seen]`` each;
+``{"rpc": "reports", ...}``, ``{"rpc": "inventory", ...}``, ``{"rpc": "submit", ...}``,
+``{"rpc": "status", ...}`` and ``{"rpc": "terminate", ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from sdmesh.membership import Member
+from sdmesh.pools import host as hc
+from sdmesh.pools.ownership import shepherd as shepherd_of
+from sdmesh.pools.placement import HostOffer
+from sdmesh.pools.records import (
+    CHUNK_BYTES,
+    Order,
+    PoolRecord,
+    PoolSpec,
+    RecordFormatError,
+    Report,
+    blob_head,
+    join_blob,
+    read_blob_head,
+    split_blob,
+)
+from sdmesh.transport import StreamClient, StreamError
+
+if TYPE_CHECKING:
+    from sdmesh.agent.mesh import MeshNode
+    from sdmesh.components.context import HostContext
+    from sdmesh.dht import Dht
+    from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
+    from sdmesh.lifecycle.model import Node
+    from sdmesh.pools import shepherd as sc
+    from sdmesh.runner.app import Component
+
+log = logging.getLogger(__name__)
+
+RPC_TIMEOUT = 10.0
+INVENTORY_PERIOD = 15.0
+#: How long a host waits after a termination record before tearing down what is left, so the
+#: shepherd's ordered termination (sfSyncTerminate, reverse order) goes first when it can.
+TOMBSTONE_GRACE = 5.0
+#: How long a pool may be unknown to the whole mesh before the reaper removes its leftovers.
+REAP_GRACE = 300.0
+TOPIC_POOL = "pool"
+TOPIC_TOMB = "tomb"
+
+
+class PoolError(Exception):
+    """A request about pools that cannot be done as asked (the API's 4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _HostPool:
+    """One pool's share on this host: its tree (for LAZY links) and live components."""
+
+    spec: PoolSpec
+    root: Node
+    nodes: dict[str, Node]
+    context: HostContext
+    components: dict[str, Component] = field(default_factory=dict)
+
+
+@dataclass
+class _Shepherding:
+    core: sc.Shepherd
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    orders: dict[str, list[Order]] = field(default_factory=lambda: defaultdict(list))
+    save: PoolRecord | None = None
+    flushing: asyncio.Task[None] | None = None
+    events: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass
+class _Known:
+    """What this agent knows of a pool from gossip."""
+
+    digest: str
+    state: str
+    shepherd: str
+    seen: float
+
+
+class PoolService:
+    def __init__(
+        self,
+        name: str,
+        node: MeshNode,
+        dht: Dht,
+        client: StreamClient,
+        driver: HypervisorDriver,
+        caps: HostCapabilities,
+        state_dir: Path,
+    ) -> None:
+        self.name = name
+        self.node = node
+        self.dht = dht
+        self.client = client
+        self.driver = driver
+        self.caps = caps
+        self.state_dir = state_dir
+        self.host = hc.HostCore(name, caps.cpus, caps.memory_mib)
+        self.known: dict[str, _Known] = {}
+        self.tombs: dict[str, float] = {}
+        self.shepherding: dict[str, _Shepherding] = {}
+        self.listeners: list[Callable[[dict[str, object]], None]] = []
+        self._host_pools: dict[str, _HostPool] = {}
+        self._digests: dict[str, str] = {}
+        self._specs: dict[str, PoolSpec] = {}
+        self._reports: dict[str, list[Report]] = defaultdict(list)
+        self._report_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._view_pending = False
+        self._unknown_since: dict[str, float] = {}
+        self._loop = asyncio.get_running_loop()
+        self._periodic: asyncio.Task[None] | None = None
+        #: Pools this agent shepherded to their end, for status until the record says so.
+        self._finished_runs: dict[str, _Shepherding] = {}
+        (state_dir / "specs").mkdir(parents=True, exist_ok=True)
+
+    # =================================================================== life cycle
+    async def start(self) -> None:
+        """Rebuild this host's share from libvirt, then follow the mesh."""
+        await self._recover()
+        self.node.listeners.append(lambda _event: self._view_changed())
+        self.node.rumor_listeners.append(self._on_rumor)
+        for rumor in self.node.core.rumors():
+            self._on_rumor(rumor)
+        self._periodic = self._loop.create_task(self._periodic_work())
+
+    async def close(self) -> None:
+        if self._periodic is not None:
+            self._periodic.cancel()
+        for run in self.shepherding.values():
+            for handle in run.timers.values():
+                handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for hosted in self._host_pools.values():
+            await hosted.context.close()
+
+    # ================================================================ membership view
+    def live_members(self) -> list[Member]:
+        """Alive and suspect members: a suspicion is not a death, and moving VMs or the
+        shepherd on every suspicion would churn generations under load."""
+        return self.node.core.live_members()
+
+    def offers(self) -> tuple[HostOffer, ...]:
+        out = []
+        for member in self.live_members():
+            capacity = member.meta.get("capacity") if isinstance(member.meta, dict) else None
+            if not isinstance(capacity, dict) or not capacity.get("vcpus"):
+                continue  # not yet announced its capacity: nothing to place there
+            labels = member.meta.get("labels") or []
+            out.append(
+                HostOffer(
+                    member.name,
+                    int(capacity.get("vcpus", 0)),
+                    int(capacity.get("memory_mib", 0)),
+                    int(capacity.get("memory_free_mib") or capacity.get("memory_mib") or 0),
+                    frozenset(str(label) for label in labels),
+                )
+            )
+        return tuple(out)
+
+    def shepherd_for(self, pool: str) -> str | None:
+        return shepherd_of(pool, [m.name for m in self.live_members()])
+
+    def _address(self, name: str) -> tuple[str, int] | None:
+        member = self.node.core.member(name)
+        return (member.addr[0], member.addr[1]) if member is not None else None
+
+    def _view_changed(self) -> None:
+        if not self._view_pending:
+            self._view_pending = True
+            self._loop.call_soon(self._apply_view)
+
+    def _apply_view(self) -> None:
+        from sdmesh.pools import shepherd as sc
+
+        self._view_pending = False
+        offers = self.offers()
+        for pool in list(self.shepherding):
+            if self.shepherd_for(pool) != self.name:
+                log.info(
+                    "pool %s: %s is its shepherd now; handing over", pool, self.shepherd_for(pool)
+                )
+                self._stop_shepherding(pool)
+            else:
+                self._feed(pool, sc.MembersChanged(offers))
+        for pool, known in self.known.items():
+            if (
+                pool not in self.shepherding
+                and pool not in self.tombs
+                and known.state not in ("terminated", "failed")
+                and self.shepherd_for(pool) == self.name
+            ):
+                self._spawn(self._take_over(pool))
+
+    # ===================================================================== rumors
+    def _on_rumor(self, rumor: Any) -> None:
+        try:
+            body = msgpack.unpackb(rumor.payload, raw=False)
+        except Exception:
+            return
+        if not isinstance(body, dict):
+            return
+        if rumor.topic == TOPIC_POOL:
+            known = _Known(
+                str(body.get("digest", "")),
+                str(body.get("state", "")),
+                str(body.get("shepherd", "")),
+                time.monotonic(),
+            )
+            self.known[rumor.key] = known
+            self._view_changed()
+        elif rumor.topic == TOPIC_TOMB and rumor.key not in self.tombs:
+            self.tombs[rumor.key] = time.monotonic()
+            self._tombstone(rumor.key)
+
+    def _publish(self, topic: str, pool: str, body: dict[str, object]) -> None:
+        self.node.publish(topic, pool, bytes(msgpack.packb(body, use_bin_type=True)))
+
+    def _tombstone(self, pool: str) -> None:
+        """Terminate through the shepherd if we are it; hosts tear down after a grace."""
+        from sdmesh.pools import shepherd as sc
+
+        if pool in self.shepherding:
+            self._feed(pool, sc.TerminateRequested("terminated on request"))
+        self._loop.call_later(TOMBSTONE_GRACE, self._host_feed, hc.PoolTerminated(pool))
+
+    # ================================================================== host side
+    def _host_feed(self, event: hc.Event) -> list[hc.Answer]:
+        answers = []
+        for action in self.host.handle(event):
+            if isinstance(action, hc.Answer):
+                answers.append(action)
+            elif isinstance(action, hc.RunLeaf):
+                self._spawn(self._run_leaf(action))
+            elif isinstance(action, hc.SendReport):
+                self._queue_report(action.shepherd, action.report)
+        return answers
+
+    def take_orders(self, orders: list[Order]) -> list[list[object]]:
+        out: list[list[object]] = []
+        for order in orders:
+            if order.pool in self.tombs and order.op != "terminate":
+                out.append(["refused", "the pool was terminated", 0])
+                continue
+            self._digests.setdefault(order.pool, order.digest)
+            answers = self._host_feed(hc.OrderReceived(order))
+            answer = answers[0] if answers else None
+            if answer is None:
+                out.append(["accepted", "", 0])
+            else:
+                out.append([answer.outcome, answer.reason, answer.seen])
+        return out
+
+    async def _run_leaf(self, action: hc.RunLeaf) -> None:
+        from sdmesh.lifecycle.model import TerminationRecord
+        from sdmesh.runner.app import ComponentError
+
+        error: str | None = None
+        try:
+            hosted = await self._hosted(action.pool)
+            hosted.context.generation = action.generation
+            if action.op == "deploy":
+                error = await self._deploy(hosted, action)
+            elif action.op == "start":
+                component = hosted.components.get(action.path)
+                if component is None:
+                    error = f"{action.path} was not deployed on {self.name}"
+                else:
+                    await component.start()
+            else:
+                component = hosted.components.pop(action.path, None)
+                if component is not None:
+                    await component.terminate(TerminationRecord.normal_end("terminated"))
+                else:
+                    await self._remove_by_tags(action.pool, action.path)
+        except ComponentError as failure:
+            error = str(failure)
+        except PoolError as failure:
+            error = str(failure)
+        except asyncio.CancelledError:
+            raise
+        except Exception as failure:
+            log.exception("%s of %s failed", action.op, action.path)
+            error = f"internal error during {action.op}: {type(failure).__name__}: {failure}"
+        if action.op == "terminate":
+            error = None  # whatever is left is the reaper's; the leaf is gone for the pool
+        self._host_feed(hc.LeafFinished(action.pool, action.path, action.op, error))
+
+    async def _deploy(self, hosted: _HostPool, action: hc.RunLeaf) -> str | None:
+        from sdmesh.components.registry import component_factory
+
+        node = hosted.nodes.get(action.path)
+        if node is None:
+            return f"{action.path} is not a component of pool {action.pool}"
+        pool, path = action.pool, action.path
+
+        def ended(record: Any) -> None:
+            self._host_feed(hc.LeafDied(pool, path, record.description))
+
+        component = component_factory(hosted.context)(node, hosted.root, hosted.components, ended)
+        hosted.components[path] = component
+        try:
+            await component.deploy()
+        except BaseException:
+            hosted.components.pop(path, None)
+            with contextlib.suppress(Exception):
+                from sdmesh.lifecycle.model import TerminationRecord
+
+                await component.terminate(TerminationRecord.abnormal("deploy failed"))
+            raise
+        return None
+
+    async def _hosted(self, pool: str) -> _HostPool:
+        hosted = self._host_pools.get(pool)
+        if hosted is not None:
+            return hosted
+        from sdmesh.components.context import HostContext
+        from sdmesh.pools.layout import skeleton, walk
+
+        digest = self._digests.get(pool)
+        if digest is None:
+            raise PoolError(f"no descriptor known for pool {pool}")
+        spec = await self.spec(digest)
+        root = skeleton(spec_tree(spec))
+        hosted = self._host_pools.get(pool)
+        if hosted is None:
+            context = HostContext(
+                driver=self.driver,
+                caps=self.caps,
+                state_dir=self.state_dir / "volumes",
+                pool=pool,
+                generation=0,
+                descriptor_hash=f"sha256:{digest}",
+                node_name=self.name,
+            )
+            nodes = {node.path: node for node in walk(root)}
+            hosted = self._host_pools[pool] = _HostPool(spec, root, nodes, context)
+        return hosted
+
+    async def _remove_by_tags(self, pool: str, path: str) -> None:
+        """Tear down a leaf whose component is not in memory (recovered after a restart)."""
+        from sdmesh.components.context import HostContext
+
+        for domain in await self.driver.list_managed():
+            if domain.metadata.pool == pool and domain.metadata.path == path:
+                with contextlib.suppress(Exception):
+                    await self.driver.destroy(domain.name)
+        context = HostContext(self.driver, self.caps, self.state_dir / "volumes", pool, 0, "")
+        for keeper in context.keepers():
+            for volume in await keeper.list_owned(pool):
+                if volume.owner.path == path:
+                    with contextlib.suppress(Exception):
+                        await keeper.release(volume)
+
+    async def _recover(self) -> None:
+        """Leaves this host runs, from libvirt metadata and volume tags."""
+        from sdmesh.components.context import HostContext
+
+        found = 0
+        for domain in await self.driver.list_managed():
+            meta = domain.metadata
+            if not meta.pool:
+                continue
+            self.host.handle(
+                hc.Recovered(
+                    meta.pool,
+                    meta.path,
+                    meta.path,
+                    meta.generation,
+                    "",
+                    domain.vcpus,
+                    domain.memory_mib,
+                )
+            )
+            found += 1
+        context = HostContext(self.driver, self.caps, self.state_dir / "volumes", "", 0, "")
+        for keeper in context.keepers():
+            for volume in await keeper.list_owned():
+                owner = volume.owner
+                self.host.handle(
+                    hc.Recovered(owner.pool, owner.path, owner.path, owner.generation, "")
+                )
+                found += 1
+        if found:
+            log.info(
+                "recovered %d leaves of %d pools from libvirt", found, len(self.host.pools_held())
+            )
+
+    def _queue_report(self, shepherd: str, report: Report) -> None:
+        target = shepherd or self.shepherd_for(report.pool) or ""
+        if target == self.name:
+            self._deliver_reports([report])
+            return
+        if not target:
+            return
+        self._reports[target].append(report)
+        if self._report_task is None or self._report_task.done():
+            self._report_task = self._spawn(self._flush_reports())
+
+    async def _flush_reports(self) -> None:
+        await asyncio.sleep(0)  # let a burst of reports gather into one request per shepherd
+        while self._reports:
+            batches, self._reports = self._reports, defaultdict(list)
+            await asyncio.gather(
+                *(self._send_reports(target, batch) for target, batch in batches.items())
+            )
+
+    async def _send_reports(self, target: str, reports: list[Report]) -> None:
+        addr = self._address(target)
+        if addr is None:
+            return
+        with contextlib.suppress(StreamError, OSError):
+            await self.client.request(
+                addr,
+                {"rpc": "reports", "reports": [r.to_wire() for r in reports]},
+                timeout=RPC_TIMEOUT,
+            )
+
+    def _deliver_reports(self, reports: list[Report]) -> None:
+        from sdmesh.pools import shepherd as sc
+
+        for report in reports:
+            if report.pool in self.shepherding:
+                self._feed(report.pool, sc.Reported(report))
+
+    # ============================================================= shepherd side
+    async def _take_over(self, pool: str) -> None:
+        """Become the pool's shepherd from its record in the DHT (a higher generation)."""
+        if pool in self.shepherding:
+            return
+        record = await self.read_record(pool)
+        if record is None:
+            log.warning("pool %s: no record in the DHT yet; will retry", pool)
+            self._loop.call_later(2.0, self._view_changed)
+            return
+        if record.state in ("terminated", "failed") or pool in self.shepherding:
+            return
+        if self.shepherd_for(pool) != self.name:
+            return
+        spec = await self.spec(record.digest)
+        await self._shepherd(spec, record.generation + 1, record)
+        log.info("pool %s: took over as shepherd at generation %d", pool, record.generation + 1)
+
+    async def _shepherd(self, spec: PoolSpec, generation: int, old: PoolRecord | None) -> None:
+        from sdmesh.pools import shepherd as sc
+        from sdmesh.pools.layout import layout
+
+        if spec.pool in self.shepherding:
+            return
+        tree = spec_tree(spec)
+        record = PoolRecord(
+            spec.pool,
+            spec.digest,
+            generation,
+            self.name,
+            old.state if old is not None else "deploying",
+            dict(old.placement) if old is not None else {},
+            old.reason if old is not None else "",
+        )
+        if record.state == "running":
+            record = PoolRecord(**{**record.__dict__, "state": "deploying"})
+        core = sc.Shepherd(record, tree, layout(tree), spec.kinds, self.offers())
+        self.shepherding[spec.pool] = _Shepherding(core)
+        self._feed(spec.pool, sc.Begin())
+        if spec.pool in self.tombs:
+            self._feed(spec.pool, sc.TerminateRequested("terminated on request"))
+
+    def _stop_shepherding(self, pool: str) -> None:
+        run = self.shepherding.pop(pool, None)
+        if run is not None:
+            for handle in run.timers.values():
+                handle.cancel()
+
+    def _feed(self, pool: str, event: sc.Event) -> None:
+        run = self.shepherding.get(pool)
+        if run is None:
+            return
+        for action in run.core.handle(event, self._loop.time()):
+            self._shepherd_action(pool, run, action)
+        idle = run.flushing is None or run.flushing.done()
+        if (run.save is not None or run.orders) and idle:
+            run.flushing = self._spawn(self._flush(pool, run))
+
+    def _shepherd_action(self, pool: str, run: _Shepherding, action: sc.Action) -> None:
+        from sdmesh.pools import shepherd as sc
+
+        if isinstance(action, sc.SaveRecord):
+            run.save = action.record
+        elif isinstance(action, sc.SendOrder):
+            run.orders[action.host].append(action.order)
+        elif isinstance(action, sc.SetTimer):
+            old = run.timers.pop(action.name, None)
+            if old is not None:
+                old.cancel()
+            run.timers[action.name] = self._loop.call_at(action.at, self._timer, pool, action.name)
+        elif isinstance(action, sc.ComponentChanged):
+            event = {
+                "pool": pool,
+                "path": action.path,
+                "kind": action.kind,
+                "state": action.state,
+                "host": action.host,
+                "domain": _domain_name(pool, action.path, action.path in run.core.layout.units),
+            }
+            self._emit(run, event)
+        elif isinstance(action, sc.PoolChanged):
+            log.info("pool %s: %s %s", pool, action.state, action.reason)
+            self._publish(
+                TOPIC_POOL,
+                pool,
+                {"digest": run.core.digest, "state": action.state, "shepherd": self.name},
+            )
+            self._emit(run, {"pool": pool, "state": action.state, "reason": action.reason})
+            if action.state in ("terminated", "failed"):
+                self._loop.call_soon(self._finished, pool)
+        elif isinstance(action, sc.Warning):
+            log.warning("pool %s: %s: %s", pool, action.path, action.message)
+
+    def _emit(self, run: _Shepherding, event: Mapping[str, object]) -> None:
+        event = dict(event)
+        run.events.append(event)
+        del run.events[:-4096]
+        for listener in self.listeners:
+            listener(event)
+
+    def _timer(self, pool: str, name: str) -> None:
+        from sdmesh.pools import shepherd as sc
+
+        run = self.shepherding.get(pool)
+        if run is not None:
+            run.timers.pop(name, None)
+            self._feed(pool, sc.TimerFired(name))
+
+    def _finished(self, pool: str) -> None:
+        run = self.shepherding.get(pool)
+        if run is not None and (run.flushing is None or run.flushing.done()):
+            self._stop_shepherding(pool)
+            self._finished_runs[pool] = run
+        elif run is not None:
+            self._loop.call_later(0.2, self._finished, pool)
+
+    async def _flush(self, pool: str, run: _Shepherding) -> None:
+        """Save the record first (orders depend on it), then send each host its orders."""
+        from sdmesh.pools import shepherd as sc
+
+        await asyncio.sleep(0)
+        while run.save is not None or run.orders:
+            record, run.save = run.save, None
+            if record is not None:
+                await self.write_record(record)
+            batches, run.orders = run.orders, defaultdict(list)
+            results = await asyncio.gather(
+                *(self._send_orders(host, orders) for host, orders in batches.items())
+            )
+            if self.shepherding.get(pool) is not run:
+                return
+            for (host, orders), answers in zip(batches.items(), results, strict=True):
+                for order, answer in zip(orders, answers, strict=True):
+                    outcome, reason, seen = answer
+                    if outcome != "accepted":
+                        self._feed(pool, sc.Answered(host, order, outcome, reason, seen))
+
+    async def _send_orders(self, host: str, orders: list[Order]) -> list[list[Any]]:
+        if host == self.name:
+            return self.take_orders(orders)
+        addr = self._address(host)
+        unreachable: list[list[Any]] = [["unreachable", "", 0] for _ in orders]
+        if addr is None:
+            return unreachable
+        try:
+            reply = await self.client.request(
+                addr,
+                {"rpc": "orders", "orders": [o.to_wire() for o in orders]},
+                timeout=RPC_TIMEOUT,
+            )
+        except (StreamError, OSError) as error:
+            log.debug("orders to %s failed: %s", host, error)
+            return unreachable
+        answers = reply.get("answers") if isinstance(reply, dict) else None
+        if not isinstance(answers, list) or len(answers) != len(orders):
+            return unreachable
+        return [
+            a if isinstance(a, list) and len(a) == 3 else ["unreachable", "", 0] for a in answers
+        ]
+
+    # ================================================================ DHT storage
+    async def write_blob(self, key: str, data: bytes, generation: int) -> None:
+        if len(data) <= CHUNK_BYTES:
+            await self.dht.put(key, b"\x00" + data, generation)
+            return
+        chunks = split_blob(data)
+        await asyncio.gather(
+            *(self.dht.put(f"{key}#{i}", chunk, generation) for i, chunk in enumerate(chunks))
+        )
+        await self.dht.put(key, b"\x01" + blob_head(chunks), generation)
+
+    async def read_blob(self, key: str) -> bytes | None:
+        found = await self.dht.get(key, quorum=1)
+        if found is None:
+            found = self.dht.local_record(key)
+        if found is None or not found.value:
+            return None
+        if found.value[:1] == b"\x00":
+            return found.value[1:]
+        count, sha = read_blob_head(found.value[1:])
+        parts = await asyncio.gather(*(self.dht.get(f"{key}#{i}", quorum=1) for i in range(count)))
+        if any(part is None for part in parts):
+            return None
+        return join_blob([part.value for part in parts if part is not None], sha)
+
+    async def write_record(self, record: PoolRecord) -> None:
+        data = record.encode()
+        (self.state_dir / "specs" / f"{record.pool}.record").write_bytes(data)
+        try:
+            await self.write_blob(f"pool/{record.pool}", data, record.generation)
+        except Exception as error:  # a lost DHT write is retried by the next save
+            log.warning("pool %s: could not store its record: %s", record.pool, error)
+
+    async def read_record(self, pool: str) -> PoolRecord | None:
+        data: bytes | None = None
+        with contextlib.suppress(Exception):
+            data = await self.read_blob(f"pool/{pool}")
+        local = self.state_dir / "specs" / f"{pool}.record"
+        records = []
+        for blob in (data, local.read_bytes() if local.is_file() else None):
+            if blob is not None:
+                with contextlib.suppress(RecordFormatError):
+                    records.append(PoolRecord.decode(blob))
+        return max(records, key=lambda r: r.generation, default=None)
+
+    async def store_spec(self, spec: PoolSpec) -> None:
+        data = spec.encode()
+        self._specs[spec.digest] = spec
+        (self.state_dir / "specs" / f"{spec.digest}.spec").write_bytes(data)
+        await self.write_blob(f"spec/{spec.digest}", data, 1)
+
+    async def spec(self, digest: str) -> PoolSpec:
+        cached = self._specs.get(digest)
+        if cached is not None:
+            return cached
+        path = self.state_dir / "specs" / f"{digest}.spec"
+        data = path.read_bytes() if path.is_file() else await self.read_blob(f"spec/{digest}")
+        if data is None:
+            raise PoolError(f"descriptor {digest[:12]} not found in the DHT")
+        spec = PoolSpec.decode(data)
+        if spec.digest != digest:
+            raise PoolError(f"descriptor {digest[:12]} does not match its digest")
+        self._specs[digest] = spec
+        path.write_bytes(data)
+        return spec
+
+    # =========================================================== operations (API)
+    async def submit(self, spec: PoolSpec) -> dict[str, object]:
+        """Store the spec and hand the pool to its shepherd (which may be us)."""
+        from sdmesh.pools.layout import LayoutError, layout
+
+        try:
+            layout(spec_tree(spec))
+        except LayoutError as error:
+            raise PoolError(str(error)) from None
+        if spec.pool in self.known and self.known[spec.pool].state not in ("terminated", "failed"):
+            raise PoolError(f"pool {spec.pool} already exists", 409)
+        existing = await self.read_record(spec.pool)
+        if existing is not None and existing.state not in ("terminated", "failed"):
+            raise PoolError(f"pool {spec.pool} already exists", 409)
+        generation = (existing.generation + 1) if existing is not None else 1
+        await self.store_spec(spec)
+        shepherd = self.shepherd_for(spec.pool) or self.name
+        self._publish(
+            TOPIC_POOL,
+            spec.pool,
+            {"digest": spec.digest, "state": "deploying", "shepherd": shepherd},
+        )
+        self.known[spec.pool] = _Known(spec.digest, "deploying", shepherd, time.monotonic())
+        self.tombs.pop(spec.pool, None)
+        if shepherd == self.name:
+            await self._shepherd(spec, generation, None)
+        else:
+            addr = self._address(shepherd)
+            reply: object = None
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    reply = await self.client.request(
+                        addr,
+                        {"rpc": "submit", "spec": spec.encode(), "generation": generation},
+                        timeout=RPC_TIMEOUT,
+                    )
+            if not (isinstance(reply, dict) and reply.get("ok")):
+                # Stored and announced: the shepherd picks it up from the DHT when it can.
+                log.warning(
+                    "pool %s: its shepherd %s did not take it now: %s", spec.pool, shepherd, reply
+                )
+        return {"pool": spec.pool, "shepherd": shepherd, "digest": spec.digest}
+
+    def dry_run(self, spec: PoolSpec) -> dict[str, object]:
+        from sdmesh.pools.layout import LayoutError, layout
+        from sdmesh.pools.placement import place
+
+        try:
+            cut = layout(spec_tree(spec))
+        except LayoutError as error:
+            raise PoolError(str(error)) from None
+        plan = place(cut.demands(), self.offers())
+        return {
+            "pool": spec.pool,
+            "shepherd": self.shepherd_for(spec.pool) or self.name,
+            "placement": [
+                {
+                    "path": unit.path,
+                    "host": plan.assignments.get(unit.path),
+                    "vcpus": unit.demand.vcpus,
+                    "memory_mib": unit.demand.memory_mib,
+                }
+                for unit in cut.units.values()
+            ],
+            "unplaced": [{"path": u.path, "reason": u.reason} for u in plan.unplaced],
+        }
+
+    def local_status(self, pool: str) -> dict[str, object] | None:
+        run = self.shepherding.get(pool) or self._finished_runs.get(pool)
+        if run is None:
+            return None
+        core = run.core
+        components = core.components()
+        for item in components:
+            path = str(item["path"])
+            item["domain"] = _domain_name(pool, path, path in core.layout.units)
+        return {
+            "pool": pool,
+            "state": core.state,
+            "reason": core.reason,
+            "shepherd": self.name,
+            "generation": core.generation,
+            "components": components,
+        }
+
+    async def status(self, pool: str) -> dict[str, object]:
+        local = self.local_status(pool)
+        if local is not None:
+            return local
+        shepherd = self.shepherd_for(pool)
+        if shepherd and shepherd != self.name:
+            addr = self._address(shepherd)
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    reply = await self.client.request(
+                        addr, {"rpc": "status", "pool": pool}, timeout=RPC_TIMEOUT
+                    )
+                    if isinstance(reply, dict) and reply.get("pool") == pool:
+                        return reply
+        record = await self.read_record(pool)
+        if record is None:
+            raise PoolError(f"unknown pool {pool!r}", 404)
+        state = "terminated" if pool in self.tombs else record.state
+        return {
+            "pool": pool,
+            "state": state,
+            "reason": record.reason,
+            "shepherd": record.shepherd,
+            "generation": record.generation,
+            "components": [
+                {"path": unit, "kind": "", "host": host, "state": "unknown", "domain": ""}
+                for unit, host in record.placement.items()
+            ],
+        }
+
+    def pools(self) -> list[dict[str, object]]:
+        names = set(self.known) | set(self.shepherding) | set(self.tombs)
+        out: list[dict[str, object]] = []
+        for pool in sorted(names):
+            known = self.known.get(pool)
+            run = self.shepherding.get(pool)
+            state = run.core.state if run else (known.state if known else "unknown")
+            if pool in self.tombs and state not in ("terminated", "failed"):
+                state = "terminating"
+            out.append(
+                {
+                    "pool": pool,
+                    "state": state,
+                    "shepherd": self.shepherd_for(pool) or "",
+                }
+            )
+        return out
+
+    async def terminate(self, pool: str) -> dict[str, object]:
+        """Publish the termination record and ask the shepherd; idempotent."""
+        if pool not in self.known and pool not in self.tombs:
+            record = await self.read_record(pool)
+            if record is None:
+                raise PoolError(f"unknown pool {pool!r}", 404)
+        self._publish(TOPIC_TOMB, pool, {"by": self.name})
+        self._on_rumor_local_tomb(pool)
+        shepherd = self.shepherd_for(pool)
+        if shepherd and shepherd != self.name:
+            addr = self._address(shepherd)
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    await self.client.request(
+                        addr, {"rpc": "terminate", "pool": pool}, timeout=RPC_TIMEOUT
+                    )
+        return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
+
+    def _on_rumor_local_tomb(self, pool: str) -> None:
+        if pool not in self.tombs:
+            self.tombs[pool] = time.monotonic()
+            self._tombstone(pool)
+
+    # ======================================================================== RPC
+    async def handle_rpc(self, request: dict[str, Any]) -> object:
+        from sdmesh.pools import shepherd as sc
+
+        kind = request.get("rpc")
+        try:
+            if kind == "orders":
+                orders = [Order.from_wire(o) for o in request.get("orders", [])]
+                return {"answers": self.take_orders(orders)}
+            if kind == "reports":
+                self._deliver_reports([Report.from_wire(r) for r in request.get("reports", [])])
+                return {"ok": True}
+            if kind == "inventory":
+                pool, host, leaves = request["pool"], request["host"], request["leaves"]
+                if pool in self.shepherding and isinstance(leaves, dict):
+                    self._feed(
+                        pool, sc.Inventory(str(host), {str(k): int(v) for k, v in leaves.items()})
+                    )
+                return {"ok": True}
+            if kind == "submit":
+                spec = PoolSpec.decode(request["spec"])
+                self._specs[spec.digest] = spec
+                await self.store_spec(spec)
+                self.known[spec.pool] = _Known(
+                    spec.digest, "deploying", self.name, time.monotonic()
+                )
+                await self._shepherd(spec, int(request.get("generation", 1)), None)
+                return {"ok": True}
+            if kind == "status":
+                return self.local_status(str(request.get("pool")))
+            if kind == "terminate":
+                self._on_rumor_local_tomb(str(request.get("pool")))
+                return {"ok": True}
+        except (RecordFormatError, KeyError, TypeError, ValueError) as error:
+            log.warning("malformed %s request: %s", kind, error)
+            return {"error": str(error)}
+        return {"error": f"unknown request {kind!r}"}
+
+    # ==================================================================== periodic
+    async def _periodic_work(self) -> None:
+        """Inventory to each pool's shepherd (reconciliation), tombstones, and the reaper."""
+        while True:
+            await asyncio.sleep(INVENTORY_PERIOD)
+            with contextlib.suppress(Exception):
+                await self.send_inventories()
+
+    async def send_inventories(self) -> None:
+        now = time.monotonic()
+        for pool in self.host.pools_held():
+            if pool in self.tombs:
+                if now - self.tombs[pool] > TOMBSTONE_GRACE:
+                    self._host_feed(hc.PoolTerminated(pool))
+                continue
+            shepherd = self.shepherd_for(pool)
+            if pool not in self.known:
+                record = await self.read_record(pool)
+                if record is None:
+                    first = self._unknown_since.setdefault(pool, now)
+                    if now - first > REAP_GRACE:
+                        log.warning("pool %s is unknown to the mesh: removing its leftovers", pool)
+                        self._host_feed(hc.PoolTerminated(pool))
+                    continue
+            self._unknown_since.pop(pool, None)
+            leaves = self.host.inventory(pool)
+            if shepherd == self.name:
+                self._handle_inventory(pool, self.name, leaves)
+            elif shepherd is not None:
+                addr = self._address(shepherd)
+                if addr is not None:
+                    with contextlib.suppress(StreamError, OSError):
+                        await self.client.request(
+                            addr,
+                            {"rpc": "inventory", "pool": pool, "host": self.name, "leaves": leaves},
+                            timeout=RPC_TIMEOUT,
+                        )
+
+    def _handle_inventory(self, pool: str, host: str, leaves: dict[str, int]) -> None:
+        from sdmesh.pools import shepherd as sc
+
+        if pool in self.shepherding:
+            self._feed(pool, sc.Inventory(host, leaves))
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("pool task failed", exc_info=task.exception())
+
+
+_TREES: dict[str, Any] = {}
+
+
+def spec_tree(spec: PoolSpec) -> Any:
+    """The resolved tree of a spec (resolved once per digest per process)."""
+    tree = _TREES.get(spec.digest)
+    if tree is None:
+        from sdmesh.language import resolve_text
+
+        resolved = resolve_text(spec.text, f"<pool {spec.pool}>")
+        if resolved.digest() != spec.digest:
+            raise PoolError(f"pool {spec.pool}: its descriptor resolves differently here")
+        tree = _TREES[spec.digest] = resolved.root
+    return tree
+
+
+def _domain_name(pool: str, path: str, is_vm: bool) -> str:
+    """The libvirt domain of a VM leaf (its name is a function of pool and path)."""
+    from sdmesh.hypervisor.spec import domain_name_for
+
+    return domain_name_for(pool, path) if is_vm else ""

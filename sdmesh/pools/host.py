@@ -1,0 +1,333 @@
+"""The host core: this host's share of every pool, as events in and actions out.
+
+A host is the authority for what it runs. It admits a unit (a VM and its disks) on the unit's
+first order only if its real capacity, minus what it already promised, can hold it, so
+several shepherds placing at once can never overcommit it. It refuses orders from an older
+generation than it has seen for the pool (fencing), and answers again, at once, for work it
+has already done, so a new shepherd replaying the lifecycle never starts anything twice. A
+pool's termination record makes it tear down everything of that pool, whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sdmesh.pools.records import Order, Report
+
+# ------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class OrderReceived:
+    order: Order
+
+
+@dataclass(frozen=True)
+class LeafFinished:
+    """The driver finished an operation it was asked to run (``error`` if it failed)."""
+
+    pool: str
+    path: str
+    op: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LeafDied:
+    """A leaf ended by itself: its VM crashed or was destroyed outside sdmesh."""
+
+    pool: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PoolTerminated:
+    """The pool's termination record reached this host (gossip or DHT)."""
+
+    pool: str
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A leaf found running in libvirt after an agent restart (from domain metadata)."""
+
+    pool: str
+    path: str
+    unit: str
+    generation: int
+    shepherd: str
+    vcpus: int = 0
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True)
+class CapacityChanged:
+    vcpus: int
+    memory_mib: int
+
+
+Event = OrderReceived | LeafFinished | LeafDied | PoolTerminated | Recovered | CapacityChanged
+
+# ------------------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The immediate answer to an order: accepted, refused (why) or fenced (what we saw)."""
+
+    order: Order
+    outcome: str
+    reason: str = ""
+    seen: int = 0
+
+
+@dataclass(frozen=True)
+class RunLeaf:
+    pool: str
+    path: str
+    op: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class SendReport:
+    shepherd: str
+    report: Report
+
+
+Action = Answer | RunLeaf | SendReport
+
+DEFAULT_VCPU_RATIO = 4.0
+
+
+@dataclass
+class _Leaf:
+    unit: str
+    state: str = "new"  # new, deploying, deployed, starting, running, terminating
+    op: str | None = None
+    then: list[str] = field(default_factory=list)  # operations queued behind ``op``
+    generation: int = 0
+
+
+@dataclass
+class _Unit:
+    vcpus: int
+    memory_mib: int
+    leaves: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Pool:
+    generation: int = -1
+    shepherd: str = ""
+    leaves: dict[str, _Leaf] = field(default_factory=dict)
+    units: dict[str, _Unit] = field(default_factory=dict)
+    terminated: bool = False
+
+
+class HostCore:
+    """One host: admission, fencing and idempotent leaf operations for every pool."""
+
+    def __init__(
+        self, name: str, vcpus: int, memory_mib: int, vcpu_ratio: float = DEFAULT_VCPU_RATIO
+    ) -> None:
+        self.name = name
+        self.vcpus = vcpus
+        self.memory_mib = memory_mib
+        self.vcpu_ratio = vcpu_ratio
+        self.pools: dict[str, _Pool] = defaultdict(_Pool)
+        self._actions: list[Action] = []
+
+    # ======================================================================= interface
+    def handle(self, event: Event) -> list[Action]:
+        self._actions = []
+        if isinstance(event, OrderReceived):
+            self._on_order(event.order)
+        elif isinstance(event, LeafFinished):
+            self._on_finished(event)
+        elif isinstance(event, LeafDied):
+            self._on_died(event)
+        elif isinstance(event, PoolTerminated):
+            self._on_terminated(event.pool)
+        elif isinstance(event, Recovered):
+            self._on_recovered(event)
+        elif isinstance(event, CapacityChanged):
+            self.vcpus, self.memory_mib = event.vcpus, event.memory_mib
+        actions, self._actions = self._actions, []
+        return actions
+
+    @property
+    def committed(self) -> tuple[int, int]:
+        """vCPUs and MiB promised to admitted units, over every pool."""
+        units = [u for pool in self.pools.values() for u in pool.units.values()]
+        return sum(u.vcpus for u in units), sum(u.memory_mib for u in units)
+
+    def inventory(self, pool: str) -> dict[str, int]:
+        """Leaves of ``pool`` this host holds (deployed or further): path -> generation."""
+        state = self.pools.get(pool)
+        if state is None:
+            return {}
+        return {
+            path: leaf.generation
+            for path, leaf in state.leaves.items()
+            if leaf.state not in ("new", "terminating")
+        }
+
+    def pools_held(self) -> list[str]:
+        return sorted(name for name, pool in self.pools.items() if pool.leaves)
+
+    def shepherd_of(self, pool: str) -> str:
+        state = self.pools.get(pool)
+        return state.shepherd if state is not None else ""
+
+    # ========================================================================= orders
+    def _on_order(self, order: Order) -> None:
+        pool = self.pools[order.pool]
+        if order.generation < pool.generation or (
+            order.generation == pool.generation and order.shepherd != pool.shepherd
+        ):
+            self._answer(order, "fenced", f"generation {pool.generation} already seen", pool)
+            return
+        pool.generation, pool.shepherd = order.generation, order.shepherd
+        leaf = pool.leaves.get(order.path)
+        if order.op == "terminate":
+            self._answer(order, "accepted", "", pool)
+            self._terminate(order.pool, pool, order.path)
+            return
+        if pool.terminated:
+            self._answer(order, "refused", "the pool was terminated", pool)
+            return
+        if leaf is None:
+            if order.op != "deploy":
+                self._answer(order, "refused", f"{order.path} is not deployed here", pool)
+                return
+            unit = pool.units.get(order.unit)
+            if unit is None:
+                problem = self._admit(order)
+                if problem is not None:
+                    self._answer(order, "refused", problem, pool)
+                    return
+                unit = pool.units[order.unit] = _Unit(order.vcpus, order.memory_mib)
+            unit.leaves.add(order.path)
+            leaf = pool.leaves[order.path] = _Leaf(order.unit, generation=order.generation)
+        leaf.generation = order.generation
+        self._answer(order, "accepted", "", pool)
+        self._operate(order.pool, pool, order.path, leaf, order.op)
+
+    def _admit(self, order: Order) -> str | None:
+        vcpus, memory = self.committed
+        if memory + order.memory_mib > self.memory_mib:
+            return (
+                f"{self.name} has {max(self.memory_mib - memory, 0)} MiB left to promise, "
+                f"{order.unit} needs {order.memory_mib}"
+            )
+        if order.vcpus > self.vcpus:
+            return f"{self.name} has {self.vcpus} CPUs, {order.unit} needs {order.vcpus} vCPUs"
+        if vcpus + order.vcpus > int(self.vcpus * self.vcpu_ratio):
+            left = max(int(self.vcpus * self.vcpu_ratio) - vcpus, 0)
+            return f"{self.name} has {left} vCPUs left to promise, {order.unit} needs {order.vcpus}"
+        return None
+
+    def _operate(self, name: str, pool: _Pool, path: str, leaf: _Leaf, op: str) -> None:
+        done_states = {"deploy": ("deployed", "starting", "running"), "start": ("running",)}
+        if leaf.op is not None:
+            if leaf.op != op and op not in leaf.then:
+                leaf.then.append(op)  # runs after the operation in flight
+            return  # either way the report goes out when it is done
+        if leaf.state in done_states[op]:
+            self._report(name, pool, path, op, None)  # done already: say so again
+            return
+        if op == "start" and leaf.state == "new":
+            self._report(name, pool, path, op, "not deployed here")
+            return
+        self._run(name, pool, path, leaf, op)
+
+    def _run(self, name: str, pool: _Pool, path: str, leaf: _Leaf, op: str) -> None:
+        leaf.op = op
+        leaf.state = {"deploy": "deploying", "start": "starting", "terminate": "terminating"}[op]
+        self._actions.append(RunLeaf(name, path, op, leaf.generation))
+
+    def _terminate(self, name: str, pool: _Pool, path: str) -> None:
+        leaf = pool.leaves.get(path)
+        if leaf is None:
+            self._report(name, pool, path, "terminate", None)  # nothing here: done
+            return
+        if leaf.op == "terminate":
+            return
+        if leaf.op is not None:
+            leaf.then = ["terminate"]
+            return
+        self._run(name, pool, path, leaf, "terminate")
+
+    # ===================================================================== outcomes
+    def _on_finished(self, event: LeafFinished) -> None:
+        pool = self.pools.get(event.pool)
+        leaf = pool.leaves.get(event.path) if pool is not None else None
+        if pool is None or leaf is None or leaf.op != event.op:
+            return
+        leaf.op = None
+        if event.op == "terminate":
+            self._forget(pool, event.path, leaf)
+        elif event.error is not None:
+            # A failed deploy or start leaves nothing running; the shepherd decides the rest
+            # (it orders a terminate to clean up whatever the attempt created).
+            leaf.state = "deployed" if event.op == "start" else "new"
+        else:
+            leaf.state = "deployed" if event.op == "deploy" else "running"
+        self._report(event.pool, pool, event.path, event.op, event.error)
+        if leaf.then and event.path in pool.leaves:
+            following = leaf.then.pop(0)
+            if following == "terminate":
+                self._run(event.pool, pool, event.path, leaf, "terminate")
+            else:
+                self._operate(event.pool, pool, event.path, leaf, following)
+        elif pool.terminated and event.path in pool.leaves and event.op != "terminate":
+            self._run(event.pool, pool, event.path, leaf, "terminate")
+
+    def _forget(self, pool: _Pool, path: str, leaf: _Leaf) -> None:
+        del pool.leaves[path]
+        unit = pool.units.get(leaf.unit)
+        if unit is not None:
+            unit.leaves.discard(path)
+            if not unit.leaves:
+                del pool.units[leaf.unit]  # its reservation is free again
+
+    def _on_died(self, event: LeafDied) -> None:
+        pool = self.pools.get(event.pool)
+        leaf = pool.leaves.get(event.path) if pool is not None else None
+        if pool is None or leaf is None or leaf.state not in ("running", "starting"):
+            return
+        leaf.state = "deployed"  # defined but not running: a terminate cleans it up
+        self._actions.append(
+            SendReport(
+                pool.shepherd,
+                Report(event.pool, pool.generation, self.name, event.path, "ended", event.reason),
+            )
+        )
+
+    def _on_terminated(self, name: str) -> None:
+        pool = self.pools[name]
+        pool.terminated = True
+        # VMs before their disks: each unit's leaves in reverse order of creation.
+        newest_first = sorted(pool.leaves, reverse=True)
+        for path in sorted(newest_first, key=lambda p: 0 if p == pool.leaves[p].unit else 1):
+            self._terminate(name, pool, path)
+
+    def _on_recovered(self, event: Recovered) -> None:
+        pool = self.pools[event.pool]
+        if event.generation > pool.generation:
+            pool.generation, pool.shepherd = event.generation, event.shepherd
+        unit = pool.units.setdefault(event.unit, _Unit(event.vcpus, event.memory_mib))
+        unit.leaves.add(event.path)
+        pool.leaves[event.path] = _Leaf(event.unit, "running", generation=event.generation)
+
+    def _answer(self, order: Order, outcome: str, reason: str, pool: _Pool) -> None:
+        self._actions.append(Answer(order, outcome, reason, pool.generation))
+
+    def _report(self, name: str, pool: _Pool, path: str, op: str, error: str | None) -> None:
+        if pool.shepherd:
+            self._actions.append(
+                SendReport(pool.shepherd, Report(name, pool.generation, self.name, path, op, error))
+            )

@@ -1,0 +1,261 @@
+"""What pools put on the wire and in the DHT: specs, records, orders, reports.
+
+A *spec* is the immutable part of a pool (its resolved tree as canonical text, the digest of
+that tree, the prototype each component extended); it is stored once under its digest. A
+*record* is the mutable part (generation, shepherd, placement, state), stored under the pool's
+key and versioned by generation. Orders go from a shepherd to a host, reports come back.
+Everything decodes through :func:`_require`, so a malformed or hostile message raises
+:class:`RecordFormatError` and is never half-applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+
+SPEC_VERSION: Final = 1
+POOL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
+#: Pool states, as ``sdmesh status`` shows them.
+POOL_STATES: Final = ("deploying", "running", "terminating", "terminated", "failed")
+#: Leaf operations a shepherd orders.
+OPERATIONS: Final = ("deploy", "start", "terminate")
+#: Chunks a blob is cut into for the DHT (its values are limited to 32 KiB).
+CHUNK_BYTES: Final = 30 * 1024
+
+
+class RecordFormatError(ValueError):
+    """Bytes that are not a well-formed spec, record, order or report."""
+
+
+def check_pool_id(pool: str) -> str:
+    if not POOL_ID.match(pool):
+        raise ValueError(
+            f"bad pool name {pool!r}: use 1-63 characters a-z, 0-9, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return pool
+
+
+def _require(obj: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind):
+        raise RecordFormatError(f"missing or malformed field {key!r}")
+    value = obj[key]
+    if kind is int and isinstance(value, bool):
+        raise RecordFormatError(f"malformed field {key!r}")
+    return value
+
+
+def _str_map(obj: Any, key: str) -> dict[str, str]:
+    value = _require(obj, key, dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise RecordFormatError(f"malformed field {key!r}")
+    return dict(value)
+
+
+def _pack(obj: object) -> bytes:
+    return bytes(msgpack.packb(obj, use_bin_type=True))
+
+
+def _unpack(data: bytes, limit: int = MAX_SPEC_BYTES) -> Any:
+    if len(data) > limit:
+        raise RecordFormatError(f"larger than {limit} bytes")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types
+        raise RecordFormatError(f"not msgpack: {error}") from None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The immutable description of a pool, as every agent re-resolves it."""
+
+    pool: str
+    text: str  # the resolved sfConfig in canonical SmartFrog syntax
+    digest: str  # sha256 of ``text`` as the language computes it
+    kinds: dict[str, str] = field(default_factory=dict)  # path -> prototype extended
+    submitted_by: str = ""
+
+    def encode(self) -> bytes:
+        body = {
+            "v": SPEC_VERSION,
+            "pool": self.pool,
+            "text": self.text,
+            "digest": self.digest,
+            "kinds": self.kinds,
+            "by": self.submitted_by,
+        }
+        return zlib.compress(_pack(body), 6)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PoolSpec:
+        try:
+            raw = zlib.decompressobj().decompress(data, MAX_SPEC_BYTES)
+        except zlib.error as error:
+            raise RecordFormatError(f"spec is not zlib data: {error}") from None
+        obj = _unpack(raw)
+        if _require(obj, "v", int) != SPEC_VERSION:
+            raise RecordFormatError(f"spec version {obj['v']} is not {SPEC_VERSION}")
+        spec = cls(
+            pool=_require(obj, "pool", str),
+            text=_require(obj, "text", str),
+            digest=_require(obj, "digest", str),
+            kinds=_str_map(obj, "kinds"),
+            submitted_by=_require(obj, "by", str),
+        )
+        if hashlib.sha256(spec.text.encode()).hexdigest() != spec.digest:
+            raise RecordFormatError("spec text does not match its digest")
+        return spec
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """The mutable state of a pool, kept by its shepherd in the DHT."""
+
+    pool: str
+    digest: str
+    generation: int
+    shepherd: str
+    state: str = "deploying"
+    placement: dict[str, str] = field(default_factory=dict)  # unit path -> host
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        body = {
+            "pool": self.pool,
+            "digest": self.digest,
+            "gen": self.generation,
+            "shepherd": self.shepherd,
+            "state": self.state,
+            "placement": self.placement,
+            "reason": self.reason,
+        }
+        return zlib.compress(_pack(body), 6)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PoolRecord:
+        try:
+            raw = zlib.decompressobj().decompress(data, MAX_SPEC_BYTES)
+        except zlib.error as error:
+            raise RecordFormatError(f"record is not zlib data: {error}") from None
+        obj = _unpack(raw)
+        state = _require(obj, "state", str)
+        if state not in POOL_STATES:
+            raise RecordFormatError(f"unknown pool state {state!r}")
+        return cls(
+            pool=_require(obj, "pool", str),
+            digest=_require(obj, "digest", str),
+            generation=_require(obj, "gen", int),
+            shepherd=_require(obj, "shepherd", str),
+            state=state,
+            placement=_str_map(obj, "placement"),
+            reason=_require(obj, "reason", str),
+        )
+
+
+@dataclass(frozen=True)
+class Order:
+    """Do ``op`` on leaf ``path`` of ``pool``, for the shepherd holding ``generation``.
+
+    ``unit`` names the placement group the leaf belongs to and ``vcpus``/``memory_mib`` what
+    the group needs: the host admits the group on its first order."""
+
+    pool: str
+    generation: int
+    shepherd: str
+    digest: str
+    path: str
+    op: str
+    unit: str
+    vcpus: int = 0
+    memory_mib: int = 0
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.pool,
+            self.generation,
+            self.shepherd,
+            self.digest,
+            self.path,
+            self.op,
+            self.unit,
+            self.vcpus,
+            self.memory_mib,
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Order:
+        if not isinstance(obj, list) or len(obj) != 9:
+            raise RecordFormatError("malformed order")
+        kinds = (str, int, str, str, str, str, str, int, int)
+        if not all(
+            isinstance(v, k) and not isinstance(v, bool) for v, k in zip(obj, kinds, strict=True)
+        ):
+            raise RecordFormatError("malformed order")
+        order = cls(*obj)
+        if order.op not in OPERATIONS:
+            raise RecordFormatError(f"unknown operation {order.op!r}")
+        if order.vcpus < 0 or order.memory_mib < 0 or order.generation < 0:
+            raise RecordFormatError("negative figures in an order")
+        return order
+
+
+@dataclass(frozen=True)
+class Report:
+    """What became of a leaf on a host: an operation finished (``error`` if it failed), or
+    the leaf ended by itself (``op == "ended"``: its VM died)."""
+
+    pool: str
+    generation: int
+    host: str
+    path: str
+    op: str
+    error: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.pool, self.generation, self.host, self.path, self.op, self.error]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Report:
+        if not isinstance(obj, list) or len(obj) != 6:
+            raise RecordFormatError("malformed report")
+        kinds = (str, int, str, str, str)
+        if not all(
+            isinstance(v, k) and not isinstance(v, bool)
+            for v, k in zip(obj[:5], kinds, strict=True)
+        ) or not (obj[5] is None or isinstance(obj[5], str)):
+            raise RecordFormatError("malformed report")
+        if obj[4] not in (*OPERATIONS, "ended"):
+            raise RecordFormatError(f"unknown report operation {obj[4]!r}")
+        return cls(*obj)
+
+
+def split_blob(data: bytes) -> list[bytes]:
+    """Cut a blob into DHT-sized chunks (at least one)."""
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+
+
+def blob_head(chunks: list[bytes]) -> bytes:
+    """The record that names a chunked blob: its size in chunks and its hash."""
+    whole = b"".join(chunks)
+    return _pack({"chunks": len(chunks), "sha256": hashlib.sha256(whole).hexdigest()})
+
+
+def read_blob_head(data: bytes) -> tuple[int, str]:
+    obj = _unpack(data, 4096)
+    count = _require(obj, "chunks", int)
+    if not 1 <= count <= MAX_SPEC_BYTES // CHUNK_BYTES + 1:
+        raise RecordFormatError("bad chunk count")
+    return count, _require(obj, "sha256", str)
+
+
+def join_blob(chunks: list[bytes], sha256: str) -> bytes:
+    whole = b"".join(chunks)
+    if hashlib.sha256(whole).hexdigest() != sha256:
+        raise RecordFormatError("blob chunks do not match their hash")
+    return whole

@@ -1,0 +1,623 @@
+"""The shepherd core: one pool's lifecycle across the mesh, as events in and actions out.
+
+The shepherd runs the single-host lifecycle engine over the whole tree, so SmartFrog's
+semantics (Compound barriers, Parallel ``asynchCreateChild``, ``sfSyncTerminate`` order,
+liveness) hold across hosts unchanged; what differs is where a leaf's work happens. Each leaf
+operation the engine asks for becomes an :class:`~sdmesh.pools.records.Order` to the host the
+leaf's unit is placed on, and the host's :class:`~sdmesh.pools.records.Report` becomes the
+engine's ``LeafDone``.
+
+Around the engine the core owns what a coordinator-free pool needs:
+
+* placement of every unit up front, saved (``SaveRecord``) before any order uses it, so a
+  successor shepherd finds the same placement in the DHT;
+* re-placement when a host refuses a unit (never overcommit: the host is the authority);
+* fencing: every order carries the generation; a host that has seen a newer one answers
+  ``fenced``, and a shepherd that is still the rightful one re-asserts with a higher one;
+* HA: when a host dies, units with a ``restart`` policy move to other hosts (their completed
+  operations are replayed there; the engine never notices), others end abnormally and the
+  lifecycle rules decide what follows;
+* reconciliation: a host's inventory of what it runs is compared with the placement, and
+  stale copies (a host that was partitioned away while its units moved) are released.
+
+Takeover is a fresh core over the saved record: its engine re-runs deploy and start, and
+hosts answer at once for leaves they already run, so nothing is started twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from sdmesh.language.values import ComponentDescription
+from sdmesh.lifecycle import model as lm
+from sdmesh.lifecycle.engine import Engine
+from sdmesh.pools.layout import Layout, Unit
+from sdmesh.pools.placement import Demand, HostOffer, place
+from sdmesh.pools.records import Order, PoolRecord, Report
+
+# ------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Start the pool (or take it over): deploy and start the whole tree."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A host's immediate answer to an order: ``accepted``, ``refused`` (with the reason),
+    ``fenced`` (it has seen generation ``seen``) or ``unreachable``."""
+
+    host: str
+    order: Order
+    outcome: str
+    reason: str = ""
+    seen: int = 0
+
+
+@dataclass(frozen=True)
+class Reported:
+    report: Report
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    """The live members and what they offer (from gossiped metadata)."""
+
+    offers: tuple[HostOffer, ...]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a host says it runs of this pool: leaf path -> generation it was ordered at."""
+
+    host: str
+    leaves: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TerminateRequested:
+    reason: str = "terminated on request"
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    name: str
+
+
+Event = Begin | Answered | Reported | MembersChanged | Inventory | TerminateRequested | TimerFired
+
+# ------------------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class SaveRecord:
+    """Write the record to the DHT; orders after it in the same batch depend on it."""
+
+    record: PoolRecord
+
+
+@dataclass(frozen=True)
+class SendOrder:
+    host: str
+    order: Order
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    name: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ComponentChanged:
+    path: str
+    kind: str
+    state: str
+    host: str
+
+
+@dataclass(frozen=True)
+class PoolChanged:
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Warning:
+    path: str
+    message: str
+
+
+Action = SaveRecord | SendOrder | SetTimer | ComponentChanged | PoolChanged | Warning
+
+RETRY_SECONDS = 1.0
+MAX_RETRIES = 5
+
+
+@dataclass
+class _Leaf:
+    path: str
+    unit: str
+    state: str = "created"
+    host: str = ""
+    #: The engine's operation in flight ("deploy", "start", "terminate").
+    engine_op: str | None = None
+    retries: int = 0
+
+
+class Shepherd:
+    """The core of one pool at its shepherd."""
+
+    def __init__(
+        self,
+        record: PoolRecord,
+        tree: ComponentDescription,
+        layout: Layout,
+        kinds: dict[str, str],
+        offers: tuple[HostOffer, ...],
+    ) -> None:
+        self.pool = record.pool
+        self.digest = record.digest
+        self.me = record.shepherd
+        self.generation = record.generation
+        self.state = record.state if record.state != "failed" else "failed"
+        self.reason = record.reason
+        self.layout = layout
+        self.kinds = kinds
+        self.placement = dict(record.placement)
+        self.offers = {offer.name: offer for offer in offers}
+        self.engine = Engine(tree)
+        self.leaves: dict[str, _Leaf] = {}
+        for unit in layout.units.values():
+            for path in unit.leaves:
+                self.leaves[path] = _Leaf(path, unit.path)
+        for path in layout.local:
+            self.leaves[path] = _Leaf(path, path)
+        self.refused: dict[str, set[str]] = {}
+        #: Units being rebuilt on a new host: (leaf, op) still to redo, in order. The
+        #: engine's own operations on their leaves wait until the rebuild is done.
+        self.replays: dict[str, deque[tuple[str, str]]] = {}
+        self.ended = False
+        self._actions: list[Action] = []
+        self._now = 0.0
+        self._engine_timers: dict[str, tuple[str, int]] = {}
+
+    # ======================================================================= interface
+    def handle(self, event: Event, now: float) -> list[Action]:
+        self._now = now
+        self._actions = []
+        if isinstance(event, Begin):
+            self._begin()
+        elif isinstance(event, Answered):
+            self._on_answer(event)
+        elif isinstance(event, Reported):
+            self._on_report(event.report)
+        elif isinstance(event, MembersChanged):
+            self._on_members(event.offers)
+        elif isinstance(event, Inventory):
+            self._on_inventory(event)
+        elif isinstance(event, TerminateRequested):
+            if not self.engine.root.state.ended:
+                self._set_pool("terminating", event.reason)
+                self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(event.reason)))
+        elif isinstance(event, TimerFired):
+            self._on_timer(event.name)
+        actions, self._actions = self._actions, []
+        return actions
+
+    def record(self) -> PoolRecord:
+        return PoolRecord(
+            self.pool,
+            self.digest,
+            self.generation,
+            self.me,
+            self.state,
+            dict(self.placement),
+            self.reason,
+        )
+
+    def components(self) -> list[dict[str, object]]:
+        """Every leaf with its host and state, in descriptor order (``status --json``)."""
+        out: list[dict[str, object]] = []
+        for leaf in self.leaves.values():
+            out.append(
+                {
+                    "path": leaf.path,
+                    "kind": self.kinds.get(leaf.path, "Component"),
+                    "host": leaf.host or self.placement.get(leaf.unit, ""),
+                    "state": leaf.state,
+                }
+            )
+        return out
+
+    # ========================================================================= begin
+    def _begin(self) -> None:
+        units = [u for u in self.layout.units.values()]
+        placed = {u: h for u, h in self.placement.items() if h in self.offers}
+        plan = place([u.demand for u in units], self.offers.values(), already=placed)
+        self.placement.update(plan.assignments)
+        for local in self.layout.local:
+            if self.placement.get(local) not in self.offers:
+                self.placement[local] = self.me
+        for missing in plan.unplaced:
+            self._warn(missing.path, f"cannot be placed: {missing.reason}")
+        self._save()
+        self._set_pool(self.state if self.state in ("terminating",) else "deploying")
+        if self.state == "terminating":
+            # A predecessor was terminating it: finish the job, in order, from the start.
+            self._feed(lm.StartApplication())
+            self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(self.reason)))
+        else:
+            self._feed(lm.StartApplication())
+
+    # ================================================================ engine plumbing
+    def _feed(self, event: lm.Event) -> None:
+        for action in self.engine.handle(event, self._now):
+            self._engine_action(action)
+
+    def _engine_action(self, action: lm.Action) -> None:
+        if isinstance(action, lm.LeafDeploy):
+            self._engine_op(action.path, "deploy")
+        elif isinstance(action, lm.LeafStart):
+            self._engine_op(action.path, "start")
+        elif isinstance(action, lm.LeafTerminate):
+            self._engine_op(action.path, "terminate")
+        elif isinstance(action, lm.SetTimer):
+            name = f"engine:{action.path}:{action.token}"
+            self._engine_timers[name] = (action.path, action.token)
+            self._actions.append(SetTimer(name, action.at))
+        elif isinstance(action, lm.StateChanged):
+            leaf = self.leaves.get(action.path)
+            if leaf is not None:
+                leaf.state = action.state.value
+                self._actions.append(
+                    ComponentChanged(
+                        action.path,
+                        self.kinds.get(action.path, action.kind),
+                        action.state.value,
+                        leaf.host or self.placement.get(leaf.unit, ""),
+                    )
+                )
+            if action.path == self.engine.root.path:
+                self._root_changed(action.state, action.record)
+        elif isinstance(action, lm.ApplicationEnded):
+            self.ended = True
+            failed = not action.record.normal
+            self._set_pool("failed" if failed else "terminated", action.record.description)
+            self._save()
+        elif isinstance(action, lm.Problem):
+            self._warn(action.path, action.message)
+
+    def _root_changed(self, state: lm.State, record: lm.TerminationRecord | None) -> None:
+        if state is lm.State.RUNNING:
+            self._set_pool("running")
+            self._save()
+        elif state is lm.State.TERMINATING and self.state not in ("terminating",):
+            self._set_pool("terminating", record.description if record else "")
+
+    def _engine_op(self, path: str, op: str) -> None:
+        leaf = self.leaves.get(path)
+        if leaf is None:  # a leaf the layout did not see (created by a combinator at run time)
+            leaf = self.leaves[path] = _Leaf(path, path)
+            self.placement.setdefault(path, self.me)
+        leaf.engine_op = op
+        leaf.retries = 0
+        host = self.placement.get(leaf.unit)
+        if op == "terminate" and (host is None or host not in self.offers):
+            # Nothing to ask of a dead or unknown host; it cleans up when it comes back.
+            self._engine_done(leaf, None)
+            return
+        if host is None or host not in self.offers:
+            if not self._move(leaf.unit, reason=f"{host or 'no host'} is not a live member"):
+                self._engine_done(leaf, f"no live host can take {leaf.unit}")
+                return
+            host = self.placement[leaf.unit]
+        if leaf.unit in self.replays:
+            return  # sent when the unit's rebuild is done
+        self._send(leaf, op, host)
+
+    def _engine_done(self, leaf: _Leaf, error: str | None) -> None:
+        op = leaf.engine_op
+        if op is None:
+            return
+        leaf.engine_op = None
+        self._feed(lm.LeafDone(leaf.path, op, error))
+
+    def _send(self, leaf: _Leaf, op: str, host: str) -> None:
+        leaf.host = host
+        unit = self.layout.units.get(leaf.unit)
+        demand = unit.demand if unit is not None else None
+        self._actions.append(
+            SendOrder(
+                host,
+                Order(
+                    self.pool,
+                    self.generation,
+                    self.me,
+                    self.digest,
+                    leaf.path,
+                    op,
+                    leaf.unit,
+                    demand.vcpus if demand else 0,
+                    demand.memory_mib if demand else 0,
+                ),
+            )
+        )
+
+    # ================================================================ host answers
+    def _on_answer(self, answer: Answered) -> None:
+        order = answer.order
+        leaf = self.leaves.get(order.path)
+        if leaf is None or order.generation != self.generation or leaf.host != answer.host:
+            return  # about an order we have since replaced
+        if answer.outcome == "accepted":
+            return
+        if answer.outcome == "fenced":
+            if answer.seen >= self.generation:
+                # Another shepherd got there during a partition; we are the rightful one now.
+                self.generation = answer.seen + 1
+                self._save()
+                self._resend_all()
+            return
+        if answer.outcome == "unreachable":
+            if leaf.retries < MAX_RETRIES and answer.host in self.offers:
+                leaf.retries += 1
+                self._arm(f"retry:{leaf.path}:{order.op}", RETRY_SECONDS * leaf.retries)
+                return
+            self._host_failed(leaf, order.op, f"{answer.host} is unreachable")
+            return
+        # refused: the host will not admit the unit (capacity, terminated pool, bad order)
+        self.refused.setdefault(leaf.unit, set()).add(answer.host)
+        self._warn(leaf.unit, f"{answer.host} refused it: {answer.reason}")
+        if order.op == "deploy" and self._move(leaf.unit, reason=answer.reason):
+            self._resend(leaf, order.op)
+        else:
+            self._op_failed(leaf, order.op, f"{answer.host} refused: {answer.reason}")
+
+    def _on_report(self, report: Report) -> None:
+        leaf = self.leaves.get(report.path)
+        if leaf is None or report.host != leaf.host:
+            return  # a stale copy's news (it is released through the inventory)
+        if report.op == "ended":
+            self._leaf_lost(leaf, report.error or "ended")
+            return
+        chain = self.replays.get(leaf.unit)
+        if chain and chain[0] == (leaf.path, report.op):
+            chain.popleft()
+            if report.error is not None:
+                del self.replays[leaf.unit]
+                self._leaf_lost(leaf, f"restart on {report.host} failed: {report.error}")
+                return
+            if leaf.engine_op == report.op:
+                self._engine_done(leaf, None)
+            self._continue_replay(leaf.unit)
+            return
+        if leaf.engine_op == report.op:
+            self._engine_done(leaf, report.error)
+
+    # =============================================================== failures and HA
+    def _on_members(self, offers: tuple[HostOffer, ...]) -> None:
+        before = set(self.offers)
+        self.offers = {offer.name: offer for offer in offers}
+        for gone in sorted(before - set(self.offers)):
+            self._host_down(gone)
+
+    def _host_down(self, host: str) -> None:
+        for unit_path in [u for u, h in self.placement.items() if h == host]:
+            leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
+            unit = self.layout.units.get(unit_path)
+            restart = unit.restart if unit is not None else "always"  # local leaves follow us
+            active = [leaf for leaf in leaves if leaf.state not in ("created", "terminated")]
+            if not active or self.engine.root.state.ended:
+                continue
+            if self.state == "terminating":
+                for leaf in active:
+                    if leaf.engine_op == "terminate":
+                        self._engine_done(leaf, None)
+                continue
+            if restart != "never" and self._move(unit_path, reason=f"{host} died"):
+                self._replay_unit(unit_path)
+                continue
+            for leaf in active:
+                self._leaf_gone(leaf, f"its host {host} died")
+
+    def _host_failed(self, leaf: _Leaf, op: str, reason: str) -> None:
+        self._op_failed(leaf, op, reason)
+
+    def _op_failed(self, leaf: _Leaf, op: str, reason: str) -> None:
+        if self.replays.pop(leaf.unit, None) is None and leaf.engine_op == op:
+            self._engine_done(leaf, reason)
+        else:
+            self._leaf_gone(leaf, reason)
+
+    def _leaf_lost(self, leaf: _Leaf, reason: str) -> None:
+        """A leaf's VM died (or its restart failed): restart per policy, else end it."""
+        unit = self.layout.units.get(leaf.unit)
+        restart = unit.restart if unit is not None else "never"
+        if (
+            restart != "never"
+            and self.state != "terminating"
+            and not self.engine.root.state.ended
+            and leaf.engine_op != "terminate"
+        ):
+            host = self.placement.get(leaf.unit, "")
+            self._warn(leaf.unit, f"restarting ({reason})")
+            if reason.startswith("restart on"):  # it failed there: try another host
+                self.refused.setdefault(leaf.unit, set()).add(host)
+                keep = None
+            else:
+                keep = host
+            if self._move(leaf.unit, reason=reason, keep=keep):
+                self._replay_unit(leaf.unit)
+                return
+        self._leaf_gone(leaf, reason)
+
+    def _leaf_gone(self, leaf: _Leaf, reason: str) -> None:
+        record = lm.TerminationRecord.abnormal(reason, leaf.path)
+        if leaf.engine_op is not None:
+            self._engine_done(leaf, reason)
+        else:
+            self._feed(lm.LeafEnded(leaf.path, record))
+
+    def _move(self, unit_path: str, *, reason: str, keep: str | None = None) -> bool:
+        """Place a unit again (elsewhere, unless ``keep`` is live and admits it); bump the
+        generation so copies left behind are stale, and save before any order uses it."""
+        unit = self.layout.units.get(unit_path)
+        old = self.placement.pop(unit_path, None)
+        if unit is None:  # a local leaf: it runs beside us
+            self.placement[unit_path] = self.me
+            chosen: str | None = self.me
+        else:
+            units, offers = self.layout.units, self.offers
+            others = {u: h for u, h in self.placement.items() if u in units and h in offers}
+            exclude = set(self.refused.get(unit_path, set()))
+            if keep is None and old is not None:
+                exclude.add(old)
+            if keep is not None and keep in self.offers:
+                exclude.discard(keep)
+            demand = _with_preference(unit.demand, keep)
+            plan = place(
+                [u.demand for u in self.layout.units.values() if u.path in others] + [demand],
+                self.offers.values(),
+                exclude=exclude,
+                already=others,
+            )
+            chosen = plan.assignments.get(unit_path)
+            if chosen is None:
+                why = plan.unplaced[0].reason if plan.unplaced else "no host"
+                self._warn(unit_path, f"cannot be placed again ({reason}): {why}")
+                if old is not None:
+                    self.placement[unit_path] = old
+                return False
+            self.placement[unit_path] = chosen
+        if old is not None and old != chosen:
+            self.generation += 1
+        self._save()
+        return True
+
+    def _replay_unit(self, unit_path: str) -> None:
+        """Redo on the unit's new host what the engine believes is done: every deployed
+        leaf's deploy in order, then every started leaf's start (a disk before its VM)."""
+        host = self.placement[unit_path]
+        leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
+        for leaf in leaves:
+            leaf.host = host
+        chain = deque(
+            [(leaf.path, "deploy") for leaf in leaves if leaf.state != "created"]
+            + [(leaf.path, "start") for leaf in leaves if leaf.state in ("starting", "running")]
+        )
+        self.replays[unit_path] = chain
+        self._continue_replay(unit_path)
+
+    def _continue_replay(self, unit_path: str) -> None:
+        chain = self.replays.get(unit_path)
+        if chain:
+            path, op = chain[0]
+            self._send(self.leaves[path], op, self.placement[unit_path])
+            return
+        self.replays.pop(unit_path, None)
+        for leaf in self.leaves.values():
+            if leaf.unit == unit_path and leaf.engine_op is not None:
+                self._send(leaf, leaf.engine_op, self.placement[unit_path])
+
+    def _resend(self, leaf: _Leaf, op: str) -> None:
+        host = self.placement.get(leaf.unit)
+        if host is not None:
+            self._send(leaf, op, host)
+
+    def _resend_all(self) -> None:
+        for unit_path, chain in self.replays.items():
+            if chain:
+                path, op = chain[0]
+                self._send(self.leaves[path], op, self.placement[unit_path])
+        for leaf in self.leaves.values():
+            if leaf.engine_op is not None and leaf.unit not in self.replays:
+                self._send(leaf, leaf.engine_op, leaf.host)
+
+    # ============================================================== reconciliation
+    def _on_inventory(self, inventory: Inventory) -> None:
+        """Release what a host runs but should not (stale copies after a move or a
+        partition); leaves it should run but lost are handled as lost."""
+        for path in sorted(inventory.leaves, reverse=True):
+            leaf = self.leaves.get(path)
+            placed = self.placement.get(leaf.unit) if leaf is not None else None
+            if leaf is None or placed != inventory.host or self.engine.root.state.ended:
+                self._actions.append(
+                    SendOrder(
+                        inventory.host,
+                        Order(
+                            self.pool,
+                            self.generation,
+                            self.me,
+                            self.digest,
+                            path,
+                            "terminate",
+                            leaf.unit if leaf else path,
+                        ),
+                    )
+                )
+        for leaf in self.leaves.values():
+            if (
+                self.placement.get(leaf.unit) == inventory.host
+                and leaf.state == "running"
+                and leaf.engine_op is None
+                and leaf.unit not in self.replays
+                and leaf.path not in inventory.leaves
+            ):
+                self._leaf_lost(leaf, f"{inventory.host} no longer runs it")
+
+    # ========================================================================= misc
+    def _on_timer(self, name: str) -> None:
+        engine_timer = self._engine_timers.pop(name, None)
+        if engine_timer is not None:
+            self._feed(lm.TimerFired(*engine_timer))
+        elif name.startswith("retry:"):
+            path, op = name[6:].rsplit(":", 1)
+            leaf = self.leaves.get(path)
+            chain = self.replays.get(leaf.unit) if leaf is not None else None
+            if leaf is not None and (leaf.engine_op == op or (chain and chain[0] == (path, op))):
+                host = self.placement.get(leaf.unit)
+                if host is not None:
+                    self._send(leaf, op, host)
+
+    def _arm(self, name: str, delay: float) -> None:
+        self._actions.append(SetTimer(name, self._now + delay))
+
+    def _save(self) -> None:
+        self._actions = [a for a in self._actions if not isinstance(a, SaveRecord)] + [
+            SaveRecord(self.record())
+        ]
+
+    def _set_pool(self, state: str, reason: str = "") -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state = state
+        if reason:
+            self.reason = reason
+        self._actions.append(PoolChanged(state, reason))
+
+    def _warn(self, path: str, message: str) -> None:
+        self._actions.append(Warning(path, message))
+
+
+def _with_preference(demand: Demand, host: str | None) -> Demand:
+    """Restarting in place: the same demand, pinned to its old host when it is still live."""
+    if host is None:
+        return demand
+    return Demand(
+        demand.path,
+        demand.vcpus,
+        demand.memory_mib,
+        demand.labels,
+        demand.anti_affinity,
+        host,
+        demand.hosts,
+        demand.policy,
+    )
+
+
+def unit_of(layout: Layout, path: str) -> Unit | None:
+    unit_path = layout.unit_of.get(path)
+    return layout.units.get(unit_path) if unit_path else None

@@ -1,0 +1,77 @@
+"""Turning a descriptor into a pool spec, on the CLI side and on the agent side alike.
+
+The CLI resolves the descriptor where its include files are, and sends the resolved tree in
+canonical SmartFrog syntax plus the prototype each component extended (canonical text keeps
+values and LAZY links but not ``extends`` names). The agent resolves that text again, so
+every agent holds the same tree with the same digest, and a hand-written request (curl, the
+dashboard) works too: its descriptor is resolved against the built-in library.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sdmesh.language import DescriptorError, ResolvedDescriptor, resolve_text
+from sdmesh.pools.layout import LayoutError, layout, skeleton, walk
+from sdmesh.pools.records import PoolSpec, check_pool_id
+
+MAX_DESCRIPTOR_CHARS = 16 * 1024 * 1024
+
+
+class SubmissionError(ValueError):
+    """A submission that cannot become a pool; the message says where and why."""
+
+
+def kinds_of(resolved: ResolvedDescriptor) -> dict[str, str]:
+    """path -> the prototype each component extended (``XenDomain``, ``Compound``...)."""
+    return {node.path: node.kind for node in walk(skeleton(resolved.root))}
+
+
+def default_pool_name(source: str) -> str:
+    stem = "".join(c if c.isalnum() else "-" for c in Path(source).stem.lower()).strip("-")
+    return f"{(stem or 'pool')[:50]}-{secrets.token_hex(3)}"
+
+
+def request_body(
+    resolved: ResolvedDescriptor, name: str | None, *, dry_run: bool = False
+) -> dict[str, object]:
+    """What the CLI posts to ``POST /v1/pools``."""
+    return {
+        "name": name or default_pool_name(resolved.name),
+        "descriptor": resolved.to_sf(),
+        "kinds": kinds_of(resolved),
+        "dry_run": dry_run,
+    }
+
+
+def build_spec(body: Mapping[str, Any], submitted_by: str = "") -> PoolSpec:
+    """A spec from a ``POST /v1/pools`` body; SubmissionError for anything wrong with it."""
+    text = body.get("descriptor")
+    if not isinstance(text, str) or not text.strip():
+        raise SubmissionError("'descriptor' must be the descriptor's text")
+    if len(text) > MAX_DESCRIPTOR_CHARS:
+        raise SubmissionError("the descriptor is larger than 16 MiB")
+    name = body.get("name") or default_pool_name("pool")
+    if not isinstance(name, str):
+        raise SubmissionError("'name' must be a string")
+    try:
+        check_pool_id(name)
+    except ValueError as error:
+        raise SubmissionError(str(error)) from None
+    try:
+        resolved = resolve_text(text, f"<pool {name}>")
+    except DescriptorError as error:
+        shown = "\n".join(d.format() for d in error.diagnostics[:20])
+        raise SubmissionError(f"the descriptor does not resolve:\n{shown}") from None
+    try:
+        layout(resolved.root)
+    except LayoutError as error:
+        raise SubmissionError(str(error)) from None
+    given = body.get("kinds")
+    kinds = kinds_of(resolved)
+    if isinstance(given, dict):
+        kinds.update({str(k): str(v) for k, v in given.items() if str(k) in kinds})
+    return PoolSpec(name, resolved.to_sf(), resolved.digest(), kinds, submitted_by)

@@ -1,0 +1,57 @@
+"""What an agent says about itself before and after its hypervisor is open."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdmesh.agent.meta import member_meta, preliminary_meta, uri_driver_kind
+from sdmesh.hypervisor import HostCapabilities, HostCapacity
+from sdmesh.hypervisor.capabilities import driver_kind
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "test:///default",
+        "test:///var/lib/sdmesh/hosts/embedded.xml",
+        "qemu:///system",
+        "qemu+ssh://root@host/system",
+        "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+        "xen:///system",
+        "libxl:///",
+        "lxc:///",
+        "vbox:///session",
+    ],
+)
+def test_the_uri_alone_names_the_driver_libvirt_would(uri: str) -> None:
+    assert uri_driver_kind(uri) == driver_kind("", uri)
+
+
+def test_test_or_nothing_is_the_embedded_test_host() -> None:
+    assert preliminary_meta("test", (), [], "http://x")["hypervisor"] == "test"
+    assert preliminary_meta("", (), [], "http://x")["hypervisor"] == "test"
+
+
+def test_preliminary_meta_has_the_same_keys_and_an_empty_capacity() -> None:
+    caps = HostCapabilities(
+        uri="test:///default",
+        driver="test",
+        host_arch="x86_64",
+        guests=(),
+        direct_kernel_boot=True,
+        qcow2_backing_files=True,
+        kvm_accel=False,
+        xen_pv=False,
+        hvm=True,
+        max_vcpus=8,
+        cpus=8,
+        memory_mib=1024,
+    )
+    capacity = HostCapacity(8, 1024, 512, 128)
+    full = member_meta(caps, capacity, ("gpu",), ["a.qcow2"], "http://x")
+    early = preliminary_meta("qemu:///system", ("gpu",), ["a.qcow2"], "http://x")
+    assert early.keys() == full.keys()
+    assert early["capacity"] == {}
+    assert {k: v for k, v in early.items() if k not in ("capacity", "hypervisor")} == {
+        k: v for k, v in full.items() if k not in ("capacity", "hypervisor")
+    }
