@@ -9,7 +9,9 @@ STAMPS := .make
 # Debian packages: building libvirt-python, and the tools the tests drive.
 APT_BUILD := python3-venv python3-dev gcc pkg-config libvirt-dev
 # Real guests under qemu:///system for tests/e2e (root only; skipped elsewhere).
-APT_E2E := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils tini
+APT_E2E := libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils tini lvm2
+# The dashboard's browser test: Playwright drives Debian's chromium (no browser download).
+APT_UI := chromium
 # Multi-host tests: agents in network namespaces, faults with nft, Serf as the baseline.
 APT_MESH := iproute2 nftables serf
 
@@ -49,7 +51,7 @@ unit: deps
 # libvirtd answering and the tiny guest built; idempotent, ~0.3 s once done.
 e2e-host: deps
 	@if [ "$$(id -u)" = 0 ]; then \
-	  scripts/apt-ensure $(APT_E2E) $(APT_MESH) && scripts/start-libvirtd && \
+	  scripts/apt-ensure $(APT_E2E) $(APT_MESH) $(APT_UI) && scripts/start-libvirtd && \
 	  scripts/build-guest --publish; \
 	else echo "e2e-host: not root: tests/e2e will skip"; fi
 
