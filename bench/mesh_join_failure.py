@@ -10,15 +10,19 @@ kind in turn (same machine, same run):
   join      host 0 starts; once it answers, the N-1 others are started at once, all joining
             through it. Seconds from that moment until every agent's view has all N alive.
             Repeated --join-runs times, --mass-joins times at the largest N.
+  join/logs the same join, read from the agents' logs instead of their APIs: every agent logs
+            each member it learns of (sdmesh: "member h3 (...) unknown -> alive"; Serf:
+            "EventMemberJoin: h3"), so a thread tailing the logs every 20 ms sees when each
+            view became whole, API or not (sdmesh serves its API last, after joining)
   all up    seconds until every agent answers its local API (process start-up: for a Python
             agent on 2 cores this alone is seconds, so read join against it). Views are read
             through that API, so no join time can be shorter; "join-up" is join minus all up
   floor     sdmesh only, same testbed, just before the agents of the first --floor-runs runs
             of each N: the N-1 joiners' interpreters started at once in their namespaces,
-            each importing what `sdmesh join` imports and exiting; seconds until the last
-            exited. "join" imports: what it loads before it binds the gossip port and joins;
-            "all": everything a running agent has imported (read from one agent run under
-            python -X importtime at the start of the bench). Python start-up, no protocol
+            each importing what `sdmesh join` imports; seconds until the last had done so.
+            "j": what it imports before it binds the gossip port and joins; "all":
+            everything a running agent imported (read from one agent run under python -X
+            importtime at the start of the bench). Python start-up alone, no protocol
   holes     runs where some agent still missed a member after --hole-limit seconds
             (--hole-follow S keeps watching to report when the hole closed)
   failure   kill -9 of one agent (never the seed) after each converged join: seconds until
@@ -39,15 +43,18 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO, ClassVar
 
 from sdmesh.testing.agents import (
     AgentKind,
@@ -80,6 +87,8 @@ class RunResult:
     hole_closed: float | None = None
     join_resolution: float = 0.0
     failure_resolution: float = 0.0
+    join_logs: float | None = None
+    """The join as the agents' logs tell it (see LogViews)."""
     floor_join: float | None = None
     """Start-up floor: N-1 interpreters importing what `sdmesh join` imports before joining."""
     floor_all: float | None = None
@@ -129,6 +138,75 @@ def make_kind(name: str, testbed: Testbed, args: argparse.Namespace) -> AgentKin
     raise SystemExit(f"mesh_join_failure: unknown agent {name!r} (serf, sdmesh)")
 
 
+class LogViews:
+    """Each agent's view as its log tells it, timestamped when the lines appear.
+
+    A thread reads what every registered agent appended to its log every ``interval`` s
+    and replays the member transitions it logged; ``complete[host]`` is when that host's
+    view first had every other name alive (seconds after ``since``).
+    """
+
+    SDMESH = re.compile(r"member (\S+) \([^)]*\) \w+ -> (\w+)")
+    SERF = re.compile(r"serf: EventMember(Join|Failed|Leave): (\S+)")
+    SERF_STATES: ClassVar[dict[str, str]] = {"Join": "alive", "Failed": "dead", "Leave": "left"}
+
+    def __init__(self, kind: str, names: Sequence[str], since: float, interval: float = 0.02):
+        self.kind = kind
+        self.names = list(names)
+        self.since = since
+        self.interval = interval
+        self.complete: dict[str, float | None] = {name: None for name in names}
+        self._files: dict[str, tuple[Proc, IO[str], dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, proc: Proc) -> None:
+        log = open(proc.log_path, errors="replace")  # noqa: SIM115 - closed in stop()
+        with self._lock:
+            self._files[proc.host.name] = (proc, log, {})
+
+    @property
+    def last(self) -> float | None:
+        times = list(self.complete.values())
+        return None if None in times else max(t for t in times if t is not None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        with self._lock:
+            files = list(self._files.items())
+        for host, (_, log, states) in files:
+            text = log.read()
+            if not text:
+                continue
+            now = time.monotonic() - self.since
+            for line in text.splitlines():
+                if self.kind == "sdmesh":
+                    m = self.SDMESH.search(line)
+                    if m:
+                        states[m.group(1)] = m.group(2)
+                else:
+                    m = self.SERF.search(line)
+                    if m:
+                        states[m.group(2)] = self.SERF_STATES[m.group(1)]
+            if self.complete[host] is None and all(
+                states.get(name) == "alive" for name in self.names if name != host
+            ):
+                self.complete[host] = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+        with self._lock:
+            for _, log, _ in self._files.values():
+                log.close()
+
+
 #: What ``sdmesh join`` imports before it binds the gossip port and joins: the CLI, the
 #: ``join`` command and the agent module (which defers its heavy parts until after joining).
 JOIN_IMPORTS = ("sdmesh.cli.main", "sdmesh.cli.mesh", "sdmesh.agent.agent")
@@ -158,16 +236,19 @@ def agent_imports() -> list[str]:
 
 
 def startup_floor(tb: Testbed, hosts: Sequence[Host], modules: Sequence[str]) -> float | None:
-    """Seconds until the last of ``hosts``' interpreters, all started at once, has imported
-    ``modules`` and exited (None if one failed). A module that cannot be imported here is
-    skipped (importtime also lists failed optional imports, e.g. ``_winapi``)."""
+    """Seconds until the last of ``hosts``' interpreters, all started at once, had imported
+    ``modules`` (None if one failed). Each prints ``time.monotonic()`` (one clock for every
+    namespace) once done, then exits without tearing down. A module that cannot be imported
+    is skipped (importtime also lists failed optional imports, e.g. ``_winapi``)."""
     code = (
-        "import importlib, sys\n"
+        "import importlib, os, sys, time\n"
         "for name in sys.argv[1:]:\n"
         "    try:\n"
         "        importlib.import_module(name)\n"
         "    except ImportError:\n"
         "        pass\n"
+        "print(time.monotonic(), flush=True)\n"
+        "os._exit(0)\n"
     )
     t0 = time.monotonic()
     argv = [sys.executable, "-c", code, *modules]
@@ -176,13 +257,14 @@ def startup_floor(tb: Testbed, hosts: Sequence[Host], modules: Sequence[str]) ->
     for proc in procs:
         try:
             rc = proc.popen.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return None
-        last = max(last, time.monotonic() - t0)
+            done = float(proc.log().split()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            rc = None
         if rc != 0:
-            print(f"      floor: {proc.host.name} exited {rc}: {proc.log()[-300:]}", flush=True)
+            proc.kill()
+            print(f"      floor: {proc.host.name} failed: {proc.log()[-300:]}", flush=True)
             return None
+        last = max(last, done - t0)
     return last
 
 
@@ -201,12 +283,15 @@ def one_run(
                 floor_all = startup_floor(tb, others, args.imports)
             procs = {seed.name: kind.start(seed, [])}
             wait_answering(kind, [seed], timeout=30)
+            names = [h.name for h in tb]
             t0 = time.monotonic()
+            logs = LogViews(name, names, t0)
+            logs.watch(procs[seed.name])
             for host in others:
                 procs[host.name] = kind.start(host, [seed])
+                logs.watch(procs[host.name])
             spawn = time.monotonic() - t0
             recorder = _Recorder(kind, t0)
-            names = [h.name for h in tb]
             joined = wait_views(
                 recorder,
                 tb.hosts,
@@ -215,9 +300,11 @@ def one_run(
                 interval=args.interval,
                 since=t0,
             )
+            logs.stop()
             up = recorder.first_answer
             run = RunResult(
                 join=joined.last,
+                join_logs=logs.last,
                 all_up=max(up.values()) if len(up) == n else None,
                 spawn=spawn,
                 missing=joined.missing,
@@ -331,7 +418,8 @@ def _stats(values: list[float]) -> str:
 def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     print()
     header = (
-        f"{'agent':<7} {'N':>3} {'runs':>4}  {'join s: median [min-max]':<26} {'all up s':>8} "
+        f"{'agent':<7} {'N':>3} {'runs':>4}  {'join s: median [min-max]':<26} "
+        f"{'join/logs s: median [min-max]':<29} {'all up s':>8} "
         f"{'join-up':>7} {'floor j/all':>11} "
         f"{'holes':>5}  {'failure s: median [min-max]':<28} {'idle CPU %':>14} "
         f"{'RSS MB':>11} {'poll res. j/f':>13}"
@@ -340,6 +428,7 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
     print("-" * len(header))
     for r in results:
         joins = [x.join for x in r.runs if x.join is not None]
+        log_joins = [x.join_logs for x in r.runs if x.join_logs is not None]
         ups = [x.all_up for x in r.runs if x.all_up is not None]
         after_up = [
             x.join - x.all_up for x in r.runs if x.join is not None and x.all_up is not None
@@ -368,6 +457,7 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
         )
         print(
             f"{r.agent:<7} {r.n:>3} {len(r.runs):>4}  {_stats(joins):<26} "
+            f"{_stats(log_joins):<29} "
             f"{max(ups) if ups else float('nan'):>8.2f} {join_up:>7} {floor:>11} "
             f"{holes:>2}/{len(r.runs):<2}  "
             f"{_stats(fails):<28} {idle:>14} {rss:>11} {res_join:>6.2f}/{res_fail:.2f}"
@@ -387,6 +477,7 @@ def print_table(results: list[SizeResult], args: argparse.Namespace) -> None:
         + " s; 2 of 10 mass joins at 60 left a hole; idle 0.3 % of a core, 15 MB."
     )
     print(
+        "join/logs: the join read from the agents' logs (tailed every 20 ms), not their APIs. "
         "join-up: median of join minus all up (the join as seen once every agent answered). "
         "floor j/all: median start-up floor, the join's imports / all of a running agent's "
         "(sdmesh; see the module docstring).\n"
@@ -420,6 +511,18 @@ def describe_machine(agents: list[str]) -> str:
             f"{version.splitlines()[0] if version else '?'})"
         )
     return "\n".join(lines)
+
+
+def compile_sdmesh() -> Path:
+    """Byte-compile sdmesh, as installing it does: with PYTHONDONTWRITEBYTECODE set and no
+    __pycache__ yet, every agent would compile sdmesh from source at each start."""
+    import compileall
+
+    import sdmesh
+
+    package = Path(sdmesh.__file__).parent
+    compileall.compile_dir(package, quiet=1)
+    return package
 
 
 def main() -> int:
@@ -472,6 +575,7 @@ def main() -> int:
             print(f"mesh_join_failure: {name}: {why}", file=sys.stderr)
             return 1
     print(describe_machine(agents))
+    print(f"sdmesh: {compile_sdmesh()} (byte-compiled, as installed)")
     args.imports = agent_imports() if "sdmesh" in agents and args.floor_runs > 0 else []
     if args.imports:
         print(
@@ -500,7 +604,8 @@ def main() -> int:
                     result.runs.append(run)
                     print(
                         f"  {name} N={n} run {i + 1}/{runs}: join "
-                        f"{_fmt(run.join, 'HOLE')} (all up {_fmt(run.all_up)}, spawned in "
+                        f"{_fmt(run.join, 'HOLE')} (logs {_fmt(run.join_logs)}, all up "
+                        f"{_fmt(run.all_up)}, spawned in "
                         f"{run.spawn:.2f}s), failure {_fmt(run.failure)}, poll res. "
                         f"{run.join_resolution:.2f}/{run.failure_resolution:.2f}s"
                         + (
