@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pycdlib
-
 from sdmesh.hypervisor.spec import DiskBoot, DiskSpec, DomainSpec, GuestIdentity, SdmeshMetadata
 from sdmesh.storage.defaults import DEFAULT_STATE_DIR, lock_dir_for
 from sdmesh.storage.files import SUFFIXES, FileVolumeStore
@@ -96,6 +94,10 @@ def seed_documents(
 
 def build_seed_iso(documents: dict[str, bytes]) -> bytes:
     """An ISO 9660 image (Rock Ridge + Joliet names) labelled ``cidata``."""
+    # Imported here, not at the top: most agents never build a seed, and pycdlib adds
+    # megabytes to an idle agent's memory.
+    import pycdlib
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
     try:
@@ -113,6 +115,8 @@ def build_seed_iso(documents: dict[str, bytes]) -> bytes:
 
 def read_seed_iso(image: bytes) -> tuple[str, dict[str, bytes]]:
     """(volume label, files by name) of a seed ISO; for checks and tests."""
+    import pycdlib
+
     iso = pycdlib.PyCdlib()
     iso.open_fp(io.BytesIO(image))
     try:

@@ -56,6 +56,13 @@ class MembershipConfig:
     """Full state exchange with one random member; stretched for meshes above 32 members."""
     reconnect_interval: float = 10.0
     """Try a push-pull with one random dead member this often, to heal partitions."""
+    join_sync_delay: float = 0.5
+    """About this long after joining, one push-pull with the member that let us in (then every
+    ``push_pull_interval`` as usual): the members that joined alongside arrive in one go."""
+    join_retry_initial: float = 1.0
+    join_retry_max: float = 30.0
+    """A member whose seeds all failed to answer retries them after ``join_retry_initial``
+    seconds, doubling up to this, while it knows no other member."""
     reap_interval: float = 30.0
     dead_reap_after: float = 86400.0
     """Dead members are remembered (and reconnection attempted) this long."""

@@ -103,6 +103,7 @@ PUSH_PULL = "push-pull"
 RECONNECT = "reconnect"
 REAP = "reap"
 LEAVE = "leave"
+JOIN_RETRY = "join-retry"
 SUSPICION_PREFIX = "suspect:"
 RELAY_PREFIX = "relay:"
 
@@ -208,6 +209,10 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._seq = rng.randrange(MAX_UINT32)
         self._join: _JoinAttempt | None = None
+        self._join_seeds: tuple[Address, ...] = ()
+        self._join_sync: Address | None = None
+        """Who the first push-pull after a join goes to (the member that let us in)."""
+        self._join_retry_delay = config.join_retry_initial
         self._rumors = RumorStore(config.max_rumors, config.rumor_ttl)
         self._update_room = config.max_datagram_bytes - COMPOUND_OVERHEAD - PROBE_BYTES
         """Largest update we gossip: it must fit next to a probe."""
@@ -334,7 +339,11 @@ class Membership:
         ]
         self._table.add_many(fresh)
 
-    def _on_join(self, seeds: tuple[Address, ...]) -> None:
+    def _on_join(self, seeds: tuple[Address, ...], *, retry: bool = False) -> None:
+        if not retry:
+            self._join_seeds = seeds
+            self._join_retry_delay = self.config.join_retry_initial
+            self._disarm(JOIN_RETRY)
         targets = [addr for addr in dict.fromkeys(seeds) if addr != self._addr]
         self._join = _JoinAttempt(pending=dict.fromkeys(targets))
         if not targets:
@@ -356,7 +365,7 @@ class Membership:
         self._table.set_state(me, State.LEFT, self._now)
         self._queue.enqueue(self._name, Dead(self._name, self._incarnation, self._name, left=True))
         self._probe = None
-        for name in (PROBE, PROBE_TIMEOUT, PUSH_PULL, RECONNECT, REAP):
+        for name in (PROBE, PROBE_TIMEOUT, PUSH_PULL, RECONNECT, REAP, JOIN_RETRY):
             self._disarm(name)
         for target in self._table.sample(self.config.gossip_nodes, alive_only=False):
             self._send(target.addr, [])
@@ -413,6 +422,8 @@ class Membership:
             self._on_reap_timer()
         elif name == LEAVE:
             self._finish_leave()
+        elif name == JOIN_RETRY:
+            self._on_join_retry()
 
     # ------------------------------------------------------------------ probing
 
@@ -751,6 +762,13 @@ class Membership:
             if not join.done:
                 join.done = True
                 self._out.append(JoinCompleted(src, len(self._table)))
+                # Members joining at the same moment (a rack booting) got the seed's state
+                # before it knew of the others; one early anti-entropy round with that seed
+                # (which has heard of them by then) brings them in at once, instead of one
+                # gossip datagram at a time.
+                delay = self._rng.uniform(0.5, 1.5) * self.config.join_sync_delay
+                self._join_sync = src
+                self._arm(PUSH_PULL, self._now + delay)
         if wrong_about_us and self._phase is Phase.RUNNING:
             # The peer held stale news about us (we restarted, possibly elsewhere, or it lost
             # sight of us during a partition): push once more so it sees the refutation now.
@@ -765,6 +783,21 @@ class Membership:
         if not join.pending and not join.done:
             join.done = True
             self._out.append(JoinFailed(tuple(join.failed)))
+            self._schedule_join_retry()
+
+    def _schedule_join_retry(self) -> None:
+        """Serf's retry-join: hosts boot in any order, so a member whose seeds were all down
+        tries them again, backing off, for as long as it knows no one else. Once anyone has
+        reached us (a seed that came up, or a peer that knew our address), gossip takes over."""
+        if self._phase is not Phase.RUNNING or not self._join_seeds or self.live_count > 1:
+            return
+        delay = self._join_retry_delay * self._rng.uniform(0.8, 1.2)
+        self._join_retry_delay = min(self._join_retry_delay * 2, self.config.join_retry_max)
+        self._arm(JOIN_RETRY, self._now + delay)
+
+    def _on_join_retry(self) -> None:
+        if self._phase is Phase.RUNNING and self.live_count <= 1:
+            self._on_join(self._join_seeds, retry=True)
 
     def _merge(self, message: PushPull) -> bool:
         """Merge a remote full state; True if the peer holds us for anything but alive.
@@ -806,6 +839,10 @@ class Membership:
     def _on_push_pull_timer(self) -> None:
         period = push_pull_period(self.config.push_pull_interval, self.live_count)
         self._arm(PUSH_PULL, self._now + period)
+        sync, self._join_sync = self._join_sync, None
+        if sync is not None:
+            self._open_push_pull(sync, join=False)
+            return
         peers = self._table.sample(1, alive_only=True)
         if peers:
             self._open_push_pull(peers[0].addr, join=False)

@@ -45,19 +45,28 @@ class Mesh:
         self.ports: dict[str, tuple[int, int]] = {}
         self.hypervisors: dict[str, str] = {}
 
-    def start(self, name: str, seed: str | None = None, key: Path | None = None) -> None:
-        """Start an agent; ports are picked free but another process may take one before
-        the agent binds it, so an agent that exits at once is started again on new ones."""
+    def start(
+        self,
+        name: str,
+        seed: str | None = None,
+        key: Path | None = None,
+        ports: tuple[int, int] | None = None,
+    ) -> None:
+        """Start an agent; ports are picked free (unless given) but another process may take
+        one before the agent binds it, so an agent that exits at once is started again on
+        new ones."""
         for attempt in range(3):
             try:
-                self._start_once(name, seed, key)
+                self._start_once(name, seed, key, ports if attempt == 0 else None)
                 return
             except AssertionError:
                 if attempt == 2 or self.procs[name].poll() is None:
                     raise
 
-    def _start_once(self, name: str, seed: str | None, key: Path | None) -> None:
-        gossip, api = free_port(pair=True), free_port()
+    def _start_once(
+        self, name: str, seed: str | None, key: Path | None, ports: tuple[int, int] | None
+    ) -> None:
+        gossip, api = ports or (free_port(pair=True), free_port())
         self.ports[name] = (gossip, api)
         args = [
             sys.executable,
@@ -207,3 +216,19 @@ def test_the_dht_spans_the_agents(mesh: Mesh) -> None:
         assert json.loads(response.read())["stored"] >= 3
     record = mesh.api("d", "/v1/dht/pool-42")
     assert record == {"value": "cGxhY2VtZW50IHYx", "generation": 3}
+
+
+def test_an_agent_started_before_its_seed_joins_once_the_seed_is_up(mesh: Mesh) -> None:
+    """Hosts boot in any order: an agent whose seed is down keeps retrying the join."""
+    seed_ports = (free_port(pair=True), free_port())
+    mesh.ports["seed"] = seed_ports
+    mesh.start("early", "seed")
+    time.sleep(2.5)  # at least one failed attempt and a retry
+    mesh.start("seed", ports=seed_ports)
+    mesh.wait(
+        lambda: (
+            mesh.view("early").get("seed") == "alive" and mesh.view("seed").get("early") == "alive"
+        ),
+        30,
+        "the early agent never joined its late seed",
+    )

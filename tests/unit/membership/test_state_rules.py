@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from sdmesh.membership import (
@@ -196,6 +198,40 @@ def test_join_fails_when_no_seed_answers() -> None:
     h.feed(JoinRequested((addr_of("b"), addr_of("c"))))
     assert h.feed(StreamFailed(addr_of("b"))) == []
     assert JoinFailed((addr_of("b"), addr_of("c"))) in h.feed(StreamFailed(addr_of("c")))
+
+
+def test_failed_join_is_retried_with_backoff_until_a_seed_answers() -> None:
+    """Hosts boot in any order: a member whose seed is not up yet keeps trying it."""
+    h = Harness("me")
+    h.feed(JoinRequested((addr_of("b"),)))
+    gaps = []
+    for _ in range(4):
+        h.feed(StreamFailed(addr_of("b")))
+        assert "join-retry" in h.timers
+        gaps.append(h.timers["join-retry"] - h.now)
+        opened = [a for a in h.fire("join-retry") if isinstance(a, OpenStream)]
+        assert [a.addr for a in opened] == [addr_of("b")] and opened[0].message.join
+    assert all(later > earlier for earlier, later in itertools.pairwise(gaps))
+    reply = PushPull("b", join=True, reply=True, members=(member("b"),))
+    assert JoinCompleted(addr_of("b"), 2) in h.feed(StreamReceived(addr_of("b"), reply))
+    assert "join-retry" not in h.timers
+
+
+def test_no_join_retry_once_someone_else_reached_us() -> None:
+    """A seed that is down does not matter when another member found us: gossip goes on."""
+    h = Harness("me")
+    h.feed(JoinRequested((addr_of("b"),)))
+    h.feed(StreamReceived(addr_of("c"), PushPull("c", False, False, (member("c"),))))
+    h.feed(StreamFailed(addr_of("b")))
+    assert "join-retry" not in h.timers
+
+
+def test_join_retry_stops_on_leave() -> None:
+    h = Harness("me")
+    h.feed(JoinRequested((addr_of("b"),)))
+    h.feed(StreamFailed(addr_of("b")))
+    h.feed(LeaveRequested())
+    assert "join-retry" not in h.timers
 
 
 def test_restart_on_a_new_address_refutes_the_old_life() -> None:
