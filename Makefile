@@ -15,7 +15,7 @@ APT_UI := chromium
 # Multi-host tests: agents in network namespaces, faults with nft, Serf as the baseline.
 APT_MESH := iproute2 nftables serf
 
-.PHONY: all deps demo test lint typecheck unit bench clean distclean e2e-host smoke-guest \
+.PHONY: all deps demo demo-single test lint typecheck unit bench clean distclean e2e-host smoke-guest \
 	install-service
 
 all: deps
@@ -33,8 +33,13 @@ $(BIN)/.installed: setup.cfg pyproject.toml $(STAMPS)/apt
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
+# Five agents on loopback: a pool spread, a host killed, the pool healed, terminated (~15 s).
 demo: deps
 	@scripts/demo
+
+# One host, no mesh: the description language and `sdmesh run`.
+demo-single: deps
+	@scripts/demo-single
 
 PY_SCRIPTS := scripts/build-guest scripts/smoke-guest
 

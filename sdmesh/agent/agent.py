@@ -4,7 +4,7 @@ Lifecycle: bind the gossip port (UDP and TCP on the same number) and join throug
 first, saying what we know without the hypervisor (labels, API address, the hypervisor type
 its URI names); then open the hypervisor and tell the mesh our capacity (``MetaUpdated``),
 start the DHT, serve the control API; then run until asked to leave (``sdmesh leave``, SIGINT
-or SIGTERM): announce the leave, let it spread, close.
+or SIGTERM): hand the pools it shepherds over, announce the leave, let it spread, close.
 
 Why membership first: most of an agent's start-up is importing Python (aiohttp, libvirt,
 kademlia), and hosts that boot together start their agents together; joining before those
@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sdmesh.agent.config import AgentConfig
+from sdmesh.agent.events import EventHub, follow_members, follow_pools
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.agent.meta import base_images, member_meta, preliminary_meta
 from sdmesh.membership import (
@@ -44,11 +45,16 @@ from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpE
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
-    from sdmesh.hypervisor import HypervisorDriver
+    from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
 
 log = logging.getLogger(__name__)
 
 LEAVE_TIMEOUT = 5.0
+#: At most this long handing pools over before the leave is announced (PoolService.leave);
+#: with LEAVE_TIMEOUT, well within the systemd unit's TimeoutStopSec (20 s).
+HANDOVER_BUDGET = 12.0
+#: Seconds between two looks at this host's free and committed memory.
+CAPACITY_PERIOD = 2.0
 
 
 class Agent:
@@ -60,6 +66,8 @@ class Agent:
         self.dht: Dht | None = None
         self.pools: PoolService | None = None
         self.hypervisor: HypervisorDriver | None = None
+        self.events = EventHub()
+        """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
         self._leave = asyncio.Event()
 
@@ -95,7 +103,8 @@ class Agent:
     async def run(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        api = f"http://{config.api[0]}:{config.api[1]}"
+        scheme = "https" if config.tls_cert else "http"  # TLS: tls-cert/tls-key (api_auth.py)
+        api = f"{scheme}://{config.api[0]}:{config.api[1]}"
         images = base_images(config.images_dir)
         loop = asyncio.get_running_loop()
         # Everything opened is closed in reverse order, however far start-up got.
@@ -120,6 +129,7 @@ class Agent:
             node = self.node = MeshNode(core, udp, client)
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
+            follow_members(self.events, node)
             server = self._server = await StreamServer.start(
                 (config.bind[0], bound[1]), self.security, self._handle_stream
             )
@@ -137,11 +147,14 @@ class Agent:
             from sdmesh.hypervisor.simulated_host import hypervisor_uri
 
             uri = hypervisor_uri(config.hypervisor, config.state_dir)
-            hypervisor = await stack.enter_async_context(LibvirtDriver(uri))
+            hypervisor = await stack.enter_async_context(LibvirtDriver(uri, owner=config.name))
             self.hypervisor = hypervisor
             caps = await hypervisor.capabilities()
             capacity = await hypervisor.capacity()
-            node.feed(MetaUpdated(member_meta(caps, capacity, config.labels, images, api)))
+            meta = member_meta(caps, capacity, config.labels, images, api)
+            node.feed(MetaUpdated(meta))
+            refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api))
+            stack.callback(refresh.cancel)
 
             # The DHT (kademlia) listens on the gossip port + 1 of every member.
             await _import("sdmesh.dht")
@@ -159,6 +172,7 @@ class Agent:
             await pools.start()
             stack.push_async_callback(pools.close)
             self.pools = pools
+            follow_pools(self.events, pools)
             if config.peers:
                 seeds = [(host, port + 1) for host, port in config.peers]
                 bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
@@ -169,11 +183,13 @@ class Agent:
             from aiohttp import web
 
             from sdmesh.agent.api import build_app
+            from sdmesh.agent.api_auth import server_ssl_context
 
             runner = web.AppRunner(build_app(self), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, config.api[0], config.api[1]).start()
+            tls = server_ssl_context(config)
+            await web.TCPSite(runner, config.api[0], config.api[1], ssl_context=tls).start()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
@@ -192,6 +208,12 @@ class Agent:
             await self._leave.wait()
             self.status = "leaving"
             _notify_systemd("STOPPING=1")
+            # Pools first (cli.md): this agent's pools go to their successors while it is
+            # still a member; its host's VMs stay. Bounded, so SIGTERM always ends.
+            with contextlib.suppress(Exception):
+                handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
+                for pool, successor in sorted(handed.items()):
+                    log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
             node.feed(LeaveRequested())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
@@ -205,6 +227,26 @@ class Agent:
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
+
+    async def _refresh_capacity(
+        self, meta: dict[str, object], caps: HostCapabilities, images: list[str], api: str
+    ) -> None:
+        """Tell the mesh when our committed or free memory changes: placement reads it from
+        our metadata. Polled (one cheap libvirt call) rather than hooked to each operation,
+        so VMs started or stopped outside sdmesh count too, and a burst of deploys costs one
+        update per period, not one per VM."""
+        assert self.node is not None and self.hypervisor is not None
+        while True:
+            await asyncio.sleep(CAPACITY_PERIOD)
+            try:
+                capacity = await self.hypervisor.capacity()
+            except Exception as error:  # libvirt restarting: keep the last figures
+                log.debug("capacity refresh failed: %s", error)
+                continue
+            fresh = member_meta(caps, capacity, self.config.labels, images, api)
+            if fresh != meta:
+                meta = fresh
+                self.node.feed(MetaUpdated(meta))
 
     async def _bootstrap_dht(self, dht: Dht, seeds: list[tuple[str, int]]) -> None:
         """Retry until some seed answers: the seed may start after us."""
@@ -247,7 +289,9 @@ async def _close_server(server: StreamServer) -> None:
 
 def _log_member_event(event: MemberEvent) -> None:
     member = event.member
-    log.info(
+    log.log(
+        # Metadata-only updates (capacity moving as VMs come and go) are routine.
+        logging.INFO if event.old_state is not event.new_state else logging.DEBUG,
         "member %s (%s:%d) %s -> %s",
         member.name,
         member.addr[0],

@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from sdmesh.agent.api_auth import install_auth
+from sdmesh.agent.api_docs import openapi_document
+from sdmesh.membership import ForceLeaveOutcome
+
 if TYPE_CHECKING:
     from sdmesh.agent.agent import Agent
     from sdmesh.agent.pools import PoolService
@@ -29,6 +33,48 @@ async def peers(request: web.Request) -> web.Response:
 async def leave(request: web.Request) -> web.Response:
     _agent(request).request_leave()
     return web.json_response({"leaving": True}, status=202)
+
+
+async def force_leave(request: web.Request) -> web.Response:
+    """Force a failed member out (``sdmesh force-leave``): every member then counts it as
+    left, so the pools' majority rule stops waiting for a host that is gone for good."""
+    node = _agent(request).node
+    if node is None:
+        raise web.HTTPServiceUnavailable(text="the agent is still starting; try again")
+    name = request.match_info["name"]
+    result = node.force_leave(name)
+    member = result.member
+    if result.outcome.done and member is not None:
+        answer = {
+            "name": name,
+            "outcome": result.outcome.value,
+            "state": member.state.value,
+            "incarnation": member.incarnation,
+        }
+        return web.json_response(answer)
+    refusals: dict[ForceLeaveOutcome, tuple[type[web.HTTPException], str]] = {
+        ForceLeaveOutcome.UNKNOWN: (
+            web.HTTPNotFound,
+            f"{name} is not a member this agent knows ('sdmesh peers' lists them)",
+        ),
+        ForceLeaveOutcome.ALIVE: (
+            web.HTTPConflict,
+            f"{name} is alive; only failed members can be forced out",
+        ),
+        ForceLeaveOutcome.SUSPECT: (
+            web.HTTPConflict,
+            f"{name} is suspected, not failed yet; only failed members can be forced out "
+            "(its verdict comes within seconds: try again)",
+        ),
+        ForceLeaveOutcome.SELF: (
+            web.HTTPConflict,
+            f"{name} is this agent; 'sdmesh leave' makes it leave gracefully",
+        ),
+    }
+    kind, text = refusals.get(
+        result.outcome, (web.HTTPServiceUnavailable, "this agent is leaving the mesh")
+    )
+    raise kind(text=text)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -84,6 +130,7 @@ def _failed(error: Exception) -> web.HTTPException:
     kinds: dict[int, type[web.HTTPException]] = {
         404: web.HTTPNotFound,
         409: web.HTTPConflict,
+        503: web.HTTPServiceUnavailable,  # leaving, or no majority of the mesh: ask another
     }
     return kinds.get(status, web.HTTPBadRequest)(text=str(error))
 
@@ -138,8 +185,11 @@ async def terminate(request: web.Request) -> web.Response:
 def build_app(agent: Agent) -> web.Application:
     app = web.Application()
     app[AGENT_KEY] = agent
+    install_auth(app, agent.config)  # the token for non-loopback peers (api_auth.py)
+    app.router.add_get("/v1/openapi.yaml", openapi_document)
     app.router.add_get("/v1/peers", peers)
     app.router.add_post("/v1/leave", leave)
+    app.router.add_post("/v1/peers/{name}/force-leave", force_leave)
     app.router.add_get("/v1/health", health)
     app.router.add_put("/v1/dht/{key}", dht_put)
     app.router.add_get("/v1/dht/{key}", dht_get)
@@ -147,4 +197,10 @@ def build_app(agent: Agent) -> web.Application:
     app.router.add_get("/v1/pools", list_pools)
     app.router.add_get("/v1/pools/{pool}", pool_status)
     app.router.add_delete("/v1/pools/{pool}", terminate)
+    from sdmesh.agent import dashboard  # the web page and /v1/templates
+
+    dashboard.add_routes(app)
+    from sdmesh.agent import api_observe  # /v1/events and /metrics
+
+    api_observe.add_routes(app)
     return app

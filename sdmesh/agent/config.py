@@ -51,6 +51,12 @@ class AgentConfig:
     api: Address = DEFAULT_API
     labels: tuple[str, ...] = ()
     images_dir: Path | None = None
+    # Securing the control API (sdmesh/agent/api_auth.py): a bearer token for any peer that
+    # is not loopback, HTTPS, and the explicit opt-out for an exposed API without them.
+    api_token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    api_insecure: bool = False
 
     @property
     def dht_bind(self) -> Address:
@@ -114,7 +120,7 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(str(label).strip() for label in items if str(label).strip())
     if name in ("state_dir", "images_dir"):
         return Path(str(value))
-    if name == "insecure":
+    if name in ("insecure", "api_insecure"):
         if isinstance(value, bool):
             return value
         return str(value).lower() in ("1", "true", "yes", "on")

@@ -13,11 +13,15 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sdmesh.membership import (
     Action,
     CancelTimer,
     Event,
+    ForceLeave,
+    ForceLeaveOutcome,
+    ForceLeaveResult,
     JoinCompleted,
     JoinFailed,
     LeaveCompleted,
@@ -53,6 +57,19 @@ log = logging.getLogger(__name__)
 STREAM_TIMEOUT = 5.0
 
 
+@dataclass
+class GossipCounters:
+    """What this driver received and what failed, for /metrics (the core counts what it
+    sends, in ``core.stats``; the transport counts what it dropped)."""
+
+    datagrams_received: int = 0
+    streams_received: int = 0
+    stream_failures: int = 0
+    """Push-pulls we opened that failed (unreachable peer, timeout, bad answer)."""
+    send_failures: int = 0
+    """Datagrams the core asked for that could not be sent (too large)."""
+
+
 class MeshNode:
     """One member of the mesh on this host."""
 
@@ -66,6 +83,7 @@ class MeshNode:
         self.joined = asyncio.Event()
         self.left = asyncio.Event()
         self.join_failures: list[str] = []
+        self.counters = GossipCounters()
         self._loop = asyncio.get_running_loop()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._replies: dict[int, asyncio.Future[PushPull]] = {}
@@ -81,6 +99,21 @@ class MeshNode:
         and a publication could lose to them.
         """
         self.feed(Publish(topic, key, payload))
+
+    def force_leave(self, name: str) -> ForceLeaveResult:
+        """Force the failed member ``name`` out of the mesh (``sdmesh force-leave``): the
+        core's answer, its member events and gossip carried out like any other event's."""
+        result = ForceLeaveResult(name, ForceLeaveOutcome.NOT_RUNNING)  # a stopped core is mute
+        for action in self.core.handle(ForceLeave(name), self._loop.time()):
+            if isinstance(action, ForceLeaveResult):
+                result = action
+            else:
+                self._execute(action)
+        if result.outcome is ForceLeaveOutcome.LEFT:  # an operator's act: worth an audit line
+            log.warning("member %s forced out (force-leave): the mesh now counts it as left", name)
+        else:
+            log.info("force-leave %s: nothing done (%s)", name, result.outcome.value)
+        return result
 
     # ------------------------------------------------------------------- the core's I/O
     def feed(self, event: Event) -> None:
@@ -118,7 +151,7 @@ class MeshNode:
         elif isinstance(action, JoinFailed):
             shown = ", ".join(f"{host}:{port}" for host, port in action.addrs)
             self.join_failures.append(shown)
-            log.warning("could not join through %s (will keep trying through gossip)", shown)
+            log.warning("could not join through %s (retrying while no member answers)", shown)
         elif isinstance(action, LeaveCompleted):
             self.left.set()
 
@@ -126,6 +159,7 @@ class MeshNode:
         try:
             await self.udp.send(action.addr, action.message.to_wire())
         except PayloadTooLarge:
+            self.counters.send_failures += 1
             log.error("message to %s too large for a datagram: dropped", action.addr)
         except EndpointClosed:
             pass
@@ -138,6 +172,7 @@ class MeshNode:
             message = decode_stream(reply)
         except (StreamError, MalformedMessage) as error:
             log.debug("push-pull with %s failed: %s", action.addr, error)
+            self.counters.stream_failures += 1
             self.feed(StreamFailed(action.addr))
             return
         self.feed(StreamReceived(action.addr, message))
@@ -149,6 +184,7 @@ class MeshNode:
         except MalformedMessage:
             self.client.counters.count(DropReason.MALFORMED)
             return None  # the peer's decode fails on it: a quiet refusal, never acted on
+        self.counters.streams_received += 1
         stream_id = next(self._stream_ids)
         future: asyncio.Future[PushPull] = self._loop.create_future()
         self._replies[stream_id] = future
@@ -167,6 +203,7 @@ class MeshNode:
                 except MalformedMessage:
                     self.udp.counters.count(DropReason.MALFORMED)
                     continue
+                self.counters.datagrams_received += 1
                 self.feed(Received(addr, message))
         except EndpointClosed:
             return

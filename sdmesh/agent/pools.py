@@ -8,13 +8,18 @@ and follows the membership view to take over (or hand back) the pools this agent
 Wire (sealed TCP requests on the gossip port, next to membership's push-pull):
 ``{"rpc": "orders", "orders": [...]}`` answered with one ``[outcome, reason, seen]`` each;
 ``{"rpc": "reports", ...}``, ``{"rpc": "inventory", ...}``, ``{"rpc": "submit", ...}``,
-``{"rpc": "status", ...}`` and ``{"rpc": "terminate", ...}``.
+``{"rpc": "status", ...}``, ``{"rpc": "terminate", ...}`` and ``{"rpc": "handover", ...}``.
+
+An agent shepherds only while it sees a majority of the mesh (``has_quorum``). When it
+leaves (``leave``), it hands every pool it shepherds to its successor before announcing the
+leave; its host's VMs keep running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -25,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from sdmesh.membership import Member
+from sdmesh.membership import Member, State
 from sdmesh.pools import host as hc
+from sdmesh.pools.ownership import has_quorum, successors
 from sdmesh.pools.ownership import shepherd as shepherd_of
 from sdmesh.pools.placement import HostOffer
 from sdmesh.pools.records import (
@@ -61,6 +67,14 @@ INVENTORY_PERIOD = 15.0
 TOMBSTONE_GRACE = 5.0
 #: How long a pool may be unknown to the whole mesh before the reaper removes its leftovers.
 REAP_GRACE = 300.0
+#: A leaving agent waits this long at most for its host's leaf operations under way (what it
+#: vouches for must be settled), then this long for successors to confirm its hand-overs.
+LEAVE_DRAIN = 4.0
+HANDOVER_TIMEOUT = 6.0
+#: A member that handed its pools to us counts as gone this long, until its leave shows.
+DEPARTING_TTL = 30.0
+#: Specs per hand-over request, by size (a request is one stream frame).
+HANDOVER_BATCH_BYTES = 4 * 1024 * 1024
 TOPIC_POOL = "pool"
 TOPIC_TOMB = "tomb"
 
@@ -92,6 +106,22 @@ class _Shepherding:
     save: PoolRecord | None = None
     flushing: asyncio.Task[None] | None = None
     events: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LeafOp:
+    """One of this host's leaf operations starting (``seconds`` is None) or finished: for
+    live events and deploy-phase metrics, which watch the host without being the shepherd."""
+
+    pool: str
+    path: str
+    op: str  # deploy, start, terminate
+    state: str  # as status reports it: deploying, deployed, ..., failed
+    kind: str
+    sf_class: str
+    domain: str
+    seconds: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -127,6 +157,7 @@ class PoolService:
         self.tombs: dict[str, float] = {}
         self.shepherding: dict[str, _Shepherding] = {}
         self.listeners: list[Callable[[dict[str, object]], None]] = []
+        self.leaf_listeners: list[Callable[[LeafOp], None]] = []
         self._host_pools: dict[str, _HostPool] = {}
         self._digests: dict[str, str] = {}
         self._specs: dict[str, PoolSpec] = {}
@@ -139,6 +170,11 @@ class PoolService:
         self._periodic: asyncio.Task[None] | None = None
         #: Pools this agent shepherded to their end, for status until the record says so.
         self._finished_runs: dict[str, _Shepherding] = {}
+        #: Leaving the mesh (``leave``): shepherd nothing, admit no new unit.
+        self.leaving = False
+        #: Members that handed pools to us and are about to leave -> until when (monotonic)
+        #: we count them as gone; their leave announcement normally follows within seconds.
+        self.departing: dict[str, float] = {}
         (state_dir / "specs").mkdir(parents=True, exist_ok=True)
 
     # =================================================================== life cycle
@@ -166,8 +202,48 @@ class PoolService:
     # ================================================================ membership view
     def live_members(self) -> list[Member]:
         """Alive and suspect members: a suspicion is not a death, and moving VMs or the
-        shepherd on every suspicion would churn generations under load."""
-        return self.node.core.live_members()
+        shepherd on every suspicion would churn generations under load. Not members that
+        are leaving (they handed their pools over), ourselves included once we leave."""
+        return [m for m in self.node.core.live_members() if not self._departed(m.name)]
+
+    def _departed(self, name: str) -> bool:
+        if name == self.name:
+            return self.leaving
+        until = self.departing.get(name)
+        return until is not None and time.monotonic() < until
+
+    def away_hosts(self) -> frozenset[str]:
+        """Members whose VMs run on without their agent: left gracefully, or leaving."""
+        left = {m.name for m in self.node.core.members() if m.state is State.LEFT}
+        return frozenset(left | {name for name in self.departing if self._departed(name)})
+
+    def has_quorum(self) -> bool:
+        """A strict majority of the members that have not left is alive in this agent's
+        view, not even suspected: it may shepherd (take pools over, move VMs off hosts it
+        cannot reach). Without one it may be the cut-off side of a partition, where acting
+        would run VMs twice. Suspects do not count: a cut-off agent suspects everyone
+        within a few probes, long before its first death verdict, so it stops before it
+        could act on one; the connected side suspects only what it lost."""
+        counted = [
+            m
+            for m in self.node.core.members()
+            if m.state is not State.LEFT and not self._departed(m.name)
+        ]
+        alive = [m for m in counted if m.state is State.ALIVE]
+        return has_quorum(len(alive), len(counted))
+
+    def _being_handed_over(self, pool: str) -> bool:
+        """The pool's shepherd, counting members that are leaving, is one of them: it hands
+        the pool over itself (or, failing that, it is taken over once its leave shows)."""
+        everyone = [m.name for m in self.node.core.live_members()]
+        return shepherd_of(pool, everyone) in self.departing
+
+    def _prune_departing(self) -> None:
+        now = time.monotonic()
+        for name, until in list(self.departing.items()):
+            state = self.node.core.state_of(name)
+            if until <= now or state is None or not state.live:
+                del self.departing[name]  # gone for real now, or it never left: forget it
 
     def offers(self) -> tuple[HostOffer, ...]:
         out = []
@@ -181,7 +257,7 @@ class PoolService:
                     member.name,
                     int(capacity.get("vcpus", 0)),
                     int(capacity.get("memory_mib", 0)),
-                    int(capacity.get("memory_free_mib") or capacity.get("memory_mib") or 0),
+                    _free_memory_mib(capacity),
                     frozenset(str(label) for label in labels),
                 )
             )
@@ -203,21 +279,33 @@ class PoolService:
         from sdmesh.pools import shepherd as sc
 
         self._view_pending = False
-        offers = self.offers()
+        self._prune_departing()
+        offers, away = self.offers(), self.away_hosts()
+        quorate = self.has_quorum()
         for pool in list(self.shepherding):
-            if self.shepherd_for(pool) != self.name:
+            if not quorate:
+                log.warning(
+                    "pool %s: this agent sees no majority of the mesh; it stops shepherding "
+                    "the pool until it does (then it takes it over again)",
+                    pool,
+                )
+                self._stop_shepherding(pool)
+            elif self.shepherd_for(pool) != self.name:
                 log.info(
                     "pool %s: %s is its shepherd now; handing over", pool, self.shepherd_for(pool)
                 )
                 self._stop_shepherding(pool)
             else:
-                self._feed(pool, sc.MembersChanged(offers))
+                self._feed(pool, sc.MembersChanged(offers, away))
+        if not quorate or self.leaving:
+            return
         for pool, known in self.known.items():
             if (
                 pool not in self.shepherding
                 and pool not in self.tombs
                 and known.state not in ("terminated", "failed")
                 and self.shepherd_for(pool) == self.name
+                and not self._being_handed_over(pool)
             ):
                 self._spawn(self._take_over(pool))
 
@@ -285,9 +373,12 @@ class PoolService:
         from sdmesh.runner.app import ComponentError
 
         error: str | None = None
+        began = time.monotonic()
         try:
             hosted = await self._hosted(action.pool)
             hosted.context.generation = action.generation
+            began = time.monotonic()  # the leaf's own work: not the spec's first DHT read
+            self._leaf_op(action, None, None)
             if action.op == "deploy":
                 error = await self._deploy(hosted, action)
             elif action.op == "start":
@@ -313,7 +404,41 @@ class PoolService:
             error = f"internal error during {action.op}: {type(failure).__name__}: {failure}"
         if action.op == "terminate":
             error = None  # whatever is left is the reaper's; the leaf is gone for the pool
+        self._leaf_op(action, time.monotonic() - began, error)
         self._host_feed(hc.LeafFinished(action.pool, action.path, action.op, error))
+
+    def _leaf_op(self, action: hc.RunLeaf, seconds: float | None, error: str | None) -> None:
+        """Tell ``leaf_listeners`` a leaf operation started (no ``seconds``) or ended."""
+        if not self.leaf_listeners:
+            return
+        from sdmesh.components.registry import VIRTUAL_MACHINE
+
+        hosted = self._host_pools.get(action.pool)
+        node = hosted.nodes.get(action.path) if hosted is not None else None
+        sf_class = node.description.get("sfClass") if node is not None else None
+        sf_class = sf_class if isinstance(sf_class, str) else ""
+        if seconds is None:
+            state = {"deploy": "deploying", "start": "starting"}.get(action.op, "terminating")
+        elif error is not None:
+            state = "failed"
+        else:
+            state = {"deploy": "deployed", "start": "running"}.get(action.op, "terminated")
+        op = LeafOp(
+            action.pool,
+            action.path,
+            action.op,
+            state,
+            hosted.spec.kinds.get(action.path, "Component") if hosted is not None else "",
+            sf_class,
+            _domain_name(action.pool, action.path, sf_class == VIRTUAL_MACHINE),
+            seconds,
+            error,
+        )
+        for listener in self.leaf_listeners:
+            try:
+                listener(op)
+            except Exception:  # an observer's bug must not fail the leaf
+                log.exception("leaf listener failed")
 
     async def _deploy(self, hosted: _HostPool, action: hc.RunLeaf) -> str | None:
         from sdmesh.components.registry import component_factory
@@ -349,7 +474,7 @@ class PoolService:
         digest = self._digests.get(pool)
         if digest is None:
             raise PoolError(f"no descriptor known for pool {pool}")
-        spec = await self.spec(digest)
+        spec = await self.spec(digest, pool)
         root = skeleton(spec_tree(spec))
         hosted = self._host_pools.get(pool)
         if hosted is None:
@@ -455,26 +580,34 @@ class PoolService:
     # ============================================================= shepherd side
     async def _take_over(self, pool: str) -> None:
         """Become the pool's shepherd from its record in the DHT (a higher generation)."""
-        if pool in self.shepherding:
+        if pool in self.shepherding or self.leaving or not self.has_quorum():
             return
-        record = await self.read_record(pool)
+        record = await self.read_record(pool, newest=True)
         if record is None:
             log.warning("pool %s: no record in the DHT yet; will retry", pool)
             self._loop.call_later(2.0, self._view_changed)
             return
         if record.state in ("terminated", "failed") or pool in self.shepherding:
             return
-        if self.shepherd_for(pool) != self.name:
+        if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
             return
-        spec = await self.spec(record.digest)
+        spec = await self.spec(record.digest, pool)
         await self._shepherd(spec, record.generation + 1, record)
         log.info("pool %s: took over as shepherd at generation %d", pool, record.generation + 1)
 
-    async def _shepherd(self, spec: PoolSpec, generation: int, old: PoolRecord | None) -> None:
+    async def _shepherd(
+        self,
+        spec: PoolSpec,
+        generation: int,
+        old: PoolRecord | None,
+        vouched: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Run the pool's shepherd core here (no await inside: a hand-over adopts its pools
+        at once). ``vouched``: what a leaving predecessor's host runs of it."""
         from sdmesh.pools import shepherd as sc
         from sdmesh.pools.layout import layout
 
-        if spec.pool in self.shepherding:
+        if spec.pool in self.shepherding or self.leaving:
             return
         tree = spec_tree(spec)
         record = PoolRecord(
@@ -490,7 +623,8 @@ class PoolService:
             record = PoolRecord(**{**record.__dict__, "state": "deploying"})
         core = sc.Shepherd(record, tree, layout(tree), spec.kinds, self.offers())
         self.shepherding[spec.pool] = _Shepherding(core)
-        self._feed(spec.pool, sc.Begin())
+        self._feed(spec.pool, sc.MembersChanged(self.offers(), self.away_hosts()))
+        self._feed(spec.pool, sc.Begin(vouched or {}))
         if spec.pool in self.tombs:
             self._feed(spec.pool, sc.TerminateRequested("terminated on request"))
 
@@ -537,7 +671,12 @@ class PoolService:
             self._publish(
                 TOPIC_POOL,
                 pool,
-                {"digest": run.core.digest, "state": action.state, "shepherd": self.name},
+                {
+                    "digest": run.core.digest,
+                    "state": action.state,
+                    "shepherd": self.name,
+                    "generation": run.core.generation,
+                },
             )
             self._emit(run, {"pool": pool, "state": action.state, "reason": action.reason})
             if action.state in ("terminated", "failed"):
@@ -612,6 +751,177 @@ class PoolService:
             a if isinstance(a, list) and len(a) == 3 else ["unreachable", "", 0] for a in answers
         ]
 
+    # ============================================================ leaving the mesh
+    async def leave(self) -> dict[str, str]:
+        """Run before the agent announces its leave (``sdmesh leave``, SIGTERM): admit no
+        new unit, let this host's leaf operations under way finish, hand every pool this
+        agent shepherds to its successor, deliver the last reports. Bounded: a pool whose
+        hand-over nobody confirms is taken over from its saved record once the leave shows.
+
+        The host's own VMs stay and keep running: a leave is not a drain. Shepherds keep
+        them placed here for ``AWAY_GRACE`` (a restart or an upgrade of the agent), then
+        treat them as lost, as after a death. Returns pool -> the successor that took it
+        ("" when none confirmed)."""
+        self.leaving = True
+        self._host_feed(hc.Leaving())
+        deadline = self._loop.time() + LEAVE_DRAIN
+        while self.host.busy() and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        handed = await self._hand_over_all()
+        if self._report_task is not None and not self._report_task.done():
+            await asyncio.wait({self._report_task}, timeout=1.0)
+        return handed
+
+    async def _hand_over_all(self) -> dict[str, str]:
+        from sdmesh.pools import shepherd as sc
+
+        members = [m.name for m in self.live_members()]  # without us: we are leaving
+        handed: dict[str, tuple[PoolRecord, list[str]]] = {}
+        for pool, run in list(self.shepherding.items()):
+            if run.core.ended:
+                continue
+            candidates = successors(pool, members, self.name)
+            actions = run.core.handle(
+                sc.HandOver(candidates[0] if candidates else ""), self._loop.time()
+            )
+            self._stop_shepherding(pool)  # before anything can answer it: it must stay quiet
+            for action in actions:
+                if isinstance(action, sc.HandOff):
+                    handed[pool] = (action.record, candidates)
+        if not handed:
+            return {}
+        outcome = dict.fromkeys(handed, "")
+        # The freshest records go to the DHT too: if no successor confirms, whoever takes a
+        # pool over once our leave shows starts from there.
+        saving = self._spawn(self._write_records([record for record, _ in handed.values()]))
+        deadline = self._loop.time() + HANDOVER_TIMEOUT
+        pending = dict(handed)
+        for attempt in range(3):  # the successor, then the next ones if it cannot take them
+            batches: dict[str, list[PoolRecord]] = defaultdict(list)
+            for record, candidates in pending.values():
+                if attempt < len(candidates):
+                    batches[candidates[attempt]].append(record)
+            if not batches or self._loop.time() >= deadline:
+                break
+            results = await asyncio.gather(
+                *(self._offer(target, records, deadline) for target, records in batches.items())
+            )
+            for target, taken in zip(batches, results, strict=True):
+                for pool, generation in taken.items():
+                    if pending.pop(pool, None) is not None:
+                        outcome[pool] = target
+                        log.info(
+                            "pool %s: handed over to %s (generation %d)", pool, target, generation
+                        )
+        for pool in pending:
+            log.warning(
+                "pool %s: no successor confirmed the hand-over; it will be taken over from its "
+                "saved record once this agent's leave is seen",
+                pool,
+            )
+        await asyncio.wait({saving}, timeout=max(0.1, deadline - self._loop.time()))
+        return outcome
+
+    async def _write_records(self, records: list[PoolRecord]) -> None:
+        await asyncio.gather(*(self.write_record(record) for record in records))
+
+    async def _offer(
+        self, target: str, records: list[PoolRecord], deadline: float
+    ) -> dict[str, int]:
+        """Ask ``target`` to take these pools over; the pools it confirms -> its generation."""
+        addr = self._address(target)
+        if addr is None:
+            return {}
+        items: list[tuple[int, dict[str, object]]] = []
+        for record in records:
+            try:
+                spec = await self.spec(record.digest, record.pool)
+            except PoolError:
+                continue  # the successor reads it from the DHT record when it takes over
+            data = spec.encode()
+            leaves = self.host.holdings(spec.pool)
+            items.append((len(data), {"spec": data, "record": record.encode(), "leaves": leaves}))
+        taken: dict[str, int] = {}
+        batch: list[dict[str, object]] = []
+        size = 0
+        for length, item in items:
+            if batch and size + length > HANDOVER_BATCH_BYTES:
+                taken.update(await self._offer_batch(addr, batch, deadline))
+                batch, size = [], 0
+            batch.append(item)
+            size += length
+        if batch:
+            taken.update(await self._offer_batch(addr, batch, deadline))
+        return taken
+
+    async def _offer_batch(
+        self, addr: tuple[str, int], items: list[dict[str, object]], deadline: float
+    ) -> dict[str, int]:
+        timeout = deadline - self._loop.time()
+        if timeout <= 0:
+            return {}
+        request = {"rpc": "handover", "from": self.name, "pools": items}
+        try:
+            reply = await self.client.request(addr, request, timeout=timeout)
+        except (StreamError, OSError) as error:
+            log.debug("hand-over to %s failed: %s", addr, error)
+            return {}
+        taken = reply.get("taken") if isinstance(reply, dict) else None
+        if not isinstance(taken, dict):
+            log.info("hand-over refused: %s", reply)
+            return {}
+        return {str(k): int(v) for k, v in taken.items() if isinstance(v, int)}
+
+    async def _adopt(self, request: Mapping[str, Any]) -> dict[str, object]:
+        """A leaving shepherd hands us its pools: take each over at a higher generation than
+        the record it sends (its freshest state), trusting what its host says it runs."""
+        sender = str(request.get("from", ""))
+        if self.leaving or not self.has_quorum() or not sender or sender == self.name:
+            return {"error": f"{self.name} cannot take pools over now"}
+        self.departing[sender] = time.monotonic() + DEPARTING_TTL
+        self._loop.call_later(DEPARTING_TTL, self._view_changed)
+        taken: dict[str, int] = {}
+        for item in request.get("pools", []):
+            try:  # one bad item must not undo the others (they are adopted already)
+                spec = PoolSpec.decode(item["spec"])
+                record = PoolRecord.decode(item["record"])
+                leaves = item.get("leaves") or {}
+            except (RecordFormatError, KeyError, TypeError) as error:
+                log.warning("hand-over from %s: a malformed pool: %s", sender, error)
+                continue
+            if spec.pool != record.pool or spec.digest != record.digest:
+                continue
+            if not isinstance(leaves, dict) or record.state in ("terminated", "failed"):
+                continue
+            self._specs[spec.digest] = spec
+            if spec.pool not in self.shepherding:
+                local = self._local_record(spec.pool)
+                base = (
+                    local if local is not None and local.generation > record.generation else record
+                )
+                vouched = {
+                    str(k): str(v) for k, v in leaves.items() if v in ("deployed", "running")
+                }
+                self.known[spec.pool] = _Known(spec.digest, base.state, self.name, time.monotonic())
+                await self._shepherd(spec, base.generation + 1, base, {sender: vouched})
+            run = self.shepherding.get(spec.pool)
+            if run is not None:
+                taken[spec.pool] = run.core.generation
+                log.info(
+                    "pool %s: %s handed it over; shepherd at generation %d",
+                    spec.pool,
+                    sender,
+                    run.core.generation,
+                )
+        self._view_changed()
+        return {"taken": taken}
+
+    def _local_record(self, pool: str) -> PoolRecord | None:
+        path = self.state_dir / "specs" / f"{pool}.record"
+        with contextlib.suppress(OSError, RecordFormatError):
+            return PoolRecord.decode(path.read_bytes())
+        return None
+
     # ================================================================ DHT storage
     async def write_blob(self, key: str, data: bytes, generation: int) -> None:
         if len(data) <= CHUNK_BYTES:
@@ -623,8 +933,9 @@ class PoolService:
         )
         await self.dht.put(key, b"\x01" + blob_head(chunks), generation)
 
-    async def read_blob(self, key: str) -> bytes | None:
-        found = await self.dht.get(key, quorum=1)
+    async def read_blob(self, key: str, quorum: int | None = 1) -> bytes | None:
+        """``quorum=None`` hears from every replica: the newest version, not the first."""
+        found = await self.dht.get(key, quorum=quorum)
         if found is None:
             found = self.dht.local_record(key)
         if found is None or not found.value:
@@ -645,10 +956,12 @@ class PoolService:
         except Exception as error:  # a lost DHT write is retried by the next save
             log.warning("pool %s: could not store its record: %s", record.pool, error)
 
-    async def read_record(self, pool: str) -> PoolRecord | None:
+    async def read_record(self, pool: str, *, newest: bool = False) -> PoolRecord | None:
+        """The pool's record: the DHT's or our own last one, the higher generation. With
+        ``newest`` every replica is heard (a takeover must not start from a stale copy)."""
         data: bytes | None = None
         with contextlib.suppress(Exception):
-            data = await self.read_blob(f"pool/{pool}")
+            data = await self.read_blob(f"pool/{pool}", None if newest else 1)
         local = self.state_dir / "specs" / f"{pool}.record"
         records = []
         for blob in (data, local.read_bytes() if local.is_file() else None):
@@ -663,7 +976,13 @@ class PoolService:
         (self.state_dir / "specs" / f"{spec.digest}.spec").write_bytes(data)
         await self.write_blob(f"spec/{spec.digest}", data, 1)
 
-    async def spec(self, digest: str) -> PoolSpec:
+    async def spec(self, digest: str, pool: str | None = None) -> PoolSpec:
+        """The spec stored under ``digest``, named ``pool`` when given: pools submitted from
+        the same descriptor share one digest, and the stored spec names whichever came first."""
+        spec = await self._spec(digest)
+        return spec if pool is None or spec.pool == pool else dataclasses.replace(spec, pool=pool)
+
+    async def _spec(self, digest: str) -> PoolSpec:
         cached = self._specs.get(digest)
         if cached is not None:
             return cached
@@ -687,6 +1006,14 @@ class PoolService:
             layout(spec_tree(spec))
         except LayoutError as error:
             raise PoolError(str(error)) from None
+        if self.leaving:
+            raise PoolError("this agent is leaving the mesh: submit through another one", 503)
+        if not self.has_quorum():
+            raise PoolError(
+                "this agent sees no majority of the mesh (a partition?): it cannot start "
+                "pools until it does",
+                503,
+            )
         if spec.pool in self.known and self.known[spec.pool].state not in ("terminated", "failed"):
             raise PoolError(f"pool {spec.pool} already exists", 409)
         existing = await self.read_record(spec.pool)
@@ -715,10 +1042,16 @@ class PoolService:
                         timeout=RPC_TIMEOUT,
                     )
             if not (isinstance(reply, dict) and reply.get("ok")):
-                # Stored and announced: the shepherd picks it up from the DHT when it can.
+                # Stored and announced: whoever shepherds it next takes it over from the
+                # record (e.g. the shepherd was leaving and its successor will).
                 log.warning(
                     "pool %s: its shepherd %s did not take it now: %s", spec.pool, shepherd, reply
                 )
+                with contextlib.suppress(Exception):
+                    if await self.read_record(spec.pool) is None:
+                        await self.write_record(
+                            PoolRecord(spec.pool, spec.digest, generation, shepherd)
+                        )
         return {"pool": spec.pool, "shepherd": shepherd, "digest": spec.digest}
 
     def dry_run(self, spec: PoolSpec) -> dict[str, object]:
@@ -777,6 +1110,9 @@ class PoolService:
                     )
                     if isinstance(reply, dict) and reply.get("pool") == pool:
                         return reply
+        local = self.local_status(pool)  # we may have become its shepherd while we waited
+        if local is not None:
+            return local
         record = await self.read_record(pool)
         if record is None:
             raise PoolError(f"unknown pool {pool!r}", 404)
@@ -855,6 +1191,9 @@ class PoolService:
                 return {"ok": True}
             if kind == "submit":
                 spec = PoolSpec.decode(request["spec"])
+                if self.leaving or not self.has_quorum():
+                    why = "leaving the mesh" if self.leaving else "no majority of the mesh"
+                    return {"ok": False, "error": f"{self.name}: {why}"}
                 self._specs[spec.digest] = spec
                 await self.store_spec(spec)
                 self.known[spec.pool] = _Known(
@@ -864,6 +1203,8 @@ class PoolService:
                 return {"ok": True}
             if kind == "status":
                 return self.local_status(str(request.get("pool")))
+            if kind == "handover":
+                return await self._adopt(request)
             if kind == "terminate":
                 self._on_rumor_local_tomb(str(request.get("pool")))
                 return {"ok": True}
@@ -950,3 +1291,15 @@ def _domain_name(pool: str, path: str, is_vm: bool) -> str:
     from sdmesh.hypervisor.spec import domain_name_for
 
     return domain_name_for(pool, path) if is_vm else ""
+
+
+def _free_memory_mib(capacity: dict[str, object]) -> int:
+    """Memory a member can still give: what its kernel reports free, or, where that means
+    nothing (the test driver), its total less what its VMs hold."""
+    free = capacity.get("memory_free_mib")
+    if isinstance(free, int):
+        return free
+    total = capacity.get("memory_mib")
+    committed = capacity.get("memory_committed_mib")
+    total_mib = total if isinstance(total, int) else 0
+    return max(0, total_mib - (committed if isinstance(committed, int) else 0))

@@ -50,8 +50,20 @@ class _Failure(Exception):
     "--use", "use", metavar="KEY_ID", help="Make an installed key (hex id or base64) the primary."
 )
 @click.option("--remove", metavar="KEY_ID", help="Remove a secondary key (hex id or base64).")
+@click.option(
+    "--token",
+    is_flag=True,
+    help="Write a control API token instead (the agent's api-token-file, the CLI's "
+    "--token-file), mode 0600.",
+)
 def keygen(
-    file: str | None, force: bool, add: bool, rotate: bool, use: str | None, remove: str | None
+    file: str | None,
+    force: bool,
+    add: bool,
+    rotate: bool,
+    use: str | None,
+    remove: str | None,
+    token: bool,
 ) -> None:
     """Write a new cluster key file: one base64-encoded 32-byte key per line.
 
@@ -63,17 +75,24 @@ def keygen(
       sdmesh keygen --add FILE          # prints the new KEY_ID
       sdmesh keygen --use KEY_ID FILE
       sdmesh keygen --remove OLD_ID FILE
+
+    With --token, write a random API token to FILE (or print it) instead: the secret that
+    clients not on the agent's host send to its control API.
     """
     edits = [name for name, given in (("--add", add), ("--rotate", rotate)) if given]
     edits += [name for name, value in (("--use", use), ("--remove", remove)) if value is not None]
     try:
+        if token and edits:
+            raise _Failure(f"error: --token and {edits[0]} cannot be combined", EXIT_BAD_INPUT)
         if len(edits) > 1:
             raise _Failure(f"error: {' and '.join(edits)} cannot be combined", EXIT_BAD_INPUT)
         if edits and file in (None, "-"):
             raise _Failure(f"error: {edits[0]} needs a key FILE to change", EXIT_BAD_INPUT)
         if edits and force:
             raise _Failure(f"error: --force does not apply to {edits[0]}", EXIT_BAD_INPUT)
-        if file in (None, "-"):
+        if token:
+            _create_token(file, force=force)
+        elif file in (None, "-"):
             click.echo(encode_key(generate_key()))
         elif not edits:
             _create(file, force=force)
@@ -98,6 +117,30 @@ def _create(path: str, *, force: bool) -> None:
     except OSError as exc:
         raise _Failure(f"error: cannot write {path}: {exc.strerror or exc}", EXIT_RUNTIME) from exc
     click.echo(f"{path}: new key ring, primary key {key_id(key).hex()}", err=True)
+
+
+def _create_token(path: str | None, *, force: bool) -> None:
+    from sdmesh.agent.api_auth import new_token
+
+    token = new_token()
+    if path in (None, "-"):
+        click.echo(token)
+        return
+    assert path is not None
+    try:
+        write_key_file(path, token + "\n", overwrite=force)
+    except FileExistsError:
+        raise _Failure(
+            f"error: {path} already exists; pass --force to replace the token "
+            "(clients holding the old one are refused)",
+            EXIT_BAD_INPUT,
+        ) from None
+    except OSError as exc:
+        raise _Failure(f"error: cannot write {path}: {exc.strerror or exc}", EXIT_RUNTIME) from exc
+    click.echo(
+        f"{path}: new API token; the agent reads it as api-token-file, clients as --token-file",
+        err=True,
+    )
 
 
 def _edit(path: str, *, add: bool, rotate: bool, use: str | None, remove: str | None) -> None:

@@ -18,10 +18,25 @@ from sdmesh.cli.common import EXIT_FAILURE
 #: at once, and must not pay for rich, the description language or the local runner.
 #: tests/unit/cli/test_lazy_commands.py checks these entries against the commands themselves.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "completion": (
+        "sdmesh.cli.completion",
+        "completion",
+        "Print the shell completion script for bash, zsh or fish.",
+    ),
     "describe": (
         "sdmesh.cli.language",
         "describe",
         "List the built-in components, or show one component's attributes.",
+    ),
+    "events": (
+        "sdmesh.cli.events",
+        "events",
+        "Follow the agent's live events: members, pools and components, as they change.",
+    ),
+    "force-leave": (
+        "sdmesh.cli.mesh",
+        "force_leave",
+        "Force a failed member out of the mesh: a host that is gone for good.",
     ),
     "join": (
         "sdmesh.cli.mesh",

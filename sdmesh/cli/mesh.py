@@ -1,4 +1,4 @@
-"""``sdmesh join``, ``sdmesh peers`` and ``sdmesh leave``."""
+"""``sdmesh join``, ``sdmesh peers``, ``sdmesh leave`` and ``sdmesh force-leave``."""
 
 from __future__ import annotations
 
@@ -6,25 +6,36 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from sdmesh.agent.config import ConfigError, load_config
+from sdmesh.cli.agent_client import connection_options, open_agent
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
+from sdmesh.cli.logs import FORMATS, LEVELS, setup_logging
 from sdmesh.transport import KeyringError, load_security, permission_warning
 
 DEFAULT_AGENT = "http://127.0.0.1:7948"
 
-agent_option = click.option(
+F = TypeVar("F", bound=Callable[..., Any])
+
+_agent_url_option = click.option(
     "--agent",
     envvar="SDMESH_AGENT",
     default=DEFAULT_AGENT,
     show_default=True,
     metavar="URL",
-    help="The agent to talk to (also SDMESH_AGENT).",
+    help="The agent to talk to, http:// or https:// (also SDMESH_AGENT).",
 )
+
+
+def agent_option(function: F) -> F:
+    """``--agent URL``, and ``--token``/``--token-file``/``--ca`` to reach a secured agent
+    (sdmesh/cli/agent_client.py; requests made through ``open_agent`` use them)."""
+    return _agent_url_option(connection_options(function))
 
 
 def call_agent(agent: str, method: str, path: str) -> Any:
@@ -34,10 +45,14 @@ def call_agent(agent: str, method: str, path: str) -> Any:
     import urllib.error
     import urllib.request
 
+    from sdmesh.cli.client import AgentError, fail
+
     request = urllib.request.Request(agent.rstrip("/") + path, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with open_agent(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
+    except AgentError as error:  # a refused token, a failed TLS handshake
+        fail(error)
     except urllib.error.HTTPError as error:
         click.echo(f"sdmesh: error: agent {agent} answered {error.code}: {error.reason}", err=True)
     except (urllib.error.URLError, OSError) as error:
@@ -86,48 +101,89 @@ def call_agent(agent: str, method: str, path: str) -> Any:
     "--state-dir", type=click.Path(file_okay=False), help="Agent state [/var/lib/sdmesh]."
 )
 @click.option("--api", metavar="HOST:PORT", help="Control API address [127.0.0.1:7948].")
+@click.option(
+    "--api-token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the API token non-loopback clients must send (sdmesh keygen --token).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve the API over HTTPS: PEM.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="The --tls-cert's key (PEM).")
+@click.option(
+    "--api-insecure",
+    is_flag=True,
+    default=None,
+    help="Serve a non-loopback --api without a token or TLS (trusted networks only).",
+)
 @click.option("--name", help="Member name [the host name].")
 @click.option(
     "--label", "labels", multiple=True, help="A label placement can ask for (repeatable)."
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log every membership change.")
-def join(config_file: Path | None, verbose: bool, **flags: Any) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    envvar="SDMESH_LOG_LEVEL",
+    help="Log this level and up [warning, and the agent's start-up and membership lines].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    envvar="SDMESH_LOG_FORMAT",
+    default="auto",
+    show_default=True,
+    help="journal: no timestamps, <N> syslog priorities (auto picks it when stderr is the "
+    "journal); text: timestamped lines; json: one object per line for log shippers.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level info.")
+def join(
+    config_file: Path | None,
+    verbose: bool,
+    log_level: str | None,
+    log_format: str,
+    **flags: Any,
+) -> None:
     """Run this host's agent in the foreground (a systemd service).
 
     Joins the mesh through any listed peer, serves the control API, and manages this host's
     share of every pool. SIGINT, SIGTERM or 'sdmesh leave' make it leave the mesh gracefully.
-    Refuses to start without a cluster key unless --insecure is given.
+    Refuses to start without a cluster key unless --insecure is given, and with an --api
+    other hosts can reach but no --api-token-file and TLS unless --api-insecure is given.
+
+    Logs go to stderr; under systemd they are journal lines (journalctl -p warning works).
     """
     from sdmesh.agent.agent import Agent
+    from sdmesh.agent.api_auth import load_api_security
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("sdmesh.agent.agent").setLevel(logging.INFO)
+    setup_logging(log_format.lower(), log_level or ("info" if verbose else None))
+    # From here on, everything the agent says goes through logging, in the chosen format (a
+    # line that is not JSON would break a log shipper's parser).
+    log = logging.getLogger("sdmesh.join")
     overrides = {k: v for k, v in flags.items() if v is not None}
     try:
         config = load_config(config_file, overrides)
         security = load_security(config.key_file, insecure=config.insecure, cluster=config.cluster)
+        api_security = load_api_security(config)  # refuse an exposed, unprotected API now
     except ConfigError as error:
-        click.echo(f"sdmesh: error: {error}", err=True)
+        log.error("%s", error)
         sys.exit(EXIT_BAD_INPUT)
     except KeyringError as error:
-        click.echo(f"sdmesh: {error.message}", err=True)
+        log.error("%s", error.message)
         sys.exit(EXIT_BAD_INPUT)
     if config.key_file:
         warning = permission_warning(config.key_file)
         if warning:
-            click.echo(f"sdmesh: warning: {warning}", err=True)
+            log.warning("%s", warning)
     if config.insecure:
-        click.echo(
-            "sdmesh: warning: --insecure: gossip is neither encrypted nor authenticated", err=True
-        )
+        log.warning("--insecure: gossip is neither encrypted nor authenticated")
+    for warning in api_security.warnings:
+        log.warning("%s", warning)
     try:
         asyncio.run(Agent(config, security).run())
     except OSError as error:
-        click.echo(f"sdmesh: error: {error.strerror or error} (is the port in use?)", err=True)
+        log.error("%s (is the port in use?)", error.strerror or error)
+        sys.exit(EXIT_FAILURE)
+    except Exception as error:  # a hypervisor that cannot be opened...: one record, exit 1
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)  # --log-level debug: traceback
+        log.critical("agent stopped: %s: %s", type(error).__name__, error, exc_info=debug)
         sys.exit(EXIT_FAILURE)
 
 
@@ -165,10 +221,37 @@ def peers(agent: str, as_json: bool) -> None:
 
 @click.command()
 @agent_option
-def leave(agent: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the agent's answer as JSON.")
+def leave(agent: str, as_json: bool) -> None:
     """Ask the agent to leave the mesh gracefully (it announces it, then exits)."""
-    call_agent(agent, "POST", "/v1/leave")
-    click.echo(f"{agent}: leaving")
+    answer = call_agent(agent, "POST", "/v1/leave")
+    click.echo(json.dumps(answer) if as_json else f"{agent}: leaving")
 
 
-__all__ = ["join", "leave", "peers"]
+@click.command("force-leave")
+@agent_option
+@click.argument("node")
+@click.option("--json", "as_json", is_flag=True, help="Print the agent's answer as JSON.")
+def force_leave(agent: str, node: str, as_json: bool) -> None:
+    """Force a failed member out of the mesh: a host that is gone for good.
+
+    Pools are shepherded only while a majority of the members that have not left is alive,
+    and a dead member counts until it is forgotten, a day later. This makes every member
+    count NODE as left now. Only a failed (dead) member can be forced out: an alive or
+    suspected one is refused, as is a name the agent does not know (exit 2). A member that
+    is alive after all (cut off, not dead) rejoins as soon as it hears of it.
+    """
+    from urllib.parse import quote
+
+    from sdmesh.cli.client import call_or_exit  # here: 'sdmesh join' shares this module
+
+    answer = call_or_exit(agent, "POST", f"/v1/peers/{quote(node, safe='')}/force-leave")
+    if as_json:
+        click.echo(json.dumps(answer))
+    elif isinstance(answer, dict) and answer.get("outcome") == "already-left":
+        click.echo(f"{node} had already left; nothing to do")
+    else:
+        click.echo(f"{node}: forced out; every member will count it as left")
+
+
+__all__ = ["force_leave", "join", "leave", "peers"]

@@ -3,56 +3,47 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
+from sdmesh.cli.client import AgentError, call, call_or_exit
 from sdmesh.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     descriptor_options,
     print_diagnostics,
 )
-from sdmesh.cli.mesh import agent_option
+from sdmesh.cli.follow import PoolView, components_table, follow, output_mode
+from sdmesh.cli.mesh import DEFAULT_AGENT, agent_option
 
-POLL_SECONDS = 0.5
 FINAL_STATES = ("running", "failed", "terminated")
 
 
 def request(agent: str, method: str, path: str, body: object | None = None) -> Any:
-    """One call to the agent's API: exit 2 for what the agent calls bad input (4xx), 1 when
-    it cannot be reached or fails, with its message either way."""
-    data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(
-        agent.rstrip("/") + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"} if data else {},
-    )
+    """One call to the agent's API: exit 2 for what the agent calls bad input (4xx, e.g. an
+    unknown pool), 1 when it cannot be reached or fails, with its message either way."""
+    return call_or_exit(agent, method, path, body)
+
+
+def complete_pool(context: click.Context, _: click.Parameter, incomplete: str) -> list[Any]:
+    """Pool names for shell completion, from the agent (--agent, SDMESH_AGENT or the
+    default): a short timeout, and nothing at all if it does not answer."""
+    agent = context.params.get("agent") or os.environ.get("SDMESH_AGENT") or DEFAULT_AGENT
     try:
-        with urllib.request.urlopen(call, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        message = error.read().decode(errors="replace").strip() or error.reason
-        click.echo(f"sdmesh: error: {message}", err=True)
-        sys.exit(EXIT_BAD_INPUT if 400 <= error.code < 500 else EXIT_FAILURE)
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        click.echo(
-            f"sdmesh: error: cannot reach the agent at {agent} ({reason}); is 'sdmesh join' "
-            "running there? (--agent URL or SDMESH_AGENT picks another)",
-            err=True,
-        )
-        sys.exit(EXIT_FAILURE)
+        pools = call(str(agent), "GET", "/v1/pools", timeout=1.0)
+        names = [str(item["pool"]) for item in pools]
+    except (AgentError, KeyError, TypeError):
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 @click.command()
-@click.argument("file", metavar="FILE")
+@click.argument("file", metavar="FILE", type=click.Path(allow_dash=True))
 @click.option("--name", "pool_name", metavar="POOL", help="Pool id [FILE's name + random].")
 @click.option("--wait", is_flag=True, help="Follow the pool until it runs or fails.")
 @click.option("--dry-run", is_flag=True, help="Print the placement; create nothing.")
@@ -104,8 +95,13 @@ def submit(
     elif not as_json:
         click.echo(pool)
     if wait:
-        state = follow(agent, pool, ("running", "failed", "terminated"), as_json)
-        sys.exit(0 if state == "running" else EXIT_FAILURE)
+        view = PoolView(pool, output_mode(as_json, sys.stdout), goal="running")
+        final = follow(agent, pool, FINAL_STATES, view)
+        if final["state"] != "running":
+            if as_json:  # the other modes said it on stdout
+                reason = f": {final['reason']}" if final.get("reason") else ""
+                click.echo(f"sdmesh: error: pool {pool} {final['state']}{reason}", err=True)
+            sys.exit(EXIT_FAILURE)
 
 
 def _print_plan(answer: dict[str, Any], as_json: bool) -> None:
@@ -120,37 +116,8 @@ def _print_plan(answer: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  cannot place {item['path']}: {item['reason']}", err=True)
 
 
-def follow(agent: str, pool: str, until: tuple[str, ...], as_json: bool) -> str:
-    """Poll the pool's status, printing each component change, until a state in ``until``."""
-    seen: dict[str, str] = {}
-    while True:
-        status = request(agent, "GET", f"/v1/pools/{pool}")
-        for component in status.get("components", []):
-            key, state = component["path"], component["state"]
-            if seen.get(key) != state:
-                seen[key] = state
-                event = {
-                    "pool": pool,
-                    "path": key,
-                    "kind": component.get("kind", ""),
-                    "state": state,
-                    "host": component.get("host", ""),
-                    "domain": component.get("domain", ""),
-                }
-                if as_json:
-                    click.echo(json.dumps(event))
-                else:
-                    click.echo(f"{key} {state} on {event['host'] or '-'}")
-        if status["state"] in until:
-            if not as_json:
-                reason = f" ({status['reason']})" if status.get("reason") else ""
-                click.echo(f"pool {pool} {status['state']}{reason}")
-            return str(status["state"])
-        time.sleep(POLL_SECONDS)
-
-
 @click.command()
-@click.argument("pool", required=False)
+@click.argument("pool", required=False, shell_complete=complete_pool)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @agent_option
 def status(pool: str | None, as_json: bool, agent: str) -> None:
@@ -170,27 +137,26 @@ def status(pool: str | None, as_json: bool, agent: str) -> None:
         click.echo(json.dumps(found, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
     reason = f" ({found['reason']})" if found.get("reason") else ""
     click.echo(
         f"pool {found['pool']}: {found['state']}{reason}, shepherd {found['shepherd']}, "
         f"generation {found['generation']}"
     )
-    table = Table("component", "kind", "host", "state", "domain", box=None)
-    for component in found["components"]:
-        table.add_row(
-            component["path"],
-            component.get("kind", ""),
-            component.get("host", ""),
-            component["state"],
-            component.get("domain", ""),
-        )
-    Console(soft_wrap=True).print(table)
+    table = components_table(found, domains=True)
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    # Not a terminal: wide enough that paths and domain names are never cut, and no padding
+    # at the ends of lines.
+    console = Console(width=250)
+    with console.capture() as captured:
+        console.print(table)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 @click.command()
-@click.argument("pool")
+@click.argument("pool", shell_complete=complete_pool)
 @click.option("--wait", is_flag=True, help="Follow it until every host has torn it down.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (event lines with --wait).")
 @agent_option
@@ -202,5 +168,5 @@ def terminate(pool: str, wait: bool, as_json: bool, agent: str) -> None:
     elif not as_json:
         click.echo(f"terminating {pool}")
     if wait:
-        state = follow(agent, pool, ("terminated", "failed"), as_json)
-        sys.exit(0 if state in ("terminated", "failed") else EXIT_FAILURE)
+        view = PoolView(pool, output_mode(as_json, sys.stdout), goal="terminated")
+        follow(agent, pool, ("terminated", "failed"), view)

@@ -13,6 +13,8 @@ Typical driver loop::
 from sdmesh.membership.actions import (
     Action,
     CancelTimer,
+    ForceLeaveOutcome,
+    ForceLeaveResult,
     JoinCompleted,
     JoinFailed,
     LeaveCompleted,
@@ -28,6 +30,7 @@ from sdmesh.membership.config import MembershipConfig
 from sdmesh.membership.core import Membership, Phase, Stats
 from sdmesh.membership.events import (
     Event,
+    ForceLeave,
     JoinRequested,
     LeaveRequested,
     MetaUpdated,
@@ -69,6 +72,9 @@ __all__ = [
     "Compound",
     "Dead",
     "Event",
+    "ForceLeave",
+    "ForceLeaveOutcome",
+    "ForceLeaveResult",
     "JoinCompleted",
     "JoinFailed",
     "JoinRequested",

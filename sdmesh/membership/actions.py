@@ -103,6 +103,39 @@ class LeaveCompleted:
     """Our departure has been gossiped; the driver can close its sockets."""
 
 
+class ForceLeaveOutcome(enum.Enum):
+    """What a ``ForceLeave`` did; only ``LEFT`` and ``ALREADY_LEFT`` mean it is out."""
+
+    LEFT = "left"
+    """It was dead here; it is left now, and the notice is gossiped to every member."""
+    ALREADY_LEFT = "already-left"
+    """Nothing to do: it left (or was forced out) before."""
+    UNKNOWN = "unknown"
+    """No such member in our view (never seen, or already reaped)."""
+    ALIVE = "alive"
+    """Refused: it answers probes, so it is no failed member."""
+    SUSPECT = "suspect"
+    """Refused: it may still refute; its verdict comes within seconds."""
+    SELF = "self"
+    """Refused: that is us; a graceful ``LeaveRequested`` is the way out."""
+    NOT_RUNNING = "not-running"
+    """Refused: we are leaving ourselves."""
+
+    @property
+    def done(self) -> bool:
+        """The member is out of our view's majority count now."""
+        return self is ForceLeaveOutcome.LEFT or self is ForceLeaveOutcome.ALREADY_LEFT
+
+
+@dataclass(frozen=True, slots=True)
+class ForceLeaveResult:
+    """The answer to a ``ForceLeave``; ``member`` is our view of it afterwards, if we know it."""
+
+    name: str
+    outcome: ForceLeaveOutcome
+    member: Member | None = None
+
+
 Action = (
     Send
     | OpenStream
@@ -114,4 +147,5 @@ Action = (
     | JoinCompleted
     | JoinFailed
     | LeaveCompleted
+    | ForceLeaveResult
 )

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from sdmesh.membership.actions import (
     Action,
     CancelTimer,
+    ForceLeaveOutcome,
+    ForceLeaveResult,
     JoinCompleted,
     JoinFailed,
     LeaveCompleted,
@@ -55,6 +57,7 @@ from sdmesh.membership.config import (
 )
 from sdmesh.membership.events import (
     Event,
+    ForceLeave,
     JoinRequested,
     LeaveRequested,
     MetaUpdated,
@@ -142,6 +145,8 @@ class Stats:
     deaths_declared: int = 0
     """Suspicions that expired here."""
     refutations: int = 0
+    forced_leaves: int = 0
+    """Dead members we marked left on an operator's ``ForceLeave``."""
     datagrams_sent: int = 0
     streams_opened: int = 0
     pings_for_others: int = 0
@@ -306,6 +311,8 @@ class Membership:
             self._on_join(event.seed_addrs)
         elif isinstance(event, LeaveRequested):
             self._on_leave()
+        elif isinstance(event, ForceLeave):
+            self._on_force_leave(event.name)
         elif isinstance(event, MetaUpdated):
             self._on_meta(event.meta)
         elif isinstance(event, Preload):
@@ -370,6 +377,32 @@ class Membership:
         for target in self._table.sample(self.config.gossip_nodes, alive_only=False):
             self._send(target.addr, [])
         self._arm(LEAVE, self._now + self.config.leave_timeout)
+
+    def _on_force_leave(self, name: str) -> None:
+        """Serf's force-leave: mark a dead member left, and gossip that as a ``left`` notice
+        at its own incarnation, from us. Every member then counts it as gone (the majority
+        rule stops waiting for it) and stops trying to reconnect to it. The incarnation is
+        not raised: only the member may do that, so if it was alive after all its next word
+        (a refutation of the notice, when it reaches it) beats ours and it rejoins."""
+        record = self._table.get(name)
+        if self._phase is not Phase.RUNNING:
+            outcome = ForceLeaveOutcome.NOT_RUNNING
+        elif name == self._name:
+            outcome = ForceLeaveOutcome.SELF
+        elif record is None:
+            outcome = ForceLeaveOutcome.UNKNOWN
+        elif record.state is State.LEFT:
+            outcome = ForceLeaveOutcome.ALREADY_LEFT
+        elif record.state is State.ALIVE:
+            outcome = ForceLeaveOutcome.ALIVE
+        elif record.state is State.SUSPECT:
+            outcome = ForceLeaveOutcome.SUSPECT
+        else:
+            self._on_dead(Dead(name, record.incarnation, self._name, left=True))
+            self.stats.forced_leaves += 1
+            outcome = ForceLeaveOutcome.LEFT
+        member = record.snapshot() if record is not None else None
+        self._out.append(ForceLeaveResult(name, outcome, member))
 
     def _finish_leave(self) -> None:
         self._phase = Phase.STOPPED

@@ -73,6 +73,18 @@ class LeaveRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ForceLeave:
+    """An operator says the failed member ``name`` is gone for good (Serf's ``force-leave``).
+
+    A dead member still counts against the majority the pools need until it is reaped (a
+    day later); a forced leave makes every member see it as left now. Only a dead member is
+    forced out: the core answers with one ``ForceLeaveResult`` saying what it did or why not.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Publish a rumor: the core stamps it with its Lamport clock and our name, stores it,
     reports ``RumorLearned`` and gossips it. ``handle`` raises ``ValueError`` (a
@@ -100,6 +112,7 @@ Event = (
     | StreamFailed
     | JoinRequested
     | LeaveRequested
+    | ForceLeave
     | MetaUpdated
     | Publish
 )

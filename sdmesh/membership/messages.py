@@ -143,7 +143,8 @@ class Suspect:
 
 @dataclass(frozen=True, slots=True)
 class Dead:
-    """``name`` is dead at ``incarnation``; with ``left`` it departed gracefully itself."""
+    """``name`` is dead at ``incarnation``; with ``left`` it departed: gracefully itself
+    (``sender`` is ``name``), or forced out by an operator at ``sender`` (``ForceLeave``)."""
 
     name: str
     incarnation: int

@@ -5,7 +5,9 @@ first order only if its real capacity, minus what it already promised, can hold 
 several shepherds placing at once can never overcommit it. It refuses orders from an older
 generation than it has seen for the pool (fencing), and answers again, at once, for work it
 has already done, so a new shepherd replaying the lifecycle never starts anything twice. A
-pool's termination record makes it tear down everything of that pool, whoever asks.
+pool's termination record makes it tear down everything of that pool, whoever asks. A host
+whose agent is leaving admits nothing new (what it already runs stays, and keeps running
+after the agent is gone), and says what it holds so a successor can trust it.
 """
 
 from __future__ import annotations
@@ -68,7 +70,14 @@ class CapacityChanged:
     memory_mib: int
 
 
-Event = OrderReceived | LeafFinished | LeafDied | PoolTerminated | Recovered | CapacityChanged
+@dataclass(frozen=True)
+class Leaving:
+    """The agent is leaving the mesh: admit no new unit (a shepherd places it elsewhere)."""
+
+
+Event = (
+    OrderReceived | LeafFinished | LeafDied | PoolTerminated | Recovered | CapacityChanged | Leaving
+)
 
 # ------------------------------------------------------------------------------ actions
 
@@ -138,6 +147,7 @@ class HostCore:
         self.memory_mib = memory_mib
         self.vcpu_ratio = vcpu_ratio
         self.pools: dict[str, _Pool] = defaultdict(_Pool)
+        self.leaving = False
         self._actions: list[Action] = []
 
     # ======================================================================= interface
@@ -155,6 +165,8 @@ class HostCore:
             self._on_recovered(event)
         elif isinstance(event, CapacityChanged):
             self.vcpus, self.memory_mib = event.vcpus, event.memory_mib
+        elif isinstance(event, Leaving):
+            self.leaving = True
         actions, self._actions = self._actions, []
         return actions
 
@@ -174,6 +186,26 @@ class HostCore:
             for path, leaf in state.leaves.items()
             if leaf.state not in ("new", "terminating")
         }
+
+    def holdings(self, pool: str) -> dict[str, str]:
+        """Leaves of ``pool`` settled here (no operation under way): path -> ``deployed`` or
+        ``running``. What a leaving host vouches for to the pool's next shepherd."""
+        state = self.pools.get(pool)
+        if state is None:
+            return {}
+        return {
+            path: leaf.state
+            for path, leaf in state.leaves.items()
+            if leaf.op is None and not leaf.then and leaf.state in ("deployed", "running")
+        }
+
+    def busy(self) -> bool:
+        """Some leaf operation is under way (or queued) on this host."""
+        return any(
+            leaf.op is not None or leaf.then
+            for pool in self.pools.values()
+            for leaf in pool.leaves.values()
+        )
 
     def pools_held(self) -> list[str]:
         return sorted(name for name, pool in self.pools.items() if pool.leaves)
@@ -205,7 +237,9 @@ class HostCore:
                 return
             unit = pool.units.get(order.unit)
             if unit is None:
-                problem = self._admit(order)
+                problem = (
+                    self._admit(order) if not self.leaving else f"{self.name} is leaving the mesh"
+                )
                 if problem is not None:
                     self._answer(order, "refused", problem, pool)
                     return

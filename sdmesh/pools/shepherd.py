@@ -18,16 +18,23 @@ Around the engine the core owns what a coordinator-free pool needs:
   operations are replayed there; the engine never notices), others end abnormally and the
   lifecycle rules decide what follows;
 * reconciliation: a host's inventory of what it runs is compared with the placement, and
-  stale copies (a host that was partitioned away while its units moved) are released.
+  stale copies (a host that was partitioned away while its units moved) are released;
+* graceful departures: a host that *left* (``sdmesh leave``, SIGTERM) keeps its VMs running,
+  so its units stay where they are for ``AWAY_GRACE`` (an agent restart or upgrade) before
+  they count as lost, unlike a host that died or was cut off.
 
 Takeover is a fresh core over the saved record: its engine re-runs deploy and start, and
-hosts answer at once for leaves they already run, so nothing is started twice.
+hosts answer at once for leaves they already run, so nothing is started twice. A hand-over
+(the shepherd leaves) is a takeover told in advance: the leaving core hands its freshest
+record to its successor and never acts again; the successor takes over at a higher
+generation and trusts what the leaving host vouched it runs (it cannot ask it any more).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sdmesh.language.values import ComponentDescription
 from sdmesh.lifecycle import model as lm
@@ -41,7 +48,13 @@ from sdmesh.pools.records import Order, PoolRecord, Report
 
 @dataclass(frozen=True)
 class Begin:
-    """Start the pool (or take it over): deploy and start the whole tree."""
+    """Start the pool (or take it over): deploy and start the whole tree.
+
+    ``vouched``: at a hand-over, what the departing shepherd's own host runs of the pool
+    (host -> leaf path -> ``deployed`` or ``running``). The host is leaving and cannot be
+    asked; its VMs keep running, so its word stands in for the answers it would give."""
+
+    vouched: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,11 @@ class Reported:
 
 @dataclass(frozen=True)
 class MembersChanged:
-    """The live members and what they offer (from gossiped metadata)."""
+    """The live members and what they offer (from gossiped metadata); ``away``: members
+    that left gracefully or are leaving: their VMs keep running without an agent."""
 
     offers: tuple[HostOffer, ...]
+    away: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,23 @@ class TimerFired:
     name: str
 
 
-Event = Begin | Answered | Reported | MembersChanged | Inventory | TerminateRequested | TimerFired
+@dataclass(frozen=True)
+class HandOver:
+    """This agent is leaving: give the pool to ``successor`` (empty: nobody is left)."""
+
+    successor: str
+
+
+Event = (
+    Begin
+    | Answered
+    | Reported
+    | MembersChanged
+    | Inventory
+    | TerminateRequested
+    | TimerFired
+    | HandOver
+)
 
 # ------------------------------------------------------------------------------ actions
 
@@ -130,10 +161,23 @@ class Warning:
     message: str
 
 
-Action = SaveRecord | SendOrder | SetTimer | ComponentChanged | PoolChanged | Warning
+@dataclass(frozen=True)
+class HandOff:
+    """Hand ``record`` (the freshest state, saved with the same batch) to ``successor``,
+    which takes over at a higher generation. The core is inert from here on: a late answer
+    (``fenced`` by the successor's orders) must not make it re-assert itself."""
+
+    successor: str
+    record: PoolRecord
+
+
+Action = SaveRecord | SendOrder | SetTimer | ComponentChanged | PoolChanged | Warning | HandOff
 
 RETRY_SECONDS = 1.0
 MAX_RETRIES = 5
+#: How long the units of a host that left gracefully stay placed there (its VMs keep
+#: running) before they count as lost: long enough for an agent restart or upgrade.
+AWAY_GRACE = 300.0
 
 
 @dataclass
@@ -180,6 +224,11 @@ class Shepherd:
         #: engine's own operations on their leaves wait until the rebuild is done.
         self.replays: dict[str, deque[tuple[str, str]]] = {}
         self.ended = False
+        #: Hosts that left gracefully -> when their grace ends; what some vouched they run.
+        self.away: dict[str, float] = {}
+        self.vouched: dict[str, dict[str, str]] = {}
+        #: The successor this core handed the pool to; set, the core does nothing more.
+        self.handed_to: str | None = None
         self._actions: list[Action] = []
         self._now = 0.0
         self._engine_timers: dict[str, tuple[str, int]] = {}
@@ -188,14 +237,19 @@ class Shepherd:
     def handle(self, event: Event, now: float) -> list[Action]:
         self._now = now
         self._actions = []
+        if self.handed_to is not None:
+            return []
+        if isinstance(event, HandOver):
+            self.handed_to = event.successor
+            return [SaveRecord(self.record()), HandOff(event.successor, self.record())]
         if isinstance(event, Begin):
-            self._begin()
+            self._begin(event.vouched)
         elif isinstance(event, Answered):
             self._on_answer(event)
         elif isinstance(event, Reported):
             self._on_report(event.report)
         elif isinstance(event, MembersChanged):
-            self._on_members(event.offers)
+            self._on_members(event.offers, event.away)
         elif isinstance(event, Inventory):
             self._on_inventory(event)
         elif isinstance(event, TerminateRequested):
@@ -204,6 +258,7 @@ class Shepherd:
                 self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(event.reason)))
         elif isinstance(event, TimerFired):
             self._on_timer(event.name)
+        self._settle()
         actions, self._actions = self._actions, []
         return actions
 
@@ -233,8 +288,31 @@ class Shepherd:
         return out
 
     # ========================================================================= begin
-    def _begin(self) -> None:
-        units = [u for u in self.layout.units.values()]
+    def _begin(self, vouched: Mapping[str, Mapping[str, str]]) -> None:
+        for host, leaves in vouched.items():
+            self.vouched[host] = dict(leaves)
+            if host not in self.offers and host not in self.away:
+                self._host_away(host)
+        if self.state != "terminating":
+            self._place_all()
+        self._save()
+        self._set_pool(self.state if self.state in ("terminating",) else "deploying")
+        if self.state == "terminating":
+            # A predecessor was terminating it and how far it got is unknown. Replaying the
+            # deploy only to undo it would re-create what it already removed, and miss what
+            # the replay had not reached yet: release every leaf still placed on a live host
+            # instead (a host answers at once for what it no longer has), and end.
+            self._release_everything()
+            self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(self.reason)))
+        else:
+            self._feed(lm.StartApplication())
+
+    def _place_all(self) -> None:
+        """Place every unit not on a live member. Units on a host that left stay there (its
+        VMs run on); local leaves go with the shepherd."""
+        units = [
+            u for u in self.layout.units.values() if self.placement.get(u.path) not in self.away
+        ]
         placed = {u: h for u, h in self.placement.items() if h in self.offers}
         plan = place([u.demand for u in units], self.offers.values(), already=placed)
         self.placement.update(plan.assignments)
@@ -243,14 +321,27 @@ class Shepherd:
                 self.placement[local] = self.me
         for missing in plan.unplaced:
             self._warn(missing.path, f"cannot be placed: {missing.reason}")
-        self._save()
-        self._set_pool(self.state if self.state in ("terminating",) else "deploying")
-        if self.state == "terminating":
-            # A predecessor was terminating it: finish the job, in order, from the start.
-            self._feed(lm.StartApplication())
-            self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(self.reason)))
-        else:
-            self._feed(lm.StartApplication())
+
+    def _release_everything(self) -> None:
+        for unit_path, host in sorted(self.placement.items()):
+            unit = self.layout.units.get(unit_path)
+            leaves = unit.leaves if unit is not None else (unit_path,)
+            for path in reversed(leaves):  # a VM before its disks
+                leaf = self.leaves.get(path)
+                if leaf is not None:
+                    leaf.state = "terminated"
+                    leaf.host = host
+                if host in self.offers:
+                    order = Order(
+                        self.pool,
+                        self.generation,
+                        self.me,
+                        self.digest,
+                        path,
+                        "terminate",
+                        unit_path,
+                    )
+                    self._actions.append(SendOrder(host, order))
 
     # ================================================================ engine plumbing
     def _feed(self, event: lm.Event) -> None:
@@ -291,11 +382,19 @@ class Shepherd:
             self._warn(action.path, action.message)
 
     def _root_changed(self, state: lm.State, record: lm.TerminationRecord | None) -> None:
-        if state is lm.State.RUNNING:
-            self._set_pool("running")
-            self._save()
-        elif state is lm.State.TERMINATING and self.state not in ("terminating",):
+        if state is lm.State.TERMINATING and self.state not in ("terminating",):
             self._set_pool("terminating", record.description if record else "")
+
+    def _settle(self) -> None:
+        """The pool runs once its root does and no leaf operation is under way: a Parallel
+        with ``asynchCreateChild`` counts as started before its children are up, and
+        ``submit --wait`` must not return before the VMs are."""
+        if self.state != "deploying" or self.engine.root.state is not lm.State.RUNNING:
+            return
+        if self.replays or any(leaf.engine_op is not None for leaf in self.leaves.values()):
+            return
+        self._set_pool("running")
+        self._save()
 
     def _engine_op(self, path: str, op: str) -> None:
         leaf = self.leaves.get(path)
@@ -308,6 +407,15 @@ class Shepherd:
         if op == "terminate" and (host is None or host not in self.offers):
             # Nothing to ask of a dead or unknown host; it cleans up when it comes back.
             self._engine_done(leaf, None)
+            return
+        if host is not None and host in self.away:
+            if self._vouched_for(host, path, op):
+                leaf.host = host  # it runs there and keeps running: done, as the host said
+                self._engine_done(leaf, None)
+            elif self._move(leaf.unit, reason=f"{host} left without it"):
+                self._replay_unit(leaf.unit)  # what the unit has done so far, then this op
+            else:
+                self._engine_done(leaf, f"no live host can take {leaf.unit}")
             return
         if host is None or host not in self.offers:
             if not self._move(leaf.unit, reason=f"{host or 'no host'} is not a live member"):
@@ -350,12 +458,15 @@ class Shepherd:
     def _on_answer(self, answer: Answered) -> None:
         order = answer.order
         leaf = self.leaves.get(order.path)
-        if leaf is None or order.generation != self.generation or leaf.host != answer.host:
-            return  # about an order we have since replaced
+        if leaf is None or leaf.host != answer.host or order.op != self._awaited(leaf):
+            # About an order we have since replaced: the unit moved, or the leaf moved on.
+            # Not the generation: moving one unit bumps it, and answers to the orders sent
+            # to the other units before the bump still count (a refusal must not be lost).
+            return
         if answer.outcome == "accepted":
             return
         if answer.outcome == "fenced":
-            if answer.seen >= self.generation:
+            if order.generation == self.generation and answer.seen >= self.generation:
                 # Another shepherd got there during a partition; we are the rightful one now.
                 self.generation = answer.seen + 1
                 self._save()
@@ -375,6 +486,15 @@ class Shepherd:
             self._resend(leaf, order.op)
         else:
             self._op_failed(leaf, order.op, f"{answer.host} refused: {answer.reason}")
+
+    def _awaited(self, leaf: _Leaf) -> str | None:
+        """The operation this leaf waits for a host to do: the head of its unit's rebuild,
+        else the engine's."""
+        chain = self.replays.get(leaf.unit)
+        if chain:
+            path, op = chain[0]
+            return op if path == leaf.path else None
+        return leaf.engine_op
 
     def _on_report(self, report: Report) -> None:
         leaf = self.leaves.get(report.path)
@@ -398,30 +518,55 @@ class Shepherd:
             self._engine_done(leaf, report.error)
 
     # =============================================================== failures and HA
-    def _on_members(self, offers: tuple[HostOffer, ...]) -> None:
+    def _on_members(self, offers: tuple[HostOffer, ...], away: frozenset[str]) -> None:
         before = set(self.offers)
         self.offers = {offer.name: offer for offer in offers}
-        for gone in sorted(before - set(self.offers)):
+        for back in [host for host in self.away if host in self.offers]:
+            del self.away[back]  # its agent is back: its inventory reconciles what it runs
+            self.vouched.pop(back, None)
+        for host in sorted(away - set(self.offers) - set(self.away)):
+            self._host_away(host)
+        for gone in sorted(before - set(self.offers) - set(self.away)):
             self._host_down(gone)
+
+    def _host_away(self, host: str) -> None:
+        """A host left gracefully: its VMs keep running, so its units stay placed there for
+        ``AWAY_GRACE``; only units with an operation under way there count as lost now (the
+        host will not finish it)."""
+        self.away[host] = self._now + AWAY_GRACE
+        self._arm(f"away:{host}", AWAY_GRACE)
+        for unit_path in [u for u, h in self.placement.items() if h == host]:
+            if unit_path in self.replays or any(
+                leaf.unit == unit_path and leaf.engine_op is not None
+                for leaf in self.leaves.values()
+            ):
+                self._unit_down(unit_path, host, "left in the middle of an operation")
+
+    def _vouched_for(self, host: str, path: str, op: str) -> bool:
+        state = self.vouched.get(host, {}).get(path)
+        return state == "running" or (op == "deploy" and state == "deployed")
 
     def _host_down(self, host: str) -> None:
         for unit_path in [u for u, h in self.placement.items() if h == host]:
-            leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
-            unit = self.layout.units.get(unit_path)
-            restart = unit.restart if unit is not None else "always"  # local leaves follow us
-            active = [leaf for leaf in leaves if leaf.state not in ("created", "terminated")]
-            if not active or self.engine.root.state.ended:
-                continue
-            if self.state == "terminating":
-                for leaf in active:
-                    if leaf.engine_op == "terminate":
-                        self._engine_done(leaf, None)
-                continue
-            if restart != "never" and self._move(unit_path, reason=f"{host} died"):
-                self._replay_unit(unit_path)
-                continue
+            self._unit_down(unit_path, host)
+
+    def _unit_down(self, unit_path: str, host: str, why: str = "died") -> None:
+        leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
+        unit = self.layout.units.get(unit_path)
+        restart = unit.restart if unit is not None else "always"  # local leaves follow us
+        active = [leaf for leaf in leaves if leaf.state not in ("created", "terminated")]
+        if not active or self.engine.root.state.ended:
+            return
+        if self.state == "terminating":
             for leaf in active:
-                self._leaf_gone(leaf, f"its host {host} died")
+                if leaf.engine_op == "terminate":
+                    self._engine_done(leaf, None)
+            return
+        if restart != "never" and self._move(unit_path, reason=f"{host} {why}"):
+            self._replay_unit(unit_path)
+            return
+        for leaf in active:
+            self._leaf_gone(leaf, f"its host {host} {why}")
 
     def _host_failed(self, leaf: _Leaf, op: str, reason: str) -> None:
         self._op_failed(leaf, op, reason)
@@ -573,6 +718,13 @@ class Shepherd:
         engine_timer = self._engine_timers.pop(name, None)
         if engine_timer is not None:
             self._feed(lm.TimerFired(*engine_timer))
+        elif name.startswith("away:"):
+            gone = name[5:]
+            ends = self.away.get(gone)
+            if ends is not None and ends <= self._now and gone not in self.offers:
+                del self.away[gone]  # not back in time: its units are lost, as if it died
+                self.vouched.pop(gone, None)
+                self._host_down(gone)
         elif name.startswith("retry:"):
             path, op = name[6:].rsplit(":", 1)
             leaf = self.leaves.get(path)

@@ -23,6 +23,7 @@ from sdmesh.membership import (
     Address,
     CancelTimer,
     Event,
+    ForceLeave,
     JoinRequested,
     LeaveCompleted,
     LeaveRequested,
@@ -171,6 +172,11 @@ class Simulator:
 
     def leave(self, name: str) -> None:
         self.feed(self.nodes[name], LeaveRequested())
+
+    def force_leave(self, name: str, member: str) -> None:
+        """An operator at ``name`` forces the failed ``member`` out (listeners get the
+        ``ForceLeaveResult``)."""
+        self.feed(self.nodes[name], ForceLeave(member))
 
     def update_meta(self, name: str, meta: Meta) -> None:
         node = self.nodes[name]

@@ -199,3 +199,39 @@ def test_concurrent_submissions_onto_tight_capacity_never_overcommit(pool_mesh: 
     for name in names:
         # 1 GiB hosts hold at most four 256 MiB VMs: the host admits, never the shepherd alone.
         assert len(pool_mesh.domains(name)) <= 4, (name, pool_mesh.domains(name))
+
+
+def test_leave_of_the_shepherd_hands_its_pool_over(pool_mesh: PoolMesh) -> None:
+    from sdmesh.pools.ownership import successors
+
+    names = [f"l{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        pool_mesh.start_host(name, names[0] if i else None, cpus=4, memory_mib=4096)
+    pool_mesh.wait(
+        lambda: all(len(pool_mesh.view(n)) == 3 for n in names), 30, "the three never agreed"
+    )
+    pool_mesh.cli("l0", "submit", pool_file(pool_mesh.root, 2, restart="never"), "--name", "lv")
+    pool_mesh.wait(lambda: pool_mesh.status("l0", "lv")["state"] == "running", 30, "lv never ran")
+    before = pool_mesh.status("l0", "lv")
+    leaver = str(before["shepherd"])
+    successor = successors("lv", names, leaver)[0]
+    stayers = [n for n in names if n != leaver]
+    pool_mesh.cli(leaver, "leave")
+    assert pool_mesh.procs[leaver].wait(timeout=30) == 0
+    log = (pool_mesh.root / f"{leaver}.log").read_text()
+    assert f"pool lv: handed over to {successor}" in log, log[-2000:]
+    pool_mesh.wait(
+        lambda: all(
+            (s := pool_mesh.status(n, "lv"))["state"] == "running" and s["shepherd"] == successor
+            for n in stayers
+        ),
+        30,
+        f"{successor} never showed as the shepherd of lv",
+    )
+    after = pool_mesh.status(stayers[0], "lv")
+    assert int(str(after["generation"])) > int(str(before["generation"]))
+    assert vm_hosts(after) == vm_hosts(before)  # the leaver's VMs stay in the pool
+    via = next(n for n in stayers if n != successor)
+    pool_mesh.cli(via, "terminate", "lv", "--wait")
+    for name in stayers:
+        assert not [d for d in pool_mesh.domains(name) if d.startswith("sdm-lv-")]

@@ -2,7 +2,8 @@
 
 Every host is a :class:`HostCore` whose leaf operations finish after a fixed delay; shepherds
 are :class:`Shepherd` cores; messages (orders, answers, reports) travel with a latency and can
-be cut by partitions or host deaths. Nothing here is asyncio: a heap of timed events.
+be cut by partitions, host deaths or graceful leaves (the agent goes, its VMs stay). Nothing
+here is asyncio: a heap of timed events.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class SimHost:
     name: str
     core: hc.HostCore
     alive: bool = True
+    #: The agent left gracefully: nothing reaches it, but its VMs keep running.
+    left: bool = False
     #: Leaves that really exist here (what libvirt would list): (pool, path) -> running?
     real: dict[tuple[str, str], bool] = field(default_factory=dict)
     started: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -50,6 +53,7 @@ class Cluster:
         self.cut: set[frozenset[str]] = set()
         self.log: list[str] = []
         self.warnings: list[str] = []
+        self.handoffs: list[tuple[str, sc.HandOff]] = []
 
     # ------------------------------------------------------------------- scheduling
     def at(self, delay: float, call: Callable[[], None]) -> None:
@@ -64,14 +68,21 @@ class Cluster:
         self.now = max(self.now, min(until, self.now if not self.queue else until))
 
     def reachable(self, a: str, b: str) -> bool:
-        return self.hosts[a].alive and self.hosts[b].alive and frozenset((a, b)) not in self.cut
+        ends = (self.hosts[a], self.hosts[b])
+        return all(h.alive and not h.left for h in ends) and frozenset((a, b)) not in self.cut
 
     def offers(self, viewer: str | None = None) -> tuple[HostOffer, ...]:
         return tuple(
             HostOffer(h.name, h.core.vcpus, h.core.memory_mib, h.core.memory_mib)
             for h in self.hosts.values()
-            if h.alive and (viewer is None or viewer == h.name or self.reachable(viewer, h.name))
+            if h.alive
+            and not h.left
+            and (viewer is None or viewer == h.name or self.reachable(viewer, h.name))
         )
+
+    def away(self) -> frozenset[str]:
+        """Hosts whose agent left gracefully (their VMs run on)."""
+        return frozenset(h.name for h in self.hosts.values() if h.alive and h.left)
 
     # -------------------------------------------------------------------- shepherds
     def submit(self, text: str, pool: str, shepherd: str, generation: int = 1) -> sc.Shepherd:
@@ -91,9 +102,35 @@ class Cluster:
         self.feed_shepherd(pool, shepherd, sc.Begin())
         return core
 
+    def take_over(
+        self,
+        text: str,
+        record: PoolRecord,
+        at: str,
+        vouched: dict[str, dict[str, str]] | None = None,
+    ) -> sc.Shepherd:
+        """A successor at ``at`` takes the pool over from ``record`` (a higher generation),
+        told first who is away, then trusting what ``vouched`` hosts said they run."""
+        resolved = resolve_text(text)
+        mine = PoolRecord(
+            record.pool,
+            record.digest,
+            record.generation + 1,
+            at,
+            "deploying" if record.state == "running" else record.state,
+            record.placement,
+            record.reason,
+        )
+        tree = resolved.root
+        core = sc.Shepherd(mine, tree, layout(tree), {}, self.offers(at))
+        self.shepherds[(record.pool, at)] = core
+        self.feed_shepherd(record.pool, at, sc.MembersChanged(self.offers(at), self.away()))
+        self.feed_shepherd(record.pool, at, sc.Begin(vouched or {}))
+        return core
+
     def feed_shepherd(self, pool: str, at: str, event: sc.Event) -> None:
         core = self.shepherds.get((pool, at))
-        if core is None or not self.hosts[at].alive:
+        if core is None or not self.hosts[at].alive or self.hosts[at].left:
             return
         for action in core.handle(event, self.now):
             self.shepherd_action(pool, at, action)
@@ -112,6 +149,8 @@ class Cluster:
             )
         elif isinstance(action, sc.Warning):
             self.warnings.append(f"{action.path}: {action.message}")
+        elif isinstance(action, sc.HandOff):
+            self.handoffs.append((pool, action))
 
     def send_order(self, pool: str, src: str, dst: str, order: Order) -> None:
         def deliver() -> None:
@@ -128,7 +167,7 @@ class Cluster:
     # ------------------------------------------------------------------------ hosts
     def host_event(self, name: str, event: hc.Event, reply_to: str | None = None) -> None:
         host = self.hosts[name]
-        if not host.alive:
+        if not host.alive or host.left:
             return
         for action in host.core.handle(event):
             if isinstance(action, hc.Answer):
@@ -143,6 +182,10 @@ class Cluster:
         _, memory = host.core.committed
         host.max_memory = max(host.max_memory, memory)
 
+    def handed_off(self, pool: str) -> list[sc.HandOff]:
+        """HandOff actions seen for ``pool`` (the leaving shepherd's last word)."""
+        return [h for p, h in self.handoffs if p == pool]
+
     def reply(self, src: str, dst: str, pool: str, answer: sc.Answered) -> None:
         if self.reachable(src, dst):
             self.feed_shepherd(pool, dst, answer)
@@ -155,8 +198,8 @@ class Cluster:
         key = (action.pool, action.path)
 
         def finish() -> None:
-            if not host.alive:
-                return
+            if not host.alive or host.left:
+                return  # a leaving agent waits for its operations; one that left is gone
             if action.op == "deploy":
                 host.real[key] = False
             elif action.op == "start":
@@ -175,6 +218,16 @@ class Cluster:
         host.real.clear()
         self.membership_changed()
 
+    def leave(self, name: str) -> None:
+        """The host's agent leaves gracefully: it is gone, its VMs keep running."""
+        self.hosts[name].left = True
+        self.membership_changed()
+
+    def come_back(self, name: str) -> None:
+        """The agent that left starts again (what it runs is still there)."""
+        self.hosts[name].left = False
+        self.membership_changed()
+
     def partition(self, name: str) -> None:
         for other in self.hosts:
             if other != name:
@@ -187,7 +240,7 @@ class Cluster:
 
     def membership_changed(self) -> None:
         for (pool, at), _core in list(self.shepherds.items()):
-            self.feed_shepherd(pool, at, sc.MembersChanged(self.offers(at)))
+            self.feed_shepherd(pool, at, sc.MembersChanged(self.offers(at), self.away()))
 
     def send_inventory(self, host: str, pool: str, shepherd: str) -> None:
         leaves = self.hosts[host].core.inventory(pool)

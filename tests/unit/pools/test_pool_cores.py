@@ -263,3 +263,42 @@ def test_a_thousand_vms_over_hundreds_of_hosts(hosts_count: int, vms: int) -> No
     cluster.feed_shepherd("big", "h0", sc.TerminateRequested())
     cluster.run()
     assert cluster.anything_left("big") == []
+
+
+def test_refusals_answered_after_another_unit_moved_still_count() -> None:
+    # Moving one refused unit bumps the generation; the refusals of the other units' orders,
+    # sent before the bump, must still lead to re-placement or failure, never to a leaf
+    # waiting forever (seen on real agents: a pool stuck in "deploying").
+    sizes = {"h0": (2, 2048), "h1": (3, 3072), "h2": (4, 4096), "h3": (5, 5120), "h4": (6, 6144)}
+    cluster = Cluster(sizes)
+    cores = [
+        cluster.submit(pool_text(5, memory=1536), name, shepherd)
+        for name, shepherd in (("a", "h3"), ("b", "h2"), ("c", "h1"))
+    ]
+    cluster.run()
+    for core in cores:
+        assert core.state in ("running", "failed"), (core.pool, core.state)
+        assert all(leaf.engine_op is None for leaf in core.leaves.values()), core.pool
+        if core.state == "failed":
+            assert cluster.anything_left(core.pool) == []
+    for host in cluster.hosts.values():
+        assert host.max_memory <= host.core.memory_mib, host.name
+
+
+def test_pool_is_running_only_once_its_vms_are() -> None:
+    # A Parallel with asynchCreateChild counts as started before its children are up; the
+    # pool (and `submit --wait`) must wait for them.
+    cluster = Cluster(hosts(3))
+    core = cluster.submit(pool_text(4, parallel=True), "web", "h0")
+    states: list[tuple[str, int]] = []
+    feed = cluster.feed_shepherd
+
+    def watching(pool: str, at: str, event: sc.Event) -> None:
+        feed(pool, at, event)
+        if not states or states[-1][0] != core.state:
+            states.append((core.state, len(cluster.running("web"))))
+
+    cluster.feed_shepherd = watching  # type: ignore[method-assign]
+    cluster.run()
+    assert core.state == "running"
+    assert ("running", 4) in states and all(n == 4 for s, n in states if s == "running")

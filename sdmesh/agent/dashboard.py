@@ -1,0 +1,171 @@
+"""The web dashboard every agent serves, and the pool templates its form is built from.
+
+``/`` and ``/ui/`` serve a static page (sdmesh/agent/web/: no build step, nothing fetched
+from elsewhere, so it works on offline machines) that talks to this agent's JSON API like the
+CLI does. ``/v1/templates`` turns the tutorial's pools (descriptors/templates/*.sf) into forms:
+users fill in a few fields and the agent fills up the rest and writes the descriptor (seed
+001). Parsing and rendering are sdmesh.pools.templates; this module only does the I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from sdmesh.pools.templates import (
+    POOL_FIELD_NAME,
+    Template,
+    TemplateError,
+    TemplateFormatError,
+    fill,
+    parse_template,
+    render,
+)
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATIC = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+}
+# The page needs nothing from elsewhere; saying so keeps injected markup from loading any.
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def templates_dir() -> Path:
+    """Next to the built-in library, which is found the same way (``$SDMESH_LIBRARY``...)."""
+    from sdmesh.language.library import library_dir
+
+    return library_dir() / "templates"
+
+
+@functools.lru_cache(maxsize=4)
+def load_templates(directory: Path) -> dict[str, Template]:
+    """Every template in ``directory``, by file stem; a broken one is logged and left out so
+    the others stay usable (the unit tests keep the built-in ones valid)."""
+    found: dict[str, Template] = {}
+    for path in sorted(directory.glob("*.sf")) if directory.is_dir() else []:
+        try:
+            found[path.stem] = parse_template(path.stem, path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, TemplateFormatError) as error:
+            log.error("template %s left out: %s", path, error)
+    return found
+
+
+def builtin_templates() -> dict[str, Template]:
+    return load_templates(templates_dir())
+
+
+# ------------------------------------------------------------------------------ page
+async def root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/ui/")
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info.get("file") or "index.html"
+    if name not in STATIC:
+        raise web.HTTPNotFound(text="no such file")
+    content_type = f"{STATIC[name]}; charset=utf-8"
+    return web.FileResponse(WEB_DIR / name, headers={**HEADERS, "Content-Type": content_type})
+
+
+# ------------------------------------------------------------------------- templates
+def _template(request: web.Request) -> Template:
+    name = request.match_info["name"]
+    template = builtin_templates().get(name)
+    if template is None:
+        raise web.HTTPNotFound(
+            text=f"no template {name!r}; GET /v1/templates lists them",
+        )
+    return template
+
+
+def _bad_request(message: str, fields: dict[str, str] | None = None) -> web.HTTPBadRequest:
+    """JSON, unlike the other API errors, so the form can mark each field at fault."""
+    body: dict[str, object] = {"error": message}
+    if fields:
+        body["fields"] = fields
+    return web.HTTPBadRequest(text=json.dumps(body), content_type="application/json")
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    return web.json_response([t.to_json() for t in builtin_templates().values()])
+
+
+async def show_template(request: web.Request) -> web.Response:
+    template = _template(request)
+    return web.json_response({**template.to_json(), "descriptor": render_defaults(template)})
+
+
+def render_defaults(template: Template) -> str:
+    return render(template, fill(template, {}))
+
+
+async def submit_template(request: web.Request) -> web.Response:
+    """``{"fields": {...}, "name"?, "dry_run"?}``: fill, render, then submit the descriptor
+    exactly as ``POST /v1/pools`` would; the answer carries the descriptor it rendered."""
+    from sdmesh.agent.api import _failed, _pools
+    from sdmesh.agent.pools import PoolError
+    from sdmesh.pools.records import check_pool_id
+    from sdmesh.pools.submission import SubmissionError, build_spec, default_pool_name
+
+    template = _template(request)
+    service = _pools(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _bad_request("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise _bad_request("the body must be a JSON object")
+    try:
+        values = fill(template, body.get("fields"))
+    except TemplateError as error:
+        raise _bad_request(str(error), error.errors) from None
+    given, named = body.get("name"), values.get(POOL_FIELD_NAME)
+    if given not in (None, "") and named not in (None, "") and given != named:
+        raise _bad_request("'name' and the field 'name' differ", {"name": "differs from 'name'"})
+    pool = given or named or default_pool_name(template.name)
+    try:
+        if not isinstance(pool, str):
+            raise ValueError("the pool name must be a string")
+        check_pool_id(pool)
+    except ValueError as error:
+        raise _bad_request(str(error), {POOL_FIELD_NAME: str(error)}) from None
+    descriptor = render(template, values)
+    try:
+        spec = build_spec({"descriptor": descriptor, "name": pool}, submitted_by=service.name)
+    except SubmissionError as error:  # a template bug: the unit tests render every one
+        raise _bad_request(str(error)) from None
+    try:
+        if body.get("dry_run"):
+            result = service.dry_run(spec)
+            return web.json_response({**result, "descriptor": descriptor})
+        result = await service.submit(spec)
+    except PoolError as error:
+        raise _failed(error) from None
+    return web.json_response({**result, "descriptor": descriptor}, status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    """The page at ``/`` and ``/ui/``, and the templates API; build_app calls this."""
+    app.router.add_get("/", root)
+    app.router.add_get("/ui", root)
+    app.router.add_get("/ui/", static)
+    app.router.add_get("/ui/{file}", static)
+    app.router.add_get("/v1/templates", list_templates)
+    app.router.add_get("/v1/templates/{name}", show_template)
+    app.router.add_post("/v1/templates/{name}", submit_template)

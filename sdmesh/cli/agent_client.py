@@ -1,0 +1,170 @@
+"""How the CLI reaches an agent's API: the token (``--token``, ``--token-file``) and the CA
+that verifies an https agent (``--ca``), next to ``--agent``.
+
+The options are not passed to the commands: they land in the click context's ``meta``, and
+:func:`open_agent` (the one place requests go out) reads them there. So every command that
+takes ``--agent`` gains them without a new parameter, and so do commands added later.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
+
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+    import urllib.request
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_META = "sdmesh.agent_client"
+
+
+@dataclass
+class Connection:
+    """What a command was told about reaching its agent."""
+
+    token: str | None = None
+    token_file: str | None = None
+    ca: str | None = None
+
+    def bearer(self) -> str | None:
+        """The token to send: ``--token``, else the one in ``--token-file``."""
+        if self.token:
+            return self.token.strip()
+        if self.token_file:
+            from sdmesh.agent.api_auth import read_token_file
+            from sdmesh.agent.config import ConfigError
+
+            try:
+                token, _ = read_token_file(self.token_file, "--token-file")
+            except ConfigError as error:
+                click.echo(f"sdmesh: error: {error}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
+            self.token = token  # read once: --wait polls many times
+            return token
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the agent against ``--ca`` if given, else against the system's CAs."""
+        import ssl
+
+        try:
+            return ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "strerror", None) or error
+            click.echo(f"sdmesh: error: --ca {self.ca}: {reason}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+
+def connection() -> Connection:
+    """This command's connection settings (defaults outside a click command)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return Connection()
+    found = context.meta.setdefault(_META, Connection())
+    assert isinstance(found, Connection)
+    return found
+
+
+def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(context: click.Context, _: click.Parameter, value: Any) -> None:
+        if value is not None:
+            setattr(context.meta.setdefault(_META, Connection()), field, value)
+
+    return callback
+
+
+def connection_options(function: F) -> F:
+    """``--token``, ``--token-file`` and ``--ca`` for a command that has ``--agent``."""
+    function = click.option(
+        "--ca",
+        envvar="SDMESH_CA",
+        metavar="FILE",
+        expose_value=False,
+        callback=_remember("ca"),
+        type=click.Path(dir_okay=False),
+        help="PEM file of the CA (or self-signed certificate) an https agent's certificate "
+        "must chain to [the system's CAs] (also SDMESH_CA).",
+    )(function)
+    function = click.option(
+        "--token-file",
+        envvar="SDMESH_TOKEN_FILE",
+        metavar="FILE",
+        expose_value=False,
+        callback=_remember("token_file"),
+        type=click.Path(dir_okay=False),
+        help="File holding the agent's API token (also SDMESH_TOKEN_FILE).",
+    )(function)
+    return click.option(
+        "--token",
+        envvar="SDMESH_TOKEN",
+        metavar="TOKEN",
+        expose_value=False,
+        callback=_remember("token"),
+        help="The agent's API token, needed unless the agent is on this host (also "
+        "SDMESH_TOKEN; prefer it or --token-file: other users can see arguments).",
+    )(function)
+
+
+def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTPResponse:
+    """``urlopen`` with this command's token and TLS settings. A refused token and a failed
+    TLS handshake become an ``AgentError`` that says what to do about it; every other error
+    is raised as ``urlopen`` raises it."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from sdmesh.cli.client import AgentError  # here: sdmesh.cli.client imports this module
+
+    settings = connection()
+    token = settings.bearer()
+    if token:
+        # Unredirected: a redirect to another host must not carry the token along.
+        call.add_unredirected_header("Authorization", f"Bearer {token}")
+    context = settings.ssl_context() if call.full_url.lower().startswith("https:") else None
+    try:
+        response = urllib.request.urlopen(call, timeout=timeout, context=context)
+    except urllib.error.HTTPError as error:
+        if error.code != 401:
+            raise
+        error.close()
+        given = "was refused" if token else "is needed"
+        raise AgentError(
+            f"the agent at {_origin(call)} answered 401: a token {given}; pass the agent's "
+            "api-token-file with --token-file (or SDMESH_TOKEN_FILE, SDMESH_TOKEN)",
+            EXIT_BAD_INPUT,
+            401,
+        ) from None
+    except urllib.error.URLError as error:
+        if not isinstance(error.reason, ssl.SSLError):
+            raise
+        hint = (
+            "; pass the CA that signed its certificate (or the certificate itself) with --ca "
+            "FILE or SDMESH_CA"
+            if isinstance(error.reason, ssl.SSLCertVerificationError)
+            else ""
+        )
+        reason = getattr(error.reason, "verify_message", None) or error.reason.reason
+        raise AgentError(
+            f"TLS with the agent at {_origin(call)} failed ({reason or error.reason}){hint}",
+            EXIT_FAILURE,
+        ) from None
+    return response  # type: ignore[no-any-return]
+
+
+def _origin(call: urllib.request.Request) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(call.full_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+__all__ = ["Connection", "connection", "connection_options", "open_agent"]
