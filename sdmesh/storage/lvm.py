@@ -10,6 +10,7 @@ snapshot sized by ``snapshot_size`` (default ``100%ORIGIN``, which can never ove
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -31,6 +32,19 @@ from sdmesh.storage.tools import Runner, ToolResult, check_result, require_tool,
 DEVICE_MAPPER_CONTROL = Path("/dev/mapper/control")
 _LV_NAME = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")
 _REPORT_FIELDS = "lv_name,vg_name,lv_path,lv_tags,segtype,origin"
+
+
+def device_mapper_problem(control: Path = DEVICE_MAPPER_CONTROL) -> str | None:
+    """Why device-mapper cannot be used here, or None. The control node may exist in a
+    container whose kernel has no device-mapper driver: only opening it tells."""
+    if not control.exists():
+        return f"{control} is missing"
+    try:
+        fd = os.open(control, os.O_RDONLY)
+    except OSError as error:
+        return f"opening {control}: {error.strerror or error}"
+    os.close(fd)
+    return None
 
 
 @dataclass(frozen=True)
@@ -108,9 +122,10 @@ class LVMStorageBackend:
     def _require_lvm(self) -> None:
         for tool in ("lvs", "lvcreate", "lvremove"):
             require_tool(tool)
-        if not self._dm_control.exists():
+        problem = device_mapper_problem(self._dm_control)
+        if problem is not None:
             raise StorageUnavailable(
-                f"device-mapper is not available on this host ({self._dm_control} is missing), "
+                f"device-mapper is not available on this host ({problem}), "
                 "so LVM snapshots cannot be created",
                 hint="load it with `modprobe dm_snapshot`, or give this pool the qcow2 or "
                 "loopback storage backend",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdmesh.storage import LVMStorageBackend, OwnerTag, VolumeRequest
-from sdmesh.storage.lvm import DEVICE_MAPPER_CONTROL
+from sdmesh.storage.lvm import device_mapper_problem
 
 
 def _skip_reason() -> str | None:
@@ -23,8 +23,9 @@ def _skip_reason() -> str | None:
     ]
     if missing:
         return f"LVM tools missing ({', '.join(missing)}): apt-get install lvm2"
-    if not DEVICE_MAPPER_CONTROL.exists():
-        return "the kernel has no device-mapper (/dev/mapper/control missing)"
+    problem = device_mapper_problem()
+    if problem is not None:
+        return f"the kernel offers no device-mapper ({problem})"
     return None
 
 
