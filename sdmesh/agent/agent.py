@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.events import EventHub, follow_members, follow_pools
 from sdmesh.agent.mesh import MeshNode
-from sdmesh.agent.meta import base_images, member_meta, preliminary_meta
+from sdmesh.agent.meta import (
+    base_images,
+    disk_free_mib,
+    member_meta,
+    preliminary_meta,
+    settled_disk_free,
+)
 from sdmesh.membership import (
     JoinRequested,
     LeaveRequested,
@@ -151,9 +157,10 @@ class Agent:
             self.hypervisor = hypervisor
             caps = await hypervisor.capabilities()
             capacity = await hypervisor.capacity()
-            meta = member_meta(caps, capacity, config.labels, images, api)
+            disk = disk_free_mib(config.state_dir / "volumes")
+            meta = member_meta(caps, capacity, config.labels, images, api, disk)
             node.feed(MetaUpdated(meta))
-            refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api))
+            refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
             stack.callback(refresh.cancel)
 
             # The DHT (kademlia) listens on the gossip port + 1 of every member.
@@ -229,12 +236,19 @@ class Agent:
         return await self.node.handle_stream(request, peer)
 
     async def _refresh_capacity(
-        self, meta: dict[str, object], caps: HostCapabilities, images: list[str], api: str
+        self,
+        meta: dict[str, object],
+        caps: HostCapabilities,
+        images: list[str],
+        api: str,
+        disk: int | None,
     ) -> None:
-        """Tell the mesh when our committed or free memory changes: placement reads it from
-        our metadata. Polled (one cheap libvirt call) rather than hooked to each operation,
-        so VMs started or stopped outside sdmesh count too, and a burst of deploys costs one
-        update per period, not one per VM."""
+        """Tell the mesh when our committed or free memory, or free disk where the volumes
+        live, changes: placement reads them from our metadata. Polled (one cheap libvirt call,
+        one statvfs) rather than hooked to each operation, so VMs started or stopped outside
+        sdmesh count too, and a burst of deploys costs one update per period, not one per VM.
+        Free disk only moves in coarse steps (``settled_disk_free``): guests write all the
+        time."""
         assert self.node is not None and self.hypervisor is not None
         while True:
             await asyncio.sleep(CAPACITY_PERIOD)
@@ -243,7 +257,8 @@ class Agent:
             except Exception as error:  # libvirt restarting: keep the last figures
                 log.debug("capacity refresh failed: %s", error)
                 continue
-            fresh = member_meta(caps, capacity, self.config.labels, images, api)
+            disk = settled_disk_free(disk, disk_free_mib(self.config.state_dir / "volumes"))
+            fresh = member_meta(caps, capacity, self.config.labels, images, api, disk)
             if fresh != meta:
                 meta = fresh
                 self.node.feed(MetaUpdated(meta))

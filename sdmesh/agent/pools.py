@@ -259,6 +259,7 @@ class PoolService:
                     int(capacity.get("memory_mib", 0)),
                     _free_memory_mib(capacity),
                     frozenset(str(label) for label in labels),
+                    _disk_free_mib(capacity),
                 )
             )
         return tuple(out)
@@ -1072,6 +1073,7 @@ class PoolService:
                     "host": plan.assignments.get(unit.path),
                     "vcpus": unit.demand.vcpus,
                     "memory_mib": unit.demand.memory_mib,
+                    "disk_mib": unit.demand.disk_mib,
                 }
                 for unit in cut.units.values()
             ],
@@ -1291,6 +1293,13 @@ def _domain_name(pool: str, path: str, is_vm: bool) -> str:
     from sdmesh.hypervisor.spec import domain_name_for
 
     return domain_name_for(pool, path) if is_vm else ""
+
+
+def _disk_free_mib(capacity: dict[str, object]) -> int | None:
+    """Free disk where a member keeps its volumes; None (no disk check) when it does not say,
+    as agents from before disk-aware placement do not."""
+    free = capacity.get("disk_free_mib")
+    return free if isinstance(free, int) and not isinstance(free, bool) else None
 
 
 def _free_memory_mib(capacity: dict[str, object]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sdmesh.components.context import HostContext, text
 from sdmesh.lifecycle.model import Node, TerminationRecord
 from sdmesh.runner.app import ComponentError
-from sdmesh.storage import OwnerTag, StorageError, Volume, VolumeRequest
+from sdmesh.storage import OwnerTag, StorageError, Volume, VolumeRequest, parse_size
 
 #: sfClass -> the storage backend that implements it.
 STORAGE_CLASSES = {
@@ -30,12 +30,18 @@ class StorageComponent:
         if base is None:
             raise ComponentError("baseImage is not set")
         fmt = text(self.root, self.node, "baseFormat")
+        size = text(self.root, self.node, "size")
+        try:
+            size_bytes = parse_size(size) if size else None
+        except ValueError as error:
+            raise ComponentError(str(error)) from None
         request = VolumeRequest(
             owner=OwnerTag(
                 self.context.pool, self.node.path, self.context.generation, self.context.node_name
             ),
             base_image=base,
             base_format=fmt if fmt in ("qcow2", "raw") else None,  # type: ignore[arg-type]
+            size_bytes=size_bytes,
         )
         try:
             self.volume = await self.backend.prepare(request)

@@ -3,7 +3,7 @@
 A pool's leaves are cut into *units*, the things placement moves around: a VirtualMachine and
 the storage components it links to (``storageBackend LAZY ATTRIB loop``: the disk is an object
 on the VM's host, so it must be created there). Leaves that belong to no VM (shells, scripts,
-schedulers) run beside the shepherd. Each unit carries its demand (vCPUs, memory, labels,
+schedulers) run beside the shepherd. Each unit carries its demand (vCPUs, memory, disk, labels,
 anti-affinity group, a pinned host from ``sfProcessHost``, the Scheduler's host list and
 policy) and its ``restart`` policy. Pure: a resolved tree in, a layout out.
 """
@@ -18,6 +18,7 @@ from sdmesh.lifecycle.behaviours import BEHAVIOURS, behaviour_for
 from sdmesh.lifecycle.model import Node
 from sdmesh.lifecycle.runtime import ResolutionError, resolve_attribute
 from sdmesh.pools.placement import POLICIES, Demand, Policy
+from sdmesh.storage.model import parse_size
 
 VIRTUAL_MACHINE = "sdmesh.components.VirtualMachine"
 SCHEDULER = "sdmesh.components.Scheduler"
@@ -28,6 +29,12 @@ STORAGE_CLASSES = frozenset(
         "sdmesh.storage.LVMStorageBackend",
     }
 )
+#: Storage whose disks are files on the host's filesystem (the agent's state dir), so they
+#: count against its gossiped free disk. LVM snapshots live in a volume group instead.
+FILE_STORAGE_CLASSES = frozenset(
+    {"sdmesh.storage.Qcow2OverlayBackend", "sdmesh.storage.LoopbackStorageBackend"}
+)
+MIB = 1 << 20
 RESTART_POLICIES = ("never", "on-failure", "always")
 
 
@@ -87,7 +94,8 @@ def layout(description: ComponentDescription) -> Layout:
     """Cut a resolved ``sfConfig`` into units."""
     root = skeleton(description)
     result = Layout()
-    vms = [n for n in walk(root) if n.description.get("sfClass") == VIRTUAL_MACHINE]
+    nodes = {n.path: n for n in walk(root)}
+    vms = [n for n in nodes.values() if n.description.get("sfClass") == VIRTUAL_MACHINE]
     claimed: dict[str, str] = {}
     for vm in vms:
         disks = _linked_storage(root, vm)
@@ -98,7 +106,8 @@ def layout(description: ComponentDescription) -> Layout:
                     "each VM needs its own storage component"
                 )
             claimed[disk] = vm.path
-        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), _demand(root, vm), _restart(vm))
+        demand = _demand(root, vm, _disk_mib(root, [nodes[disk] for disk in disks]))
+        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), demand, _restart(vm))
         for leaf in (*disks, vm.path):
             result.unit_of[leaf] = vm.path
     for node in walk(root):
@@ -124,6 +133,36 @@ def _linked_storage(root: Node, vm: Node) -> list[str]:
     return found
 
 
+def _disk_mib(root: Node, disks: list[Node]) -> int:
+    """MiB the unit's file-backed disks need on its host: the sum of their declared ``size``.
+
+    Only what the descriptor declares counts. A disk without ``size`` counts 0: a qcow2
+    overlay starts empty and grows as the guest writes, and a loopback copy is as large as its
+    base image, which only the host can measure; so such disks are not refused here and their
+    host's backend (or a full filesystem) is the check. LVM snapshots are not counted: they
+    take space in a volume group, not in the filesystem the agent reports.
+    """
+    total = 0
+    for node in disks:
+        if node.description.get("sfClass") not in FILE_STORAGE_CLASSES:
+            continue
+        try:
+            size = (
+                resolve_attribute(root, node, "size") if "size" in node.description.attrs else None
+            )
+        except ResolutionError:
+            continue  # known only at run time, on the host: like an undeclared size
+        if size is None or size is NULL:
+            continue
+        if not isinstance(size, str):
+            raise LayoutError(f'{node.path}: size must be a string such as "10G", not {size!r}')
+        try:
+            total += -(-parse_size(size) // MIB)  # rounded up to whole MiB
+        except ValueError as error:
+            raise LayoutError(f"{node.path}: {error}") from None
+    return total
+
+
 def _inherited(node: Node, name: str) -> object:
     """An attribute of the node or of the nearest container that sets it."""
     current: Node | None = node
@@ -145,7 +184,7 @@ def _restart(vm: Node) -> str:
     return own if isinstance(own, str) and own in RESTART_POLICIES else "never"
 
 
-def _demand(root: Node, vm: Node) -> Demand:
+def _demand(root: Node, vm: Node, disk_mib: int = 0) -> Demand:
     def integer(name: str, default: int) -> int:
         value = vm.description.get(name, default)
         return value if isinstance(value, int) and not isinstance(value, bool) else default
@@ -172,6 +211,7 @@ def _demand(root: Node, vm: Node) -> Demand:
         pinned=pinned if isinstance(pinned, str) and pinned else None,
         hosts=hosts,
         policy=policy,
+        disk_mib=disk_mib,
     )
 
 

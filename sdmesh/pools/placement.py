@@ -11,10 +11,12 @@ Policies, from the SmartDomains slides' ``Scheduler``:
 * ``round-robin`` — the Scheduler's ``hosts`` in turn, skipping hosts that do not fit.
 
 Constraints, checked for every policy: a pinned host (``sfProcessHost``), required labels,
-anti-affinity groups (VMs of one group never share a host), memory and vCPUs. Memory is never
-overcommitted; vCPUs may be, up to ``vcpu_ratio`` per host CPU (hypervisors share CPUs
-routinely; 4 is a common cloud default). A VM that fits nowhere is reported, never squeezed
-in.
+anti-affinity groups (VMs of one group never share a host), memory, vCPUs and free disk. Memory
+and disk are never overcommitted; vCPUs may be, up to ``vcpu_ratio`` per host CPU (hypervisors
+share CPUs routinely; 4 is a common cloud default). Disk is checked only where the member says
+how much it has free (``disk_free_mib``; older agents do not): the figure is gossiped coarsely
+(see sdmesh.agent.meta), so the backend creating the disk stays the last word. A VM that fits
+nowhere is reported, never squeezed in.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class HostOffer:
     memory_mib: int
     memory_free_mib: int
     labels: frozenset[str] = frozenset()
+    disk_free_mib: int | None = None  # None: the member did not say (no disk check there)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Demand:
     pinned: str | None = None  # sfProcessHost
     hosts: tuple[str, ...] = ()  # a Scheduler's host list; empty: any live member
     policy: Policy = "spread"
+    disk_mib: int = 0  # file-backed disks' declared sizes (sdmesh.pools.layout)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class _HostState:
     offer: HostOffer
     free_memory: int
     free_vcpus: int
+    free_disk: int | None = None  # None: unknown, not checked
     groups: set[str] = field(default_factory=set)
     placed: int = 0
 
@@ -92,7 +97,9 @@ def place(
     placed VMs where they are (their resources are taken out of the offers first)."""
     excluded = set(exclude)
     hosts = {
-        offer.name: _HostState(offer, offer.memory_free_mib, int(offer.vcpus * vcpu_ratio))
+        offer.name: _HostState(
+            offer, offer.memory_free_mib, int(offer.vcpus * vcpu_ratio), offer.disk_free_mib
+        )
         for offer in sorted(offers, key=lambda o: o.name)
         if offer.name not in excluded
     }
@@ -121,6 +128,8 @@ def place(
 def _take(state: _HostState, demand: Demand) -> None:
     state.free_memory -= demand.memory_mib
     state.free_vcpus -= demand.vcpus
+    if state.free_disk is not None:
+        state.free_disk -= demand.disk_mib
     state.placed += 1
     if demand.anti_affinity:
         state.groups.add(demand.anti_affinity)
@@ -139,6 +148,8 @@ def _fits(state: _HostState, demand: Demand) -> str | None:
         return f"has {state.offer.vcpus} CPUs, needs {demand.vcpus} vCPUs"
     if demand.vcpus > state.free_vcpus:
         return f"has {max(state.free_vcpus, 0)} vCPUs left to give, needs {demand.vcpus}"
+    if demand.disk_mib > 0 and state.free_disk is not None and demand.disk_mib > state.free_disk:
+        return f"needs {demand.disk_mib} MiB of disk, {max(state.free_disk, 0)} MiB free"
     return None
 
 

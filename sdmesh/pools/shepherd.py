@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sdmesh.language.values import ComponentDescription
 from sdmesh.lifecycle import model as lm
@@ -758,16 +758,7 @@ def _with_preference(demand: Demand, host: str | None) -> Demand:
     """Restarting in place: the same demand, pinned to its old host when it is still live."""
     if host is None:
         return demand
-    return Demand(
-        demand.path,
-        demand.vcpus,
-        demand.memory_mib,
-        demand.labels,
-        demand.anti_affinity,
-        host,
-        demand.hosts,
-        demand.policy,
-    )
+    return replace(demand, pinned=host)  # every other field kept (disk_mib too)
 
 
 def unit_of(layout: Layout, path: str) -> Unit | None:

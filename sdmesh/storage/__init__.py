@@ -19,7 +19,14 @@ from sdmesh.storage.errors import (
 from sdmesh.storage.locks import HostLocks
 from sdmesh.storage.loopback import LoopbackStorageBackend
 from sdmesh.storage.lvm import LVMStorageBackend
-from sdmesh.storage.model import OwnerTag, StorageBackend, Volume, VolumeKeeper, VolumeRequest
+from sdmesh.storage.model import (
+    OwnerTag,
+    StorageBackend,
+    Volume,
+    VolumeKeeper,
+    VolumeRequest,
+    parse_size,
+)
 from sdmesh.storage.qcow2 import Qcow2OverlayBackend
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "VolumeKeeper",
     "VolumeRequest",
     "backend_named",
+    "parse_size",
 ]
 
 _BACKENDS: dict[str, type[Qcow2OverlayBackend | LoopbackStorageBackend | LVMStorageBackend]] = {

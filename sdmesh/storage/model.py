@@ -13,6 +13,24 @@ VolumeKind = Literal["file", "block"]
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,119}$")
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a disk size as descriptors write it (``"10G"``, ``"512M"``, ``"1T"``, plain
+    bytes), in binary units as qemu-img and lvcreate read them. ``ValueError`` for anything
+    else, or zero."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(
+            f"size {text!r} is not a whole number of bytes with an optional K, M, G, T or P "
+            'suffix (e.g. "10G")'
+        )
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if size <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return size
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,20 @@ def test_bad_descriptor_exits_2(tmp_path: Path, bad: str) -> None:
     process = start_run(tmp_path, bad)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 2 and "Traceback" not in err
+
+
+def test_a_bad_disk_size_fails_its_storage_component(tmp_path: Path) -> None:
+    """`size` reaches the storage backend; one it cannot read fails that disk, named."""
+    descriptor = tmp_path / "sized.sf"
+    descriptor.write_text(
+        '#include "ch/cern/openlab/smartdomains/components.sf"\n'
+        "sfConfig extends Compound {\n"
+        '    disk extends Qcow2OverlayBackend { baseImage "/img/base.qcow2"; size "10X"; }\n'
+        "    vm extends KvmDomain { memory 128; storageBackend LAZY ATTRIB disk; }\n"
+        "}\n"
+    )
+    process = start_run(tmp_path / "state", str(descriptor))
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "sfConfig:disk: size '10X' is not a whole number of bytes" in err
+    assert leftovers(tmp_path / "state") == []
