@@ -217,10 +217,18 @@ class Agent:
             _notify_systemd("STOPPING=1")
             # Pools first (cli.md): this agent's pools go to their successors while it is
             # still a member; its host's VMs stay. Bounded, so SIGTERM always ends.
-            with contextlib.suppress(Exception):
+            try:
                 handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
                 for pool, successor in sorted(handed.items()):
                     log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
+            except TimeoutError:
+                log.warning(
+                    "handing pools over took more than %.0f s: leaving anyway; their "
+                    "successors take them over from the saved records",
+                    HANDOVER_BUDGET,
+                )
+            except Exception:
+                log.exception("handing pools over failed: leaving anyway")
             node.feed(LeaveRequested())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)

@@ -6,19 +6,31 @@ Served on ``--api`` (loopback by default); the CLI is its main client. JSON in a
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from sdmesh.agent.api_auth import install_auth
 from sdmesh.agent.api_docs import openapi_document
+from sdmesh.agent.api_input import (
+    MAX_REQUEST_BYTES,
+    RESOLVE_TIMEOUT,
+    BadInput,
+    json_object,
+    off_loop,
+)
 from sdmesh.membership import ForceLeaveOutcome
 
 if TYPE_CHECKING:
     from sdmesh.agent.agent import Agent
     from sdmesh.agent.pools import PoolService
+    from sdmesh.pools.records import PoolSpec
 
 AGENT_KEY = web.AppKey("agent", object)
+#: DHT keys only the pool service writes (its records, specs and their chunks).
+RESERVED_DHT_PREFIXES = ("pool/", "spec/")
 
 
 def _agent(request: web.Request) -> Agent:
@@ -93,15 +105,23 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def dht_put(request: web.Request) -> web.Response:
-    """Store a value in the DHT (debugging and tests; pools use the DHT internally)."""
+    """Store a value in the DHT (debugging and tests; pools use the DHT internally). Pool
+    records and specs are not writable here: a client could otherwise replace a pool's
+    descriptor or state behind the pool service's back."""
     agent = _agent(request)
+    key = request.match_info["key"]
+    if key.startswith(RESERVED_DHT_PREFIXES):
+        raise web.HTTPForbidden(
+            text=f"{key!r} is a pool record: keys under {', '.join(RESERVED_DHT_PREFIXES)} are "
+            "written by the pool service only (use POST /v1/pools and DELETE /v1/pools/POOL)"
+        )
     if agent.dht is None:
         raise web.HTTPServiceUnavailable(text="the DHT is not running yet")
     try:
         generation = int(request.query.get("generation", "0"))
     except ValueError:
         raise web.HTTPBadRequest(text="generation must be an integer") from None
-    stored = await agent.dht.put(request.match_info["key"], await request.read(), generation)
+    stored = await agent.dht.put(key, await request.read(), generation)
     return web.json_response({"stored": stored})
 
 
@@ -140,23 +160,45 @@ async def submit(request: web.Request) -> web.Response:
     here (against the built-in library; the CLI sends it already resolved, with its includes
     inlined, so files only it can read still count)."""
     from sdmesh.agent.pools import PoolError
-    from sdmesh.pools.submission import SubmissionError, build_spec
 
     service = _pools(request)
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body must be JSON") from None
-    try:
-        spec = build_spec(body, submitted_by=service.name)
-    except SubmissionError as error:
+        body = await json_object(request)
+    except BadInput as error:
         raise web.HTTPBadRequest(text=str(error)) from None
+    spec = await resolve_submission(body, service.name)
     try:
         if body.get("dry_run"):
             return web.json_response(service.dry_run(spec))
         return web.json_response(await service.submit(spec), status=201)
     except PoolError as error:
         raise _failed(error) from None
+
+
+async def resolve_submission(body: Mapping[str, Any], submitted_by: str) -> PoolSpec:
+    """``build_spec`` in a worker thread under a time limit (the loop keeps serving probes
+    and gossip), which also resolves the pool's tree once for the pool service's cache, so it
+    is not resolved again on the loop; 400 for a descriptor that does not make a pool."""
+    from sdmesh.agent.pools import PoolError, spec_tree
+    from sdmesh.language import DescriptorError
+    from sdmesh.pools.submission import SubmissionError, build_spec
+
+    def work() -> PoolSpec:
+        spec = build_spec(body, submitted_by=submitted_by)
+        # If this fails, the pool service says so itself where it uses the tree.
+        with contextlib.suppress(PoolError, DescriptorError, ValueError):
+            spec_tree(spec)
+        return spec
+
+    try:
+        return await off_loop(work, RESOLVE_TIMEOUT)
+    except SubmissionError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    except TimeoutError:
+        raise web.HTTPServiceUnavailable(
+            text=f"resolving the descriptor took over {RESOLVE_TIMEOUT:.0f} s; the agent is "
+            "busy or the descriptor too large: try again, or submit through another agent"
+        ) from None
 
 
 async def list_pools(request: web.Request) -> web.Response:
@@ -183,7 +225,8 @@ async def terminate(request: web.Request) -> web.Response:
 
 
 def build_app(agent: Agent) -> web.Application:
-    app = web.Application()
+    # Explicit: a submission carries its descriptor, and this is its size limit (413 beyond).
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[AGENT_KEY] = agent
     install_auth(app, agent.config)  # the token for non-loopback peers (api_auth.py)
     app.router.add_get("/v1/openapi.yaml", openapi_document)

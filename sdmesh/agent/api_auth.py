@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 #: The query parameter that may carry the token: browsers' EventSource cannot set headers.
 TOKEN_QUERY = "access_token"
+#: The only (method, route) that takes the token from the query: a token in a URL lands in
+#: proxy logs and browser history, so no request that changes anything may carry it there.
+QUERY_TOKEN_ROUTES = frozenset({("GET", "/v1/events")})
 #: Tokens shorter than this are easy to guess; ``sdmesh keygen --token`` makes 43 characters.
 MIN_TOKEN_CHARS = 16
 #: Resources anyone may GET: the dashboard's files and the API's description.
@@ -214,13 +217,23 @@ def is_public(request: web.Request) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def presented_token(request: web.BaseRequest) -> str | None:
-    """The token from ``Authorization: Bearer``, else from the ``access_token`` parameter."""
+def presented_token(request: web.Request) -> str | None:
+    """The token from ``Authorization: Bearer``, else from the ``access_token`` parameter
+    on the routes of ``QUERY_TOKEN_ROUTES`` (the dashboard's EventSource) only."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    if not _query_token_route(request):
+        return None
     return request.query.get(TOKEN_QUERY) or None
+
+
+def _query_token_route(request: web.Request) -> bool:
+    """Decided on the route matched (as ``is_public``), not on the raw path."""
+    method = "GET" if request.method == "HEAD" else request.method
+    resource = request.match_info.route.resource
+    return resource is not None and (method, resource.canonical) in QUERY_TOKEN_ROUTES
 
 
 def token_matches(presented: str, token: str) -> bool:
@@ -278,7 +291,10 @@ def auth_middleware(token: str | None) -> Middleware:
             return await handler(request)  # api-insecure: anyone who can reach it
         presented = presented_token(request)
         if presented is None:
-            return _unauthorized("this API needs a token: Authorization: Bearer <token>", None)
+            message = "this API needs a token: Authorization: Bearer <token>"
+            if TOKEN_QUERY in request.query:
+                message += f" (?{TOKEN_QUERY}= is accepted by GET /v1/events only)"
+            return _unauthorized(message, None)
         if not token_matches(presented, token):
             return _unauthorized("the token is not valid", "invalid_token")
         return await handler(request)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats on an idle event stream.
 HEARTBEAT_SECONDS = 15.0
+#: Event streams served at once; each holds a connection and up to QUEUE_EVENTS events, so
+#: past this a client gets 503 rather than the agent running out of sockets or memory.
+MAX_STREAMS = 64
 
 EVENTS_KEY = web.AppKey("sdmesh_events", EventHub)
 METRICS_KEY = web.AppKey("sdmesh_metrics", AgentMetrics)
@@ -85,6 +88,11 @@ def _sse(event: Event, event_id: int | None) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     backlog, since, after = _history(request)
+    if len(request.app[STREAMS_KEY]) >= MAX_STREAMS:
+        raise web.HTTPServiceUnavailable(
+            text=f"this agent already serves {MAX_STREAMS} event streams; try again later",
+            headers={"Retry-After": "10"},
+        )
     sse = _wants_sse(request)
     response = web.StreamResponse(
         headers={
@@ -128,4 +136,4 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-__all__ = ["HEARTBEAT_SECONDS", "add_routes", "events", "metrics"]
+__all__ = ["HEARTBEAT_SECONDS", "MAX_STREAMS", "add_routes", "events", "metrics"]

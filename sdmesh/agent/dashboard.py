@@ -118,19 +118,18 @@ def render_defaults(template: Template) -> str:
 async def submit_template(request: web.Request) -> web.Response:
     """``{"fields": {...}, "name"?, "dry_run"?}``: fill, render, then submit the descriptor
     exactly as ``POST /v1/pools`` would; the answer carries the descriptor it rendered."""
-    from sdmesh.agent.api import _failed, _pools
+    from sdmesh.agent.api import _failed, _pools, resolve_submission
+    from sdmesh.agent.api_input import BadInput, json_object
     from sdmesh.agent.pools import PoolError
     from sdmesh.pools.records import check_pool_id
-    from sdmesh.pools.submission import SubmissionError, build_spec, default_pool_name
+    from sdmesh.pools.submission import default_pool_name
 
     template = _template(request)
     service = _pools(request)
     try:
-        body = await request.json()
-    except ValueError:
-        raise _bad_request("the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise _bad_request("the body must be a JSON object")
+        body = await json_object(request)  # an object, any depth, valid Unicode throughout
+    except BadInput as error:
+        raise _bad_request(str(error)) from None
     try:
         values = fill(template, body.get("fields"))
     except TemplateError as error:
@@ -146,10 +145,10 @@ async def submit_template(request: web.Request) -> web.Response:
     except ValueError as error:
         raise _bad_request(str(error), {POOL_FIELD_NAME: str(error)}) from None
     descriptor = render(template, values)
-    try:
-        spec = build_spec({"descriptor": descriptor, "name": pool}, submitted_by=service.name)
-    except SubmissionError as error:  # a template bug: the unit tests render every one
-        raise _bad_request(str(error)) from None
+    try:  # in a worker thread, as POST /v1/pools
+        spec = await resolve_submission({"descriptor": descriptor, "name": pool}, service.name)
+    except web.HTTPBadRequest as error:  # a template bug: the unit tests render every one
+        raise _bad_request(error.text or "the descriptor does not resolve") from None
     try:
         if body.get("dry_run"):
             result = service.dry_run(spec)

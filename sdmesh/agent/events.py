@@ -44,6 +44,11 @@ Event = dict[str, Any]
 RECENT_EVENTS = 512
 #: Events a follower may fall behind by before it loses the oldest.
 QUEUE_EVENTS = 1024
+#: Terminated pools whose last state is remembered (to tell a repeated rumor from a change);
+#: older ones are forgotten, so a long-lived agent does not keep every pool it ever saw.
+KEEP_ENDED_POOLS = 256
+#: Pool states after which a pool changes no more.
+ENDED_STATES = frozenset({"terminated"})
 
 
 class Subscription:
@@ -221,13 +226,26 @@ class _PoolFeed:
         self.pools = pools
         self.seen: dict[str, tuple[str, str, int | None]] = {}
         """Per pool: the last state, shepherd and generation told."""
+        self._ended: dict[str, None] = {}
+        """Pools in ``seen`` that ended, oldest first (at most ``KEEP_ENDED_POOLS``)."""
+
+    def remember(self, pool: str, entry: tuple[str, str, int | None]) -> None:
+        """Record ``entry`` as ``pool``'s last state; forget the oldest ended pools."""
+        self.seen[pool] = entry
+        self._ended.pop(pool, None)  # a pool id can be used again
+        if entry[0] in ENDED_STATES:
+            self._ended[pool] = None
+            while len(self._ended) > KEEP_ENDED_POOLS:
+                oldest = next(iter(self._ended))
+                del self._ended[oldest]
+                self.seen.pop(oldest, None)
 
     def pool(self, pool: str, state: str, shepherd: str, generation: object, reason: str) -> None:
         last = self.seen.get(pool)
         if not state or (last is not None and last[:2] == (state, shepherd)):
             return
         number = generation if isinstance(generation, int) else None
-        self.seen[pool] = (state, shepherd, number)
+        self.remember(pool, (state, shepherd, number))
         self.hub.publish(
             {
                 "type": "pool",
@@ -318,10 +336,13 @@ def follow_pools(hub: EventHub, pools: PoolService) -> None:
         body = _pool_rumor(rumor)
         if body is not None:
             generation = body.get("generation")
-            feed.seen[rumor.key] = (
-                str(body.get("state", "")),
-                str(body.get("shepherd", "")),
-                generation if isinstance(generation, int) else None,
+            feed.remember(
+                rumor.key,
+                (
+                    str(body.get("state", "")),
+                    str(body.get("shepherd", "")),
+                    generation if isinstance(generation, int) else None,
+                ),
             )
     pools.listeners.append(feed.from_shepherd)
     pools.node.rumor_listeners.append(feed.from_rumor)

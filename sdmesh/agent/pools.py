@@ -32,8 +32,7 @@ import msgpack
 
 from sdmesh.membership import Member, State
 from sdmesh.pools import host as hc
-from sdmesh.pools.ownership import has_quorum, successors
-from sdmesh.pools.ownership import shepherd as shepherd_of
+from sdmesh.pools.ownership import Owners, QuorumGate, has_quorum, successors
 from sdmesh.pools.placement import HostOffer
 from sdmesh.pools.records import (
     CHUNK_BYTES,
@@ -42,9 +41,11 @@ from sdmesh.pools.records import (
     PoolSpec,
     RecordFormatError,
     Report,
+    Tomb,
     blob_head,
     join_blob,
     read_blob_head,
+    retry_delay,
     split_blob,
 )
 from sdmesh.transport import StreamClient, StreamError
@@ -67,10 +68,23 @@ INVENTORY_PERIOD = 15.0
 TOMBSTONE_GRACE = 5.0
 #: How long a pool may be unknown to the whole mesh before the reaper removes its leftovers.
 REAP_GRACE = 300.0
+#: How long an ended pool's bookkeeping (tombstone, gossip, cached spec, tree, status) is
+#: kept: past the rumor TTL (a day), so a late copy of its tombstone is not taken as new.
+POOL_RETENTION = 26 * 3600.0
+#: How often the pools shepherded here are announced again: well within the rumor TTL (a
+#: day), so a live pool's rumor never expires.
+ANNOUNCE_PERIOD = 4 * 3600.0
+#: How many times a report is sent again (bounded backoff) before it is left to the
+#: inventory, which reconciles the same every INVENTORY_PERIOD.
+REPORT_ATTEMPTS = 12
 #: A leaving agent waits this long at most for its host's leaf operations under way (what it
 #: vouches for must be settled), then this long for successors to confirm its hand-overs.
 LEAVE_DRAIN = 4.0
 HANDOVER_TIMEOUT = 6.0
+#: One successor's share of it: one that does not answer must leave time for the next.
+HANDOVER_ATTEMPT = HANDOVER_TIMEOUT / 3
+#: Closing waits this long at most for cancelled tasks and each pool's host context.
+CLOSE_TIMEOUT = 1.0
 #: A member that handed its pools to us counts as gone this long, until its leave shows.
 DEPARTING_TTL = 30.0
 #: Specs per hand-over request, by size (a request is one stream frame).
@@ -106,6 +120,8 @@ class _Shepherding:
     save: PoolRecord | None = None
     flushing: asyncio.Task[None] | None = None
     events: list[dict[str, object]] = field(default_factory=list)
+    #: Paused (no majority): a check that nobody took the pool over meanwhile is under way.
+    resuming: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,7 @@ class _Known:
     state: str
     shepherd: str
     seen: float
+    generation: int = 0
 
 
 class PoolService:
@@ -154,18 +171,23 @@ class PoolService:
         self.state_dir = state_dir
         self.host = hc.HostCore(name, caps.cpus, caps.memory_mib)
         self.known: dict[str, _Known] = {}
-        self.tombs: dict[str, float] = {}
+        #: Termination records heard (pool -> what they end), until POOL_RETENTION.
+        self.tombs: dict[str, Tomb] = {}
         self.shepherding: dict[str, _Shepherding] = {}
         self.listeners: list[Callable[[dict[str, object]], None]] = []
         self.leaf_listeners: list[Callable[[LeafOp], None]] = []
         self._host_pools: dict[str, _HostPool] = {}
         self._digests: dict[str, str] = {}
         self._specs: dict[str, PoolSpec] = {}
-        self._reports: dict[str, list[Report]] = defaultdict(list)
+        #: Reports to send, per shepherd, with how many times each was tried already.
+        self._reports: dict[str, list[tuple[Report, int]]] = defaultdict(list)
         self._report_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._view_pending = False
-        self._unknown_since: dict[str, float] = {}
+        self._reaper = hc.Reaper(REAP_GRACE)
+        #: Records whose DHT write did not get stored yet (the newest per pool), retried.
+        self._unsaved: dict[str, PoolRecord] = {}
+        self._saver: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._periodic: asyncio.Task[None] | None = None
         #: Pools this agent shepherded to their end, for status until the record says so.
@@ -175,6 +197,13 @@ class PoolService:
         #: Members that handed pools to us and are about to leave -> until when (monotonic)
         #: we count them as gone; their leave announcement normally follows within seconds.
         self.departing: dict[str, float] = {}
+        #: Majority rule with hysteresis: whether the shepherds here may act.
+        self._gate = QuorumGate()
+        self._recheck: asyncio.TimerHandle | None = None
+        #: Pool -> shepherd, for the live members (and for everyone, leavers included):
+        #: rebuilt only when who is live changes, not on every metadata update.
+        self._owners = Owners(())
+        self._owners_all = Owners(())
         (state_dir / "specs").mkdir(parents=True, exist_ok=True)
 
     # =================================================================== life cycle
@@ -195,9 +224,15 @@ class PoolService:
                 handle.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for hosted in self._host_pools.values():
-            await hosted.context.close()
+        # Bounded: a cancelled libvirt call may not end at once, and systemd kills the
+        # agent at TimeoutStopSec (20 s) while the leave already used most of it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*self._tasks, return_exceptions=True), CLOSE_TIMEOUT
+            )
+        contexts = [hosted.context.close() for hosted in self._host_pools.values()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*contexts, return_exceptions=True), CLOSE_TIMEOUT)
 
     # ================================================================ membership view
     def live_members(self) -> list[Member]:
@@ -235,8 +270,10 @@ class PoolService:
     def _being_handed_over(self, pool: str) -> bool:
         """The pool's shepherd, counting members that are leaving, is one of them: it hands
         the pool over itself (or, failing that, it is taken over once its leave shows)."""
-        everyone = [m.name for m in self.node.core.live_members()]
-        return shepherd_of(pool, everyone) in self.departing
+        everyone = frozenset(m.name for m in self.node.core.live_members())
+        if everyone != self._owners_all.members:
+            self._owners_all = Owners(everyone)
+        return self._owners_all.shepherd(pool) in self.departing
 
     def _prune_departing(self) -> None:
         now = time.monotonic()
@@ -265,7 +302,10 @@ class PoolService:
         return tuple(out)
 
     def shepherd_for(self, pool: str) -> str | None:
-        return shepherd_of(pool, [m.name for m in self.live_members()])
+        live = frozenset(m.name for m in self.live_members())
+        if live != self._owners.members:
+            self._owners = Owners(live)
+        return self._owners.shepherd(pool)
 
     def _address(self, name: str) -> tuple[str, int] | None:
         member = self.node.core.member(name)
@@ -280,17 +320,30 @@ class PoolService:
         from sdmesh.pools import shepherd as sc
 
         self._view_pending = False
+        if self.leaving:
+            return  # the hand-over (leave) owns our pools now; our own host is not an offer
         self._prune_departing()
         offers, away = self.offers(), self.away_hosts()
         quorate = self.has_quorum()
+        was_paused = self._gate.paused
+        dead = [m.name for m in self.node.core.members() if m.state is State.DEAD]
+        may_act = self._gate.observe(quorate, dead, self._loop.time())
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        recheck = self._gate.recheck_at()
+        if recheck is not None:
+            self._recheck = self._loop.call_at(recheck, self._view_changed)
+        if not may_act and not was_paused and self.shepherding:
+            log.warning(
+                "this agent sees no majority of the mesh: its %d pools pause (no order, no "
+                "move) until it does",
+                len(self.shepherding),
+            )
         for pool in list(self.shepherding):
-            if not quorate:
-                log.warning(
-                    "pool %s: this agent sees no majority of the mesh; it stops shepherding "
-                    "the pool until it does (then it takes it over again)",
-                    pool,
-                )
-                self._stop_shepherding(pool)
+            if not may_act:
+                self._pause(pool)
+                self._feed(pool, sc.MembersChanged(offers, away))  # kept for the resume
             elif self.shepherd_for(pool) != self.name:
                 log.info(
                     "pool %s: %s is its shepherd now; handing over", pool, self.shepherd_for(pool)
@@ -298,7 +351,11 @@ class PoolService:
                 self._stop_shepherding(pool)
             else:
                 self._feed(pool, sc.MembersChanged(offers, away))
-        if not quorate or self.leaving:
+                run = self.shepherding[pool]
+                if run.core.paused and not run.resuming:
+                    run.resuming = True
+                    self._spawn(self._resume(pool, run))
+        if not quorate or not may_act:
             return
         for pool, known in self.known.items():
             if (
@@ -312,35 +369,69 @@ class PoolService:
 
     # ===================================================================== rumors
     def _on_rumor(self, rumor: Any) -> None:
+        if rumor.topic not in (TOPIC_POOL, TOPIC_TOMB):
+            return
         try:
             body = msgpack.unpackb(rumor.payload, raw=False)
-        except Exception:
+        except Exception as error:  # msgpack raises several unrelated types
+            log.debug("undecodable %s rumor for %s: %s", rumor.topic, rumor.key, error)
             return
         if not isinstance(body, dict):
+            log.debug("malformed %s rumor for %s: %r", rumor.topic, rumor.key, body)
             return
         if rumor.topic == TOPIC_POOL:
+            generation = body.get("generation")
             known = _Known(
                 str(body.get("digest", "")),
                 str(body.get("state", "")),
                 str(body.get("shepherd", "")),
                 time.monotonic(),
+                generation if isinstance(generation, int) else 0,
             )
             self.known[rumor.key] = known
+            tomb = self.tombs.get(rumor.key)
+            if tomb is not None and tomb.superseded_by(known.state, known.generation):
+                log.info(
+                    "pool %s: submitted again (generation %d) after its termination",
+                    rumor.key,
+                    known.generation,
+                )
+                del self.tombs[rumor.key]
             self._view_changed()
-        elif rumor.topic == TOPIC_TOMB and rumor.key not in self.tombs:
-            self.tombs[rumor.key] = time.monotonic()
-            self._tombstone(rumor.key)
+        else:
+            known_gen = self.known[rumor.key].generation if rumor.key in self.known else 0
+            self._heard_tomb(rumor.key, Tomb.generation_of(body, known_gen))
+
+    def _heard_tomb(self, pool: str, generation: int) -> bool:
+        """A termination record: applied unless a resubmission is known to be newer (an
+        old tombstone heard late must not end the new pool of the same name). Whether it
+        was applied now."""
+        old = self.tombs.get(pool)
+        if old is not None and old.generation >= generation:
+            return False
+        tomb = Tomb(generation, time.monotonic())
+        known = self.known.get(pool)
+        if known is not None and tomb.superseded_by(known.state, known.generation):
+            log.info("pool %s: a termination older than its resubmission: ignored", pool)
+            return False
+        self.tombs[pool] = tomb
+        self._tombstone(pool, tomb)
+        return True
 
     def _publish(self, topic: str, pool: str, body: dict[str, object]) -> None:
         self.node.publish(topic, pool, bytes(msgpack.packb(body, use_bin_type=True)))
 
-    def _tombstone(self, pool: str) -> None:
+    def _tombstone(self, pool: str, tomb: Tomb) -> None:
         """Terminate through the shepherd if we are it; hosts tear down after a grace."""
         from sdmesh.pools import shepherd as sc
 
         if pool in self.shepherding:
             self._feed(pool, sc.TerminateRequested("terminated on request"))
-        self._loop.call_later(TOMBSTONE_GRACE, self._host_feed, hc.PoolTerminated(pool))
+        self._loop.call_later(TOMBSTONE_GRACE, self._tomb_due, pool, tomb)
+
+    def _tomb_due(self, pool: str, tomb: Tomb) -> None:
+        if self.tombs.get(pool) is tomb:  # not superseded by a resubmission meanwhile
+            self._host_feed(hc.PoolTerminated(pool, tomb.generation))
 
     # ================================================================== host side
     def _host_feed(self, event: hc.Event) -> list[hc.Answer]:
@@ -357,9 +448,12 @@ class PoolService:
     def take_orders(self, orders: list[Order]) -> list[list[object]]:
         out: list[list[object]] = []
         for order in orders:
-            if order.pool in self.tombs and order.op != "terminate":
+            tomb = self.tombs.get(order.pool)
+            if tomb is not None and tomb.covers(order.generation) and order.op != "terminate":
                 out.append(["refused", "the pool was terminated", 0])
                 continue
+            if self.host.resubmitted(order):
+                self._forget_descriptor(order.pool)  # the name's earlier pool had another
             self._digests.setdefault(order.pool, order.digest)
             answers = self._host_feed(hc.OrderReceived(order))
             answer = answers[0] if answers else None
@@ -368,6 +462,14 @@ class PoolService:
             else:
                 out.append([answer.outcome, answer.reason, answer.seen])
         return out
+
+    def _forget_descriptor(self, pool: str) -> None:
+        """A resubmission under the name of an ended pool: its spec and tree are the new
+        descriptor's (leftovers of the old one are removed by their libvirt tags)."""
+        self._digests.pop(pool, None)
+        hosted = self._host_pools.pop(pool, None)
+        if hosted is not None:
+            self._spawn(hosted.context.close())
 
     async def _run_leaf(self, action: hc.RunLeaf) -> None:
         from sdmesh.lifecycle.model import TerminationRecord
@@ -541,16 +643,40 @@ class PoolService:
                 "recovered %d leaves of %d pools from libvirt", found, len(self.host.pools_held())
             )
 
-    def _queue_report(self, shepherd: str, report: Report) -> None:
+    def _queue_report(self, shepherd: str, report: Report, attempt: int = 0) -> None:
         target = shepherd or self.shepherd_for(report.pool) or ""
         if target == self.name:
-            self._deliver_reports([report])
+            if self._deliver_reports([report]):
+                self._report_later(report, attempt)  # not ours (yet): a takeover may follow
             return
         if not target:
+            self._report_later(report, attempt)
             return
-        self._reports[target].append(report)
+        self._reports[target].append((report, attempt))
         if self._report_task is None or self._report_task.done():
             self._report_task = self._spawn(self._flush_reports())
+
+    def _report_later(self, report: Report, attempt: int) -> None:
+        """Until the pool's shepherd takes the report (a VM death noticed by nobody is never
+        restarted), with a bounded backoff; then the inventory reconciles the same."""
+        known = self.known.get(report.pool)
+        if (
+            attempt + 1 >= REPORT_ATTEMPTS
+            or report.pool not in self.host.pools
+            or report.pool in self.tombs
+            or (known is not None and known.state in hc.ENDED_STATES)
+        ):
+            if attempt + 1 >= REPORT_ATTEMPTS:
+                log.warning(
+                    "pool %s: no shepherd took the report on %s (%s); left to the inventory",
+                    report.pool,
+                    report.path,
+                    report.op,
+                )
+            return
+        self._loop.call_later(
+            retry_delay(attempt), lambda: self._queue_report("", report, attempt + 1)
+        )
 
     async def _flush_reports(self) -> None:
         await asyncio.sleep(0)  # let a burst of reports gather into one request per shepherd
@@ -560,23 +686,38 @@ class PoolService:
                 *(self._send_reports(target, batch) for target, batch in batches.items())
             )
 
-    async def _send_reports(self, target: str, reports: list[Report]) -> None:
+    async def _send_reports(self, target: str, batch: list[tuple[Report, int]]) -> None:
         addr = self._address(target)
-        if addr is None:
-            return
-        with contextlib.suppress(StreamError, OSError):
-            await self.client.request(
-                addr,
-                {"rpc": "reports", "reports": [r.to_wire() for r in reports]},
-                timeout=RPC_TIMEOUT,
-            )
+        reply: object = None
+        if addr is not None:
+            try:
+                reply = await self.client.request(
+                    addr,
+                    {"rpc": "reports", "reports": [r.to_wire() for r, _ in batch]},
+                    timeout=RPC_TIMEOUT,
+                )
+            except (StreamError, OSError) as error:
+                log.debug("reports to %s failed: %s", target, error)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            unknown = {report.pool for report, _ in batch}
+        else:  # an agent from before "unknown" was answered took them all
+            listed = reply.get("unknown")
+            unknown = {str(p) for p in listed} if isinstance(listed, list) else set()
+        for report, attempt in batch:
+            if report.pool in unknown:
+                self._report_later(report, attempt)
 
-    def _deliver_reports(self, reports: list[Report]) -> None:
+    def _deliver_reports(self, reports: list[Report]) -> list[str]:
+        """Feed reports to the pools shepherded here; the pools of the others."""
         from sdmesh.pools import shepherd as sc
 
+        unknown: list[str] = []
         for report in reports:
             if report.pool in self.shepherding:
                 self._feed(report.pool, sc.Reported(report))
+            elif report.pool not in unknown:
+                unknown.append(report.pool)
+        return unknown
 
     # ============================================================= shepherd side
     async def _take_over(self, pool: str) -> None:
@@ -619,10 +760,13 @@ class PoolService:
             old.state if old is not None else "deploying",
             dict(old.placement) if old is not None else {},
             old.reason if old is not None else "",
+            away=dict(old.away) if old is not None else {},
+            vouched=dict(old.vouched) if old is not None else {},
         )
         if record.state == "running":
             record = PoolRecord(**{**record.__dict__, "state": "deploying"})
-        core = sc.Shepherd(record, tree, layout(tree), spec.kinds, self.offers())
+        wall_offset = time.time() - self._loop.time()  # the record's grace ends: wall clock
+        core = sc.Shepherd(record, tree, layout(tree), spec.kinds, self.offers(), wall_offset)
         self.shepherding[spec.pool] = _Shepherding(core)
         self._feed(spec.pool, sc.MembersChanged(self.offers(), self.away_hosts()))
         self._feed(spec.pool, sc.Begin(vouched or {}))
@@ -634,6 +778,46 @@ class PoolService:
         if run is not None:
             for handle in run.timers.values():
                 handle.cancel()
+            if run.flushing is not None and not run.flushing.done():
+                run.flushing.cancel()  # what it queued must not go out any more
+
+    def _pause(self, pool: str) -> None:
+        """No majority: the core decides nothing until ``Resume``, and what it had queued
+        (orders, a save) is dropped; the core resends it on resume."""
+        from sdmesh.pools import shepherd as sc
+
+        run = self.shepherding.get(pool)
+        if run is None or run.core.paused:
+            return
+        run.core.handle(sc.Pause(), self._loop.time())
+        run.orders.clear()
+        run.save = None
+
+    async def _resume(self, pool: str, run: _Shepherding) -> None:
+        """The majority is back: go on with the same core, unless another shepherd took the
+        pool over meanwhile (a newer record): then its state is stale, take it over again."""
+        from sdmesh.pools import shepherd as sc
+
+        try:
+            stored = await self.read_record(pool, newest=True)
+        finally:
+            run.resuming = False
+        if self.shepherding.get(pool) is not run or not run.core.paused or self._gate.paused:
+            return
+        if stored is not None and run.core.superseded_by(stored):
+            log.info(
+                "pool %s: shepherded at generation %d while this agent had no majority; "
+                "taking it over again",
+                pool,
+                stored.generation,
+            )
+            self._stop_shepherding(pool)
+            self._spawn(self._take_over(pool))
+            return
+        log.info(
+            "pool %s: majority back, shepherding on at generation %d", pool, run.core.generation
+        )
+        self._feed(pool, sc.Resume())
 
     def _feed(self, pool: str, event: sc.Event) -> None:
         run = self.shepherding.get(pool)
@@ -714,9 +898,13 @@ class PoolService:
 
         await asyncio.sleep(0)
         while run.save is not None or run.orders:
+            if self.shepherding.get(pool) is not run or run.core.paused:
+                return  # stopped or without a majority: nothing queued may go out
             record, run.save = run.save, None
             if record is not None:
                 await self.write_record(record)
+            if self.shepherding.get(pool) is not run or run.core.paused:
+                return
             batches, run.orders = run.orders, defaultdict(list)
             results = await asyncio.gather(
                 *(self._send_orders(host, orders) for host, orders in batches.items())
@@ -776,12 +964,14 @@ class PoolService:
     async def _hand_over_all(self) -> dict[str, str]:
         from sdmesh.pools import shepherd as sc
 
-        members = [m.name for m in self.live_members()]  # without us: we are leaving
+        live = self.live_members()  # without us: we are leaving
+        members = [m.name for m in live]
+        suspects = [m.name for m in live if m.state is not State.ALIVE]
         handed: dict[str, tuple[PoolRecord, list[str]]] = {}
         for pool, run in list(self.shepherding.items()):
             if run.core.ended:
                 continue
-            candidates = successors(pool, members, self.name)
+            candidates = successors(pool, members, self.name, suspects)
             actions = run.core.handle(
                 sc.HandOver(candidates[0] if candidates else ""), self._loop.time()
             )
@@ -804,8 +994,11 @@ class PoolService:
                     batches[candidates[attempt]].append(record)
             if not batches or self._loop.time() >= deadline:
                 break
+            # Each attempt gets its share: a successor that does not answer must not use up
+            # the time the next one needs.
+            step = min(deadline, self._loop.time() + HANDOVER_ATTEMPT)
             results = await asyncio.gather(
-                *(self._offer(target, records, deadline) for target, records in batches.items())
+                *(self._offer(target, records, step) for target, records in batches.items())
             )
             for target, taken in zip(batches, results, strict=True):
                 for pool, generation in taken.items():
@@ -835,9 +1028,10 @@ class PoolService:
             return {}
         items: list[tuple[int, dict[str, object]]] = []
         for record in records:
-            try:
-                spec = await self.spec(record.digest, record.pool)
-            except PoolError:
+            try:  # bounded: a DHT read must not hold the leave past systemd's stop timeout
+                left = max(0.01, deadline - self._loop.time())
+                spec = await asyncio.wait_for(self.spec(record.digest, record.pool), left)
+            except (PoolError, TimeoutError):
                 continue  # the successor reads it from the DHT record when it takes over
             data = spec.encode()
             leaves = self.host.holdings(spec.pool)
@@ -925,14 +1119,18 @@ class PoolService:
 
     # ================================================================ DHT storage
     async def write_blob(self, key: str, data: bytes, generation: int) -> None:
+        """Raises ``NotStored`` when some part reached no replica (``put`` returned 0: nobody
+        answered, or every replica holds a newer version): the write did not happen."""
         if len(data) <= CHUNK_BYTES:
-            await self.dht.put(key, b"\x00" + data, generation)
+            _stored(key, await self.dht.put(key, b"\x00" + data, generation))
             return
         chunks = split_blob(data)
-        await asyncio.gather(
+        counts = await asyncio.gather(
             *(self.dht.put(f"{key}#{i}", chunk, generation) for i, chunk in enumerate(chunks))
         )
-        await self.dht.put(key, b"\x01" + blob_head(chunks), generation)
+        for i, count in enumerate(counts):
+            _stored(f"{key}#{i}", count)
+        _stored(key, await self.dht.put(key, b"\x01" + blob_head(chunks), generation))
 
     async def read_blob(self, key: str, quorum: int | None = 1) -> bytes | None:
         """``quorum=None`` hears from every replica: the newest version, not the first."""
@@ -949,13 +1147,69 @@ class PoolService:
             return None
         return join_blob([part.value for part in parts if part is not None], sha)
 
-    async def write_record(self, record: PoolRecord) -> None:
+    async def write_record(self, record: PoolRecord) -> bool:
+        """Store the record in the DHT and the local fallback file; one that is not stored
+        is retried in the background (backoff) until it is, or a newer one replaces it: a
+        pool that stays running saves nothing more, and a takeover must not start from an
+        older record. Whether it was stored now."""
+        if await self._store_record(record):
+            if self._unsaved.get(record.pool) is record:
+                del self._unsaved[record.pool]
+            return True
+        pending = self._unsaved.get(record.pool)
+        if pending is None or pending.generation <= record.generation:
+            self._unsaved[record.pool] = record
+        if self._saver is None or self._saver.done():
+            self._saver = self._spawn(self._save_unsaved())
+        return False
+
+    async def _store_record(self, record: PoolRecord) -> bool:
         data = record.encode()
-        (self.state_dir / "specs" / f"{record.pool}.record").write_bytes(data)
+        stored = True
+        try:
+            (self.state_dir / "specs" / f"{record.pool}.record").write_bytes(data)
+        except OSError as error:
+            log.warning("pool %s: could not write its record file: %s", record.pool, error)
+            stored = False
         try:
             await self.write_blob(f"pool/{record.pool}", data, record.generation)
-        except Exception as error:  # a lost DHT write is retried by the next save
-            log.warning("pool %s: could not store its record: %s", record.pool, error)
+        except Exception as error:
+            log.warning("pool %s: could not store its record in the DHT: %s", record.pool, error)
+            stored = False
+        return stored
+
+    async def _save_unsaved(self) -> None:
+        attempt = 0
+        while self._unsaved:
+            await asyncio.sleep(retry_delay(attempt))
+            attempt += 1
+            for pool, record in list(self._unsaved.items()):
+                stored = await self._store_record(record)
+                if not stored:
+                    answered, newest = await self.lookup_record(pool)
+                    stored = (
+                        answered and newest is not None and (newest.generation > record.generation)
+                    )  # a successor saved a newer one: ours is moot
+                if stored and self._unsaved.get(pool) is record:
+                    del self._unsaved[pool]
+
+    async def lookup_record(self, pool: str) -> tuple[bool, PoolRecord | None]:
+        """The pool's newest record from every replica, and whether the DHT answered at all:
+        (True, None) is a definite "not found", which ``read_record`` cannot tell from a
+        failed lookup. A DHT with no contact answers nothing (this node alone is the whole
+        DHT only when no other member is alive)."""
+        try:
+            data = await self.read_blob(f"pool/{pool}", None)
+        except Exception as error:
+            log.debug("pool %s: record lookup failed: %s", pool, error)
+            return False, None
+        if data is None and not self.dht.contacts() and len(self.live_members()) > 1:
+            return False, None
+        try:
+            return True, PoolRecord.decode(data) if data is not None else None
+        except RecordFormatError as error:
+            log.warning("pool %s: its record in the DHT is malformed: %s", pool, error)
+            return False, None
 
     async def read_record(self, pool: str, *, newest: bool = False) -> PoolRecord | None:
         """The pool's record: the DHT's or our own last one, the higher generation. With
@@ -975,7 +1229,14 @@ class PoolService:
         data = spec.encode()
         self._specs[spec.digest] = spec
         (self.state_dir / "specs" / f"{spec.digest}.spec").write_bytes(data)
-        await self.write_blob(f"spec/{spec.digest}", data, 1)
+        for attempt in range(4):  # a pool whose spec is not stored cannot be taken over
+            try:
+                await self.write_blob(f"spec/{spec.digest}", data, 1)
+                return
+            except NotStored as error:
+                log.warning("pool %s: its descriptor is not stored yet: %s", spec.pool, error)
+                await asyncio.sleep(retry_delay(attempt, first=0.5))
+        raise PoolError(f"pool {spec.pool}: the DHT did not store its descriptor", 503)
 
     async def spec(self, digest: str, pool: str | None = None) -> PoolSpec:
         """The spec stored under ``digest``, named ``pool`` when given: pools submitted from
@@ -1020,15 +1281,29 @@ class PoolService:
         existing = await self.read_record(spec.pool)
         if existing is not None and existing.state not in ("terminated", "failed"):
             raise PoolError(f"pool {spec.pool} already exists", 409)
-        generation = (existing.generation + 1) if existing is not None else 1
+        # Above whatever the name's earlier pool reached, so its tombstone (which ends what
+        # was ordered up to its generation) does not end this one anywhere.
+        earlier = [
+            existing.generation if existing is not None else 0,
+            self.tombs[spec.pool].generation if spec.pool in self.tombs else 0,
+            self.known[spec.pool].generation if spec.pool in self.known else 0,
+        ]
+        generation = max(earlier) + 1
         await self.store_spec(spec)
         shepherd = self.shepherd_for(spec.pool) or self.name
         self._publish(
             TOPIC_POOL,
             spec.pool,
-            {"digest": spec.digest, "state": "deploying", "shepherd": shepherd},
+            {
+                "digest": spec.digest,
+                "state": "deploying",
+                "shepherd": shepherd,
+                "generation": generation,
+            },
         )
-        self.known[spec.pool] = _Known(spec.digest, "deploying", shepherd, time.monotonic())
+        self.known[spec.pool] = _Known(
+            spec.digest, "deploying", shepherd, time.monotonic(), generation
+        )
         self.tombs.pop(spec.pool, None)
         if shepherd == self.name:
             await self._shepherd(spec, generation, None)
@@ -1049,7 +1324,8 @@ class PoolService:
                     "pool %s: its shepherd %s did not take it now: %s", spec.pool, shepherd, reply
                 )
                 with contextlib.suppress(Exception):
-                    if await self.read_record(spec.pool) is None:
+                    stored = await self.read_record(spec.pool)
+                    if stored is None or stored.generation < generation:
                         await self.write_record(
                             PoolRecord(spec.pool, spec.digest, generation, shepherd)
                         )
@@ -1151,26 +1427,45 @@ class PoolService:
 
     async def terminate(self, pool: str) -> dict[str, object]:
         """Publish the termination record and ask the shepherd; idempotent."""
-        if pool not in self.known and pool not in self.tombs:
-            record = await self.read_record(pool)
-            if record is None:
-                raise PoolError(f"unknown pool {pool!r}", 404)
-        self._publish(TOPIC_TOMB, pool, {"by": self.name})
-        self._on_rumor_local_tomb(pool)
+        record = await self.read_record(pool, newest=True)
+        if pool not in self.known and pool not in self.tombs and record is None:
+            raise PoolError(f"unknown pool {pool!r}", 404)
+        # The tombstone ends what was ordered up to the newest generation known of the pool
+        # (a resubmission later starts above it); the shepherd raises it to its own.
+        generation = max(
+            record.generation if record is not None else 0,
+            self.known[pool].generation if pool in self.known else 0,
+            self.tombs[pool].generation if pool in self.tombs else 0,
+        )
+        self._terminate_here(pool, generation)
         shepherd = self.shepherd_for(pool)
         if shepherd and shepherd != self.name:
             addr = self._address(shepherd)
             if addr is not None:
                 with contextlib.suppress(StreamError, OSError):
                     await self.client.request(
-                        addr, {"rpc": "terminate", "pool": pool}, timeout=RPC_TIMEOUT
+                        addr,
+                        {"rpc": "terminate", "pool": pool, "generation": generation},
+                        timeout=RPC_TIMEOUT,
                     )
         return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
 
-    def _on_rumor_local_tomb(self, pool: str) -> None:
-        if pool not in self.tombs:
-            self.tombs[pool] = time.monotonic()
-            self._tombstone(pool)
+    def _terminate_here(self, pool: str, generation: int) -> None:
+        """Publish (and apply) the pool's tombstone; as its shepherd, over the generation it
+        runs at, which a takeover may have raised past what the requester knew."""
+        run = self.shepherding.get(pool)
+        if run is not None:
+            generation = max(generation, run.core.generation)
+        old = self.tombs.get(pool)
+        if old is None or old.generation < generation:
+            self._heard_tomb(pool, generation)  # before our own rumor comes back
+            self._publish(TOPIC_TOMB, pool, Tomb(generation, 0.0).encode(self.name))
+        tomb = self.tombs.get(pool)
+        ignored = tomb is None or tomb.generation < generation  # a rumor looked newer
+        if ignored and run is not None and pool in self.shepherding:  # asked: end it
+            from sdmesh.pools import shepherd as sc
+
+            self._feed(pool, sc.TerminateRequested("terminated on request"))
 
     # ======================================================================== RPC
     async def handle_rpc(self, request: dict[str, Any]) -> object:
@@ -1182,13 +1477,20 @@ class PoolService:
                 orders = [Order.from_wire(o) for o in request.get("orders", [])]
                 return {"answers": self.take_orders(orders)}
             if kind == "reports":
-                self._deliver_reports([Report.from_wire(r) for r in request.get("reports", [])])
-                return {"ok": True}
+                reports = [Report.from_wire(r) for r in request.get("reports", [])]
+                # Pools we do not shepherd: the sender tries their shepherd again later.
+                return {"ok": True, "unknown": self._deliver_reports(reports)}
             if kind == "inventory":
                 pool, host, leaves = request["pool"], request["host"], request["leaves"]
+                states = request.get("states") or {}
                 if pool in self.shepherding and isinstance(leaves, dict):
                     self._feed(
-                        pool, sc.Inventory(str(host), {str(k): int(v) for k, v in leaves.items()})
+                        pool,
+                        sc.Inventory(
+                            str(host),
+                            {str(k): int(v) for k, v in leaves.items()},
+                            {str(k): str(v) for k, v in dict(states).items()},
+                        ),
                     )
                 return {"ok": True}
             if kind == "submit":
@@ -1197,18 +1499,28 @@ class PoolService:
                     why = "leaving the mesh" if self.leaving else "no majority of the mesh"
                     return {"ok": False, "error": f"{self.name}: {why}"}
                 self._specs[spec.digest] = spec
-                await self.store_spec(spec)
+                try:
+                    await self.store_spec(spec)
+                except PoolError as error:
+                    return {"ok": False, "error": str(error)}
+                generation = int(request.get("generation", 1))
                 self.known[spec.pool] = _Known(
-                    spec.digest, "deploying", self.name, time.monotonic()
+                    spec.digest, "deploying", self.name, time.monotonic(), generation
                 )
-                await self._shepherd(spec, int(request.get("generation", 1)), None)
+                tomb = self.tombs.get(spec.pool)
+                if tomb is not None and not tomb.covers(generation):
+                    del self.tombs[spec.pool]  # a resubmission: the tombstone is the old pool's
+                await self._shepherd(spec, generation, None)
                 return {"ok": True}
             if kind == "status":
                 return self.local_status(str(request.get("pool")))
             if kind == "handover":
                 return await self._adopt(request)
             if kind == "terminate":
-                self._on_rumor_local_tomb(str(request.get("pool")))
+                pool = str(request.get("pool"))
+                known = self.known.get(pool)
+                default = known.generation if known is not None else 0
+                self._terminate_here(pool, int(request.get("generation", default)))
                 return {"ok": True}
         except (RecordFormatError, KeyError, TypeError, ValueError) as error:
             log.warning("malformed %s request: %s", kind, error)
@@ -1217,47 +1529,137 @@ class PoolService:
 
     # ==================================================================== periodic
     async def _periodic_work(self) -> None:
-        """Inventory to each pool's shepherd (reconciliation), tombstones, and the reaper."""
+        """Inventory to each pool's shepherd (reconciliation), tombstones, the reaper, the
+        pools' rumors again before they expire, and forgetting pools long ended."""
+        announced = time.monotonic()
         while True:
             await asyncio.sleep(INVENTORY_PERIOD)
-            with contextlib.suppress(Exception):
+            try:
                 await self.send_inventories()
+                now = time.monotonic()
+                if now - announced >= ANNOUNCE_PERIOD:
+                    announced = now
+                    self.announce()
+                self.prune(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic pool work failed")
 
     async def send_inventories(self) -> None:
+        """Each pool held here, on its own: one pool's failure must not skip the others."""
         now = time.monotonic()
         for pool in self.host.pools_held():
-            if pool in self.tombs:
-                if now - self.tombs[pool] > TOMBSTONE_GRACE:
-                    self._host_feed(hc.PoolTerminated(pool))
-                continue
-            shepherd = self.shepherd_for(pool)
-            if pool not in self.known:
-                record = await self.read_record(pool)
-                if record is None:
-                    first = self._unknown_since.setdefault(pool, now)
-                    if now - first > REAP_GRACE:
-                        log.warning("pool %s is unknown to the mesh: removing its leftovers", pool)
-                        self._host_feed(hc.PoolTerminated(pool))
-                    continue
-            self._unknown_since.pop(pool, None)
-            leaves = self.host.inventory(pool)
-            if shepherd == self.name:
-                self._handle_inventory(pool, self.name, leaves)
-            elif shepherd is not None:
-                addr = self._address(shepherd)
-                if addr is not None:
-                    with contextlib.suppress(StreamError, OSError):
-                        await self.client.request(
-                            addr,
-                            {"rpc": "inventory", "pool": pool, "host": self.name, "leaves": leaves},
-                            timeout=RPC_TIMEOUT,
-                        )
+            try:
+                await self._inventory_pool(pool, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pool %s: inventory, tombstone or reaper pass failed", pool)
 
-    def _handle_inventory(self, pool: str, host: str, leaves: dict[str, int]) -> None:
+    async def _inventory_pool(self, pool: str, now: float) -> None:
+        tomb = self.tombs.get(pool)
+        if tomb is not None:
+            if now - tomb.since > TOMBSTONE_GRACE:
+                self._host_feed(hc.PoolTerminated(pool, tomb.generation))
+            return
+        known = self.known.get(pool)
+        if known is None or known.state in hc.ENDED_STATES:
+            # Nobody may shepherd it: what it left here is the reaper's, on the record's word.
+            answered, record = await self.lookup_record(pool)
+            verdict = self._reaper.judge(
+                pool, now, quorate=self.has_quorum(), answered=answered, record=record
+            )
+            if verdict is not None:
+                why = "unknown to the mesh" if record is None else f"{record.state}"
+                log.warning("pool %s is %s: removing its leftovers", pool, why)
+                self._host_feed(verdict)
+                return
+            if record is None or record.state in hc.ENDED_STATES:
+                return
+        else:
+            self._reaper.forget(pool)
+        leaves, states = self.host.inventory(pool), self.host.states(pool)
+        shepherd = self.shepherd_for(pool)
+        if shepherd == self.name:
+            self._handle_inventory(pool, self.name, leaves, states)
+        elif shepherd is not None:
+            addr = self._address(shepherd)
+            if addr is not None:
+                request = {
+                    "rpc": "inventory",
+                    "pool": pool,
+                    "host": self.name,
+                    "leaves": leaves,
+                    "states": states,
+                }
+                with contextlib.suppress(StreamError, OSError):
+                    await self.client.request(addr, request, timeout=RPC_TIMEOUT)
+
+    def _handle_inventory(
+        self, pool: str, host: str, leaves: dict[str, int], states: dict[str, str]
+    ) -> None:
         from sdmesh.pools import shepherd as sc
 
         if pool in self.shepherding:
-            self._feed(pool, sc.Inventory(host, leaves))
+            self._feed(pool, sc.Inventory(host, leaves, states))
+
+    def announce(self) -> None:
+        """Publish the rumor of every live pool shepherded here again: a rumor lives a day,
+        and a pool whose rumor expired is neither taken over nor safe from the reaper."""
+        for pool, run in list(self.shepherding.items()):
+            said = run.core.announcement()
+            if said is not None:
+                self._publish(
+                    TOPIC_POOL,
+                    pool,
+                    {
+                        "digest": run.core.digest,
+                        "state": said.state,
+                        "shepherd": self.name,
+                        "generation": run.core.generation,
+                    },
+                )
+
+    def prune(self, now: float) -> list[str]:
+        """Forget pools that ended more than POOL_RETENTION ago and hold nothing here (their
+        tombstone, gossip, status, cached spec and tree, host context): per-pool data must
+        not grow with every pool the mesh ever ran. The pools forgotten."""
+        held = set(self.host.pools_held())
+        ended: list[str] = []
+        for pool in set(self.tombs) | set(self.known) | set(self._finished_runs):
+            tomb, known = self.tombs.get(pool), self.known.get(pool)
+            since = [tomb.since] if tomb is not None else []
+            if known is not None and known.state in hc.ENDED_STATES:
+                since.append(known.seen)
+            if known is not None and tomb is None and known.state not in hc.ENDED_STATES:
+                continue  # alive as far as we know
+            if not since or now - max(since) < POOL_RETENTION:
+                continue
+            if pool in held or pool in self.shepherding:
+                continue
+            ended.append(pool)
+        for pool in ended:
+            self.tombs.pop(pool, None)
+            self.known.pop(pool, None)
+            self._finished_runs.pop(pool, None)
+            self._digests.pop(pool, None)
+            self._reaper.forget(pool)
+            self.host.forget(pool)
+            hosted = self._host_pools.pop(pool, None)
+            if hosted is not None:
+                self._spawn(hosted.context.close())
+        if ended:
+            used = {k.digest for k in self.known.values()} | set(self._digests.values())
+            used |= {run.core.digest for run in self.shepherding.values()}
+            used |= {run.core.digest for run in self._finished_runs.values()}
+            used |= {hosted.spec.digest for hosted in self._host_pools.values()}
+            for digest in [d for d in self._specs if d not in used]:
+                del self._specs[digest]
+            for digest in [d for d in _TREES if d not in used]:
+                del _TREES[digest]
+            log.info("forgot %d pools that ended over a day ago", len(ended))
+        return ended
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coroutine)
@@ -1312,3 +1714,12 @@ def _free_memory_mib(capacity: dict[str, object]) -> int:
     committed = capacity.get("memory_committed_mib")
     total_mib = total if isinstance(total, int) else 0
     return max(0, total_mib - (committed if isinstance(committed, int) else 0))
+
+
+class NotStored(Exception):
+    """A DHT write that no replica took."""
+
+
+def _stored(key: str, count: int) -> None:
+    if count < 1:
+        raise NotStored(f"no replica stored {key} (unreachable, or a newer version is there)")

@@ -34,6 +34,8 @@ class Connection:
     token: str | None = None
     token_file: str | None = None
     ca: str | None = None
+    insecure_token: bool = False
+    """Send the token over plain http to another host anyway (``--insecure-token``)."""
 
     def bearer(self) -> str | None:
         """The token to send: ``--token``, else the one in ``--token-file``."""
@@ -83,7 +85,18 @@ def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], Non
 
 
 def connection_options(function: F) -> F:
-    """``--token``, ``--token-file`` and ``--ca`` for a command that has ``--agent``."""
+    """``--token``, ``--token-file``, ``--insecure-token`` and ``--ca`` for a command that has
+    ``--agent``."""
+    function = click.option(
+        "--insecure-token",
+        envvar="SDMESH_INSECURE_TOKEN",
+        is_flag=True,
+        default=None,
+        expose_value=False,
+        callback=_remember("insecure_token"),
+        help="Send the token over plain http:// to another host anyway: anyone on the way can "
+        "read it (also SDMESH_INSECURE_TOKEN=1). Prefer https://.",
+    )(function)
     function = click.option(
         "--ca",
         envvar="SDMESH_CA",
@@ -127,6 +140,7 @@ def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTP
     settings = connection()
     token = settings.bearer()
     if token:
+        refuse_clear_text_token(call, settings)
         # Unredirected: a redirect to another host must not carry the token along.
         call.add_unredirected_header("Authorization", f"Bearer {token}")
     context = settings.ssl_context() if call.full_url.lower().startswith("https:") else None
@@ -160,6 +174,33 @@ def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTP
     return response  # type: ignore[no-any-return]
 
 
+def refuse_clear_text_token(call: urllib.request.Request, settings: Connection) -> None:
+    """A token over plain http to another host can be read by anyone on the way: an
+    ``AgentError`` (exit 2) saying what to do instead, unless ``--insecure-token`` says it is
+    meant."""
+    from urllib.parse import urlsplit
+
+    from sdmesh.agent.api_auth import is_loopback_host
+
+    parts = urlsplit(call.full_url)
+    if parts.scheme.lower() != "http" or settings.insecure_token:
+        return
+    try:
+        host = parts.hostname or ""
+    except ValueError:
+        return  # a malformed URL: urlopen says what is wrong with it
+    if is_loopback_host(host):
+        return
+    from sdmesh.cli.client import AgentError  # here: sdmesh.cli.client imports this module
+
+    raise AgentError(
+        f"refusing to send the API token to {_origin(call)} over plain http: anyone on the "
+        "network could read it; use https:// (the agent's tls-cert), or pass "
+        "--insecure-token (SDMESH_INSECURE_TOKEN=1) on a network you trust",
+        EXIT_BAD_INPUT,
+    )
+
+
 def _origin(call: urllib.request.Request) -> str:
     from urllib.parse import urlsplit
 
@@ -167,4 +208,10 @@ def _origin(call: urllib.request.Request) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-__all__ = ["Connection", "connection", "connection_options", "open_agent"]
+__all__ = [
+    "Connection",
+    "connection",
+    "connection_options",
+    "open_agent",
+    "refuse_clear_text_token",
+]

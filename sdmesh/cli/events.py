@@ -6,6 +6,7 @@ stream silent for much longer than that means the agent or the network is gone.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from sdmesh.cli.client import AgentError, fail
+from sdmesh.cli.client import AgentError, error_message, fail, not_an_agent, unreachable
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.mesh import agent_option
 
@@ -88,7 +89,7 @@ def events(as_json: bool, backlog: int, agent: str) -> None:
                     click.echo(describe(event))
     except TimeoutError:
         fail(AgentError(f"the agent at {agent} went silent", EXIT_FAILURE))
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:  # IncompleteRead: cut off
         fail(AgentError(f"lost the agent at {agent} ({error})", EXIT_FAILURE))
     fail(AgentError(f"the agent at {agent} closed the stream (it is stopping?)", EXIT_FAILURE))
 
@@ -102,18 +103,13 @@ def _open(call: urllib.request.Request, agent: str) -> Any:
     except AgentError as error:
         fail(error)
     except urllib.error.HTTPError as error:
-        text = error.read().decode(errors="replace").strip() or str(error.reason)
+        text = error_message(error.read(), error.code, str(error.reason))
         code = EXIT_BAD_INPUT if 400 <= error.code < 500 else EXIT_FAILURE
         fail(AgentError(f"agent {agent} answered {error.code}: {text}", code))
     except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        fail(
-            AgentError(
-                f"cannot reach the agent at {agent} ({reason}); is 'sdmesh join' running "
-                "there? (--agent URL or SDMESH_AGENT picks another)",
-                EXIT_FAILURE,
-            )
-        )
+        fail(unreachable(agent, error))
+    except http.client.HTTPException as error:  # BadStatusLine, InvalidURL...
+        fail(not_an_agent(agent, error))
 
 
 __all__ = ["describe", "events"]

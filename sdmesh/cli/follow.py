@@ -52,6 +52,13 @@ LINGER_SECONDS = 10.0
 Fetch = Callable[[str, str, str], Any]
 
 
+def pool_path(pool: str) -> str:
+    """``/v1/pools/{pool}``, the id quoted: whatever it holds stays one path segment."""
+    from urllib.parse import quote
+
+    return f"/v1/pools/{quote(pool, safe='')}"
+
+
 def output_mode(as_json: bool, stream: TextIO) -> Mode:
     """JSON lines when asked; a live table on a terminal; plain lines otherwise."""
     if as_json:
@@ -250,7 +257,7 @@ def follow(
         try:
             while True:
                 try:
-                    status = get(agent, "GET", f"/v1/pools/{pool}")
+                    status = get(agent, "GET", pool_path(pool))
                 except AgentError as error:
                     retry = error.transient or error.http_status == 404
                     if not retry or view.clock() - last_answer > patience:
@@ -290,6 +297,7 @@ __all__ = [
     "components_table",
     "follow",
     "output_mode",
+    "pool_path",
     "settled",
     "summary",
 ]

@@ -31,6 +31,20 @@ _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+#: Control characters as visible escapes: a newline in a message (a pool name, a peer's
+#: error text...) would otherwise start a line of the log's own, forged to look like ours.
+_ESCAPES = {code: f"\\x{code:02x}" for code in range(32) if code != 9} | {
+    10: "\\n",
+    13: "\\r",
+    127: "\\x7f",
+}
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped (tabs kept)."""
+    return text.translate(_ESCAPES)
+
+
 def syslog_priority(levelno: int) -> int:
     """The syslog priority of a Python log level (DEBUG and below: 7)."""
     for threshold, priority in _PRIORITIES:
@@ -64,7 +78,11 @@ def choose_format(requested: str, environ: Mapping[str, str], stream: TextIO) ->
 
 class JournalFormatter(logging.Formatter):
     """``<N>logger: message``; every line of a multi-line message (a traceback) gets the
-    prefix, since the journal splits the stream into entries at newlines."""
+    prefix, since the journal splits the stream into entries at newlines. The message itself
+    is one line (newlines escaped), so it cannot start entries of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{syslog_priority(record.levelno)}>"
@@ -73,7 +91,12 @@ class JournalFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-05-01 12:00:00.123 WARNING logger: message``, local time, for people."""
+    """``2024-05-01 12:00:00.123 WARNING logger: message``, local time, for people. The
+    message's newlines are escaped (a traceback still follows on lines of its own), so text
+    from elsewhere cannot forge log lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
 
     def __init__(self) -> None:
         super().__init__(

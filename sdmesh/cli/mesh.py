@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from sdmesh.agent.config import ConfigError, load_config
-from sdmesh.cli.agent_client import connection_options, open_agent
+from sdmesh.cli.agent_client import connection_options
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.logs import FORMATS, LEVELS, setup_logging
 from sdmesh.transport import KeyringError, load_security, permission_warning
@@ -36,33 +36,6 @@ def agent_option(function: F) -> F:
     """``--agent URL``, and ``--token``/``--token-file``/``--ca`` to reach a secured agent
     (sdmesh/cli/agent_client.py; requests made through ``open_agent`` use them)."""
     return _agent_url_option(connection_options(function))
-
-
-def call_agent(agent: str, method: str, path: str) -> Any:
-    """One request to an agent's control API; exits 1 with a clear message if unreachable."""
-    # Here, not at the top: ``sdmesh join`` (same module) never calls an agent, and
-    # urllib.request brings http.client and email.
-    import urllib.error
-    import urllib.request
-
-    from sdmesh.cli.client import AgentError, fail
-
-    request = urllib.request.Request(agent.rstrip("/") + path, method=method)
-    try:
-        with open_agent(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-    except AgentError as error:  # a refused token, a failed TLS handshake
-        fail(error)
-    except urllib.error.HTTPError as error:
-        click.echo(f"sdmesh: error: agent {agent} answered {error.code}: {error.reason}", err=True)
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        click.echo(
-            f"sdmesh: error: cannot reach the agent at {agent} ({reason}); is 'sdmesh join' "
-            "running there? (--agent URL or SDMESH_AGENT picks another)",
-            err=True,
-        )
-    sys.exit(EXIT_FAILURE)
 
 
 @click.command()
@@ -192,13 +165,16 @@ def join(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def peers(agent: str, as_json: bool) -> None:
     """Members as this agent sees them: name, address, state, incarnation, capacity, labels."""
-    members = call_agent(agent, "GET", "/v1/peers")
+    from sdmesh.cli.client import call_or_exit  # here: 'sdmesh join' shares this module
+
+    members = call_or_exit(agent, "GET", "/v1/peers", timeout=10)
     if as_json:
         click.echo(json.dumps(members))
         return
     # Here, not at the top: the module also holds ``sdmesh join``, which never prints tables.
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table()
     for column in ("name", "address", "state", "incarnation", "vcpus", "memory", "labels"):
@@ -207,15 +183,17 @@ def peers(agent: str, as_json: bool) -> None:
         meta = member.get("meta") or {}
         capacity = meta.get("capacity") or {}
         memory = capacity.get("memory_mib")
-        table.add_row(
+        cells = (
             member["name"],
             member["address"],
             member["state"],
-            str(member["incarnation"]),
-            str(capacity.get("vcpus", "")),
+            member["incarnation"],
+            capacity.get("vcpus", ""),
             f"{memory // 1024} GiB" if isinstance(memory, int) else "",
-            ",".join(meta.get("labels") or []),
+            ",".join(str(label) for label in meta.get("labels") or []),
         )
+        # Text, not str: names and labels come from members, and are never rich markup.
+        table.add_row(*(Text(str(cell)) for cell in cells))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -224,7 +202,9 @@ def peers(agent: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agent's answer as JSON.")
 def leave(agent: str, as_json: bool) -> None:
     """Ask the agent to leave the mesh gracefully (it announces it, then exits)."""
-    answer = call_agent(agent, "POST", "/v1/leave")
+    from sdmesh.cli.client import call_or_exit  # here: 'sdmesh join' shares this module
+
+    answer = call_or_exit(agent, "POST", "/v1/leave", timeout=10)
     click.echo(json.dumps(answer) if as_json else f"{agent}: leaving")
 
 

@@ -18,7 +18,7 @@ from sdmesh.cli.common import (
     descriptor_options,
     print_diagnostics,
 )
-from sdmesh.cli.follow import PoolView, components_table, follow, output_mode
+from sdmesh.cli.follow import PoolView, components_table, follow, output_mode, pool_path
 from sdmesh.cli.mesh import DEFAULT_AGENT, agent_option
 
 FINAL_STATES = ("running", "failed", "terminated")
@@ -28,6 +28,19 @@ def request(agent: str, method: str, path: str, body: object | None = None) -> A
     """One call to the agent's API: exit 2 for what the agent calls bad input (4xx, e.g. an
     unknown pool), 1 when it cannot be reached or fails, with its message either way."""
     return call_or_exit(agent, method, path, body)
+
+
+def check_pool(_: click.Context, __: click.Parameter, pool: str | None) -> str | None:
+    """A POOL argument must be a pool id (exit 2 otherwise), checked here: sent as is, a
+    name with ``/`` or ``?`` would ask the agent for something else entirely."""
+    from sdmesh.pools.records import check_pool_id
+
+    if pool is not None:
+        try:
+            check_pool_id(pool)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    return pool
 
 
 def complete_pool(context: click.Context, _: click.Parameter, incomplete: str) -> list[Any]:
@@ -85,6 +98,7 @@ def submit(
         sys.exit(EXIT_BAD_INPUT)
     print_diagnostics(resolved.warnings)
     body = request_body(resolved, pool_name, dry_run=dry_run)
+    _check_size(body)
     answer = request(agent, "POST", "/v1/pools", body)
     if dry_run:
         _print_plan(answer, as_json)
@@ -104,6 +118,22 @@ def submit(
             sys.exit(EXIT_FAILURE)
 
 
+def _check_size(body: dict[str, object]) -> None:
+    """Refuse here what the agent would refuse with 413: the resolved descriptor is larger
+    than its API accepts (exit 2, with the sizes)."""
+    from sdmesh.agent.api_input import MAX_REQUEST_BYTES
+
+    size = len(json.dumps(body).encode())
+    if size > MAX_REQUEST_BYTES:
+        click.echo(
+            f"sdmesh: error: the resolved descriptor makes a {size / 2**20:.1f} MiB request; "
+            f"agents accept up to {MAX_REQUEST_BYTES // 2**20} MiB: split the pool into "
+            "smaller ones",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _print_plan(answer: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(answer, indent=2))
@@ -117,7 +147,7 @@ def _print_plan(answer: dict[str, Any], as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("pool", required=False, shell_complete=complete_pool)
+@click.argument("pool", required=False, shell_complete=complete_pool, callback=check_pool)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @agent_option
 def status(pool: str | None, as_json: bool, agent: str) -> None:
@@ -132,7 +162,7 @@ def status(pool: str | None, as_json: bool, agent: str) -> None:
         for item in pools:
             click.echo(f"{item['pool']:<30} {item['state']:<12} shepherd {item['shepherd']}")
         return
-    found = request(agent, "GET", f"/v1/pools/{pool}")
+    found = request(agent, "GET", pool_path(pool))
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -156,17 +186,25 @@ def status(pool: str | None, as_json: bool, agent: str) -> None:
 
 
 @click.command()
-@click.argument("pool", shell_complete=complete_pool)
+@click.argument("pool", shell_complete=complete_pool, callback=check_pool)
 @click.option("--wait", is_flag=True, help="Follow it until every host has torn it down.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (event lines with --wait).")
 @agent_option
 def terminate(pool: str, wait: bool, as_json: bool, agent: str) -> None:
-    """Terminate a pool from any agent; every host tears down its VMs and storage."""
-    answer = request(agent, "DELETE", f"/v1/pools/{pool}")
+    """Terminate a pool from any agent; every host tears down its VMs and storage.
+
+    With --wait, exits 1 if the pool ends failed rather than terminated.
+    """
+    answer = request(agent, "DELETE", pool_path(pool))
     if as_json and not wait:
         click.echo(json.dumps(answer))
     elif not as_json:
         click.echo(f"terminating {pool}")
     if wait:
         view = PoolView(pool, output_mode(as_json, sys.stdout), goal="terminated")
-        follow(agent, pool, ("terminated", "failed"), view)
+        final = follow(agent, pool, ("terminated", "failed"), view)
+        if final["state"] != "terminated":  # as submit --wait: the pool failed
+            if as_json:  # the other modes said it on stdout
+                reason = f": {final['reason']}" if final.get("reason") else ""
+                click.echo(f"sdmesh: error: pool {pool} {final['state']}{reason}", err=True)
+            sys.exit(EXIT_FAILURE)

@@ -7,6 +7,7 @@ Nothing here does I/O beyond reading the descriptor and its includes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from sdmesh.language.loader import Loader
 from sdmesh.language.parser import NestingTooDeep
 from sdmesh.language.render import to_json, to_sf
-from sdmesh.language.resolver import Resolver
+from sdmesh.language.resolver import Resolver, TreeTooLarge
 from sdmesh.language.schema import SchemaChecker
 from sdmesh.language.source import (
     DescriptorError,
@@ -118,6 +119,9 @@ def _resolve(
         pass
     except NestingTooDeep:
         pass
+    except TreeTooLarge as error:  # one error says it all: the rest would only repeat it
+        with contextlib.suppress(TooManyErrors):
+            reporter.error(error.message, error.location)
     except RecursionError:
         reporter.diagnostics.append(
             Diagnostic("error", f"{name}: structure nested too deeply to process", None)

@@ -40,6 +40,12 @@ CD = ComponentDescription
 
 #: Longest chain of references or prototypes followed before giving up (guards the stack).
 MAX_CHAIN = 100
+#: Most attributes the resolver may copy while extending and linking. Each ``extends`` and
+#: each link to a description copies it, so a few hundred bytes that extend twice per level
+#: would ask for 2**levels copies (seconds, then memory, on an agent's event loop). The
+#: 1,000-VM bench pool (bench/pool_mesh.py) copies about 7,300; a VM with disks and networks
+#: about 60: this is far above any real pool, and reached in well under a second.
+MAX_COMPONENTS = 250_000
 
 #: Attributes the runtime adds to every component; LAZY links to them are not typos.
 RUNTIME_ATTRIBUTES: Final = frozenset(
@@ -55,6 +61,39 @@ class _Poison:
 
 
 POISON: Final = _Poison()
+
+
+class TreeTooLarge(Exception):
+    """Unwinds resolution once the copies pass ``MAX_COMPONENTS``; located where it happened."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.location: Location | None = None
+
+    @property
+    def message(self) -> str:
+        return (
+            f"the resolved tree exceeds {self.limit:,} components (attributes and "
+            "descriptions): every extends and every link to a description copies it, so "
+            "descriptions that extend one another several times multiply; extend each one "
+            "fewer times, or refer to it with LAZY"
+        )
+
+
+class Budget:
+    """What copying may still create (``MAX_COMPONENTS``); one per resolution."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int = MAX_COMPONENTS) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise TreeTooLarge(self.limit)
 
 
 class ResolveFailure(Exception):
@@ -99,8 +138,10 @@ class Resolver:
         reporter: Reporter,
         properties: Mapping[str, str] | None = None,
         environment: Mapping[str, str] | None = None,
+        max_components: int = MAX_COMPONENTS,
     ) -> None:
         self.reporter = reporter
+        self.budget = Budget(max_components)
         self.properties = dict(default_properties())
         if properties:
             self.properties.update(properties)
@@ -158,11 +199,16 @@ class Resolver:
                 target = self._resolve_prototype(prototype, cd)
                 if target is None:
                     continue
-                self.type_tree(target)
-                self._merge(cd, attrs, target.attrs, copy=True)
-                placements.extend(
-                    Placement(p.path, p.name, copy_attr(p.attr, cd)) for p in target.placements
-                )
+                try:
+                    self.type_tree(target)
+                    self._merge(cd, attrs, target.attrs, copy=True)
+                    placements.extend(
+                        Placement(p.path, p.name, copy_attr(p.attr, cd, self.budget))
+                        for p in target.placements
+                    )
+                except TreeTooLarge as error:
+                    error.location = error.location or prototype.location
+                    raise
             cd.attrs = attrs
             cd.placements = placements
             cd.prototypes = None
@@ -172,7 +218,7 @@ class Resolver:
     def _merge(self, cd: CD, attrs: dict[str, Attr], new: dict[str, Attr], copy: bool) -> None:
         for name, attr in new.items():
             if copy:
-                attr = copy_attr(attr, cd)
+                attr = copy_attr(attr, cd, self.budget)
             old = attrs.get(name)
             if old is None and "sfOverride" in attr.tags and not copy:
                 self.reporter.error(
@@ -397,8 +443,12 @@ class Resolver:
                     reference.location,
                 )
             # A link to a description copies it (SmartFrog); the copy links where it lands.
-            copied = copy_cd(result, holder)
-            self.type_tree(copied)
+            try:
+                copied = copy_cd(result, holder, self.budget)
+                self.type_tree(copied)
+            except TreeTooLarge as error:
+                error.location = error.location or reference.location
+                raise
             return copied
         return result
 
@@ -627,43 +677,48 @@ def _follow_here(holder: CD, path: tuple[str, ...]) -> CD | None:
     return node
 
 
-def copy_attr(attr: Attr, parent: CD) -> Attr:
-    """Copy an attribute for another description: immutable values are shared."""
+def copy_attr(attr: Attr, parent: CD, budget: Budget | None = None) -> Attr:
+    """Copy an attribute for another description: immutable values are shared. Each copied
+    attribute and description is charged to ``budget`` (TreeTooLarge when it runs out)."""
+    if budget is not None:
+        budget.spend(1)
     value = attr.value
     t = type(value)
     if t is CD:
         assert isinstance(value, CD)
-        return Attr(copy_cd(value, parent), attr.tags, attr.location)
+        return Attr(copy_cd(value, parent, budget), attr.tags, attr.location)
     if t is Apply:
         assert isinstance(value, Apply)
-        return Attr(_copy_apply(value, parent), attr.tags, attr.location)
+        return Attr(_copy_apply(value, parent, budget), attr.tags, attr.location)
     if t is list:
         assert isinstance(value, list)
-        copied = _copy_list(value, parent)
+        copied = _copy_list(value, parent, budget)
         if copied is not value:
             return Attr(copied, attr.tags, attr.location)
     return attr
 
 
-def copy_cd(source: CD, parent: CD | None) -> CD:
-    """Deep-copy a typed description under a new parent."""
+def copy_cd(source: CD, parent: CD | None, budget: Budget | None = None) -> CD:
+    """Deep-copy a typed description under a new parent (charged to ``budget``)."""
+    if budget is not None:
+        budget.spend(1)
     copy = CD(source.location, parent, source.eager)
     copy.extends = source.extends
     copy.prototypes = source.prototypes
     copy.complete = source.complete
-    copy.attrs = {name: copy_attr(attr, copy) for name, attr in source.attrs.items()}
+    copy.attrs = {name: copy_attr(attr, copy, budget) for name, attr in source.attrs.items()}
     if source.placements:
         copy.placements = [
-            Placement(p.path, p.name, copy_attr(p.attr, copy)) for p in source.placements
+            Placement(p.path, p.name, copy_attr(p.attr, copy, budget)) for p in source.placements
         ]
     return copy
 
 
-def _copy_apply(apply: Apply, parent: CD) -> Apply:
-    return Apply(apply.function, copy_cd(apply.args, parent), apply.location, apply.lazy)
+def _copy_apply(apply: Apply, parent: CD, budget: Budget | None) -> Apply:
+    return Apply(apply.function, copy_cd(apply.args, parent, budget), apply.location, apply.lazy)
 
 
-def _copy_list(items: list[object], parent: CD) -> list[object]:
+def _copy_list(items: list[object], parent: CD, budget: Budget | None) -> list[object]:
     if not any(type(item) in (Apply, list, CD) for item in items):
         return items
     result: list[object] = []
@@ -671,13 +726,13 @@ def _copy_list(items: list[object], parent: CD) -> list[object]:
         t = type(item)
         if t is Apply:
             assert isinstance(item, Apply)
-            result.append(_copy_apply(item, parent))
+            result.append(_copy_apply(item, parent, budget))
         elif t is list:
             assert isinstance(item, list)
-            result.append(_copy_list(item, parent))
+            result.append(_copy_list(item, parent, budget))
         elif t is CD:
             assert isinstance(item, CD)
-            result.append(copy_cd(item, parent))
+            result.append(copy_cd(item, parent, budget))
         else:
             result.append(item)
     return result

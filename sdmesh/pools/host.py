@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sdmesh.pools.records import Order, Report
+from sdmesh.pools.records import Order, PoolRecord, Report
 
 # ------------------------------------------------------------------------------- events
 
@@ -46,9 +46,14 @@ class LeafDied:
 
 @dataclass(frozen=True)
 class PoolTerminated:
-    """The pool's termination record reached this host (gossip or DHT)."""
+    """The pool's termination record reached this host (gossip or DHT).
+
+    ``generation``: the newest generation of the pool the record was issued against; it
+    ends what was ordered up to it, never a later resubmission under the same name. None
+    (the reaper, a pool nobody knows) ends everything held of the pool."""
 
     pool: str
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,13 @@ class _Pool:
     shepherd: str = ""
     leaves: dict[str, _Leaf] = field(default_factory=dict)
     units: dict[str, _Unit] = field(default_factory=dict)
-    terminated: bool = False
+    #: Generations up to this one are terminated (-1: none): a resubmission starts above.
+    tomb: int = -1
+
+    @property
+    def terminated(self) -> bool:
+        """The generation this host follows now is covered by a termination record."""
+        return self.tomb >= 0 and self.generation <= self.tomb
 
 
 class HostCore:
@@ -160,7 +171,7 @@ class HostCore:
         elif isinstance(event, LeafDied):
             self._on_died(event)
         elif isinstance(event, PoolTerminated):
-            self._on_terminated(event.pool)
+            self._on_terminated(event.pool, event.generation)
         elif isinstance(event, Recovered):
             self._on_recovered(event)
         elif isinstance(event, CapacityChanged):
@@ -186,6 +197,41 @@ class HostCore:
             for path, leaf in state.leaves.items()
             if leaf.state not in ("new", "terminating")
         }
+
+    def states(self, pool: str) -> dict[str, str]:
+        """The state of each leaf :meth:`inventory` lists: a VM that died shows ``deployed``
+        (defined, not running), so the shepherd's reconciliation notices a lost death report."""
+        state = self.pools.get(pool)
+        if state is None:
+            return {}
+        return {
+            path: leaf.state
+            for path, leaf in state.leaves.items()
+            if leaf.state not in ("new", "terminating")
+        }
+
+    def resubmitted(self, order: Order) -> bool:
+        """``order`` is the first of a new submission of an ended pool's name (above its
+        termination, above every generation seen): what was cached for the name (its
+        descriptor, tree, host context) belongs to the pool before."""
+        state = self.pools.get(order.pool)
+        return (
+            state is not None
+            and state.terminated  # still following the ended pool: the first order above
+            and order.op != "terminate"
+            and order.generation > state.tomb
+        )
+
+    def forget(self, pool: str) -> bool:
+        """Drop the bookkeeping of a pool this host no longer holds anything of (its end is
+        past retention); False, and nothing dropped, while it still holds some leaf."""
+        state = self.pools.get(pool)
+        if state is None:
+            return True
+        if state.leaves:
+            return False
+        del self.pools[pool]
+        return True
 
     def holdings(self, pool: str) -> dict[str, str]:
         """Leaves of ``pool`` settled here (no operation under way): path -> ``deployed`` or
@@ -228,7 +274,7 @@ class HostCore:
             self._answer(order, "accepted", "", pool)
             self._terminate(order.pool, pool, order.path)
             return
-        if pool.terminated:
+        if order.generation <= pool.tomb:
             self._answer(order, "refused", "the pool was terminated", pool)
             return
         if leaf is None:
@@ -317,7 +363,7 @@ class HostCore:
                 self._run(event.pool, pool, event.path, leaf, "terminate")
             else:
                 self._operate(event.pool, pool, event.path, leaf, following)
-        elif pool.terminated and event.path in pool.leaves and event.op != "terminate":
+        elif event.path in pool.leaves and event.op != "terminate" and leaf.generation <= pool.tomb:
             self._run(event.pool, pool, event.path, leaf, "terminate")
 
     def _forget(self, pool: _Pool, path: str, leaf: _Leaf) -> None:
@@ -341,11 +387,16 @@ class HostCore:
             )
         )
 
-    def _on_terminated(self, name: str) -> None:
-        pool = self.pools[name]
-        pool.terminated = True
+    def _on_terminated(self, name: str, generation: int | None) -> None:
+        pool = self.pools.get(name)
+        if pool is None:
+            return  # never held here: nothing to end, nothing to remember
+        if generation is None:
+            generation = max([pool.generation, *(leaf.generation for leaf in pool.leaves.values())])
+        pool.tomb = max(pool.tomb, generation)
         # VMs before their disks: each unit's leaves in reverse order of creation.
-        newest_first = sorted(pool.leaves, reverse=True)
+        covered = [p for p, leaf in pool.leaves.items() if leaf.generation <= pool.tomb]
+        newest_first = sorted(covered, reverse=True)
         for path in sorted(newest_first, key=lambda p: 0 if p == pool.leaves[p].unit else 1):
             self._terminate(name, pool, path)
 
@@ -365,3 +416,56 @@ class HostCore:
             self._actions.append(
                 SendReport(pool.shepherd, Report(name, pool.generation, self.name, path, op, error))
             )
+
+
+# ------------------------------------------------------------------------------ reaper
+
+#: Pool states after which nothing of the pool should run anywhere.
+ENDED_STATES = ("terminated", "failed")
+
+
+class Reaper:
+    """Decides when leftovers of a pool this host holds may be torn down.
+
+    Leftovers are what a host still runs of a pool whose record says it ended (terminated or
+    failed: the host was cut off while it ended, or came back after its tombstone expired),
+    or of a pool the DHT definitely does not know. A wrong verdict deletes a live pool's VMs,
+    so every verdict needs a majority of the mesh in this agent's view and a DHT lookup that
+    answered, continuously for ``grace`` seconds: a cut-off or freshly started agent, or a
+    DHT that cannot be reached, keeps what it runs."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._since: dict[str, float] = {}
+
+    def judge(
+        self,
+        pool: str,
+        now: float,
+        *,
+        quorate: bool,
+        answered: bool,
+        record: PoolRecord | None,
+    ) -> PoolTerminated | None:
+        """``answered``: the DHT lookup of the pool's record really answered (``record``
+        None then means definitely not found). The tear-down to apply, or None for now."""
+        if not quorate or not answered:
+            self._since.pop(pool, None)  # no evidence: the grace starts again afterwards
+            return None
+        if record is None:
+            through: int | None = None
+        elif record.state in ENDED_STATES:
+            through = record.generation
+        else:
+            self._since.pop(pool, None)  # a live pool: its shepherd reconciles
+            return None
+        first = self._since.setdefault(pool, now)
+        if now - first < self.grace:
+            return None
+        return PoolTerminated(pool, through)
+
+    def forget(self, pool: str) -> None:
+        self._since.pop(pool, None)
+
+    def watched(self) -> list[str]:
+        return sorted(self._since)

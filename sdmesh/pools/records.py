@@ -124,9 +124,14 @@ class PoolRecord:
     state: str = "deploying"
     placement: dict[str, str] = field(default_factory=dict)  # unit path -> host
     reason: str = ""
+    #: Hosts that left gracefully -> when (wall clock, seconds) their grace ends, and what
+    #: each still runs of the pool (leaf path -> ``deployed`` or ``running``): any later
+    #: shepherd honours the grace instead of rebuilding their VMs elsewhere.
+    away: dict[str, float] = field(default_factory=dict)
+    vouched: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        body = {
+        body: dict[str, object] = {
             "pool": self.pool,
             "digest": self.digest,
             "gen": self.generation,
@@ -135,6 +140,9 @@ class PoolRecord:
             "placement": self.placement,
             "reason": self.reason,
         }
+        if self.away:
+            body["away"] = self.away
+            body["vouched"] = self.vouched
         return zlib.compress(_pack(body), 6)
 
     @classmethod
@@ -155,7 +163,27 @@ class PoolRecord:
             state=state,
             placement=_str_map(obj, "placement"),
             reason=_require(obj, "reason", str),
+            away=_away(obj),
+            vouched=_vouched(obj),
         )
+
+
+def _away(obj: dict[str, Any]) -> dict[str, float]:
+    """Optional (records from before it, or with nobody away, have none)."""
+    value = obj.get("away", {})
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise RecordFormatError("malformed field 'away'")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _vouched(obj: dict[str, Any]) -> dict[str, dict[str, str]]:
+    value = obj.get("vouched", {})
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise RecordFormatError("malformed field 'vouched'")
+    return {host: _str_map(value, host) for host in value}
 
 
 @dataclass(frozen=True)
@@ -233,6 +261,46 @@ class Report:
         if obj[4] not in (*OPERATIONS, "ended"):
             raise RecordFormatError(f"unknown report operation {obj[4]!r}")
         return cls(*obj)
+
+
+#: Pool states of a pool that is (still) wanted: a rumor in one of them, newer than a
+#: tombstone, means the name was submitted again.
+LIVE_STATES: Final = ("deploying", "running")
+
+
+@dataclass(frozen=True)
+class Tomb:
+    """A pool's termination record as an agent keeps it: it ends what was ordered up to
+    ``generation`` (the pool's newest generation when it was terminated), not a later
+    resubmission under the same name, which starts above it. ``since``: when it was heard
+    (monotonic), for the tear-down grace and for pruning."""
+
+    generation: int
+    since: float
+
+    def covers(self, generation: int) -> bool:
+        return generation <= self.generation
+
+    def superseded_by(self, state: str, generation: int) -> bool:
+        """A pool rumor (state, generation) announces a resubmission after this tombstone:
+        an old tombstone, heard late (a joiner, a restart), must not end the new pool."""
+        return state in LIVE_STATES and generation > self.generation
+
+    def encode(self, by: str) -> dict[str, object]:
+        return {"by": by, "gen": self.generation}
+
+    @staticmethod
+    def generation_of(body: dict[str, object], known: int) -> int:
+        """The generation a tombstone rumor covers; for one without (an older agent's), the
+        newest this agent knows of the pool (``known``)."""
+        gen = body.get("gen")
+        return gen if isinstance(gen, int) and not isinstance(gen, bool) else known
+
+
+def retry_delay(attempt: int, first: float = 1.0, most: float = 60.0) -> float:
+    """Bounded exponential backoff for writes and reports that must get through:
+    ``first``, twice that, ... never more than ``most`` seconds."""
+    return float(min(most, first * 2 ** min(max(attempt, 0), 30)))
 
 
 def split_blob(data: bytes) -> list[bytes]:

@@ -28,6 +28,9 @@ hosts answer at once for leaves they already run, so nothing is started twice. A
 (the shepherd leaves) is a takeover told in advance: the leaving core hands its freshest
 record to its successor and never acts again; the successor takes over at a higher
 generation and trusts what the leaving host vouched it runs (it cannot ask it any more).
+The record keeps every away host's grace end and what it runs, so any later takeover honours
+the grace too. Without a majority the driver pauses the core (``Pause``/``Resume``): it
+decides nothing meanwhile and goes on at the same generation.
 """
 
 from __future__ import annotations
@@ -85,10 +88,13 @@ class MembersChanged:
 
 @dataclass(frozen=True)
 class Inventory:
-    """What a host says it runs of this pool: leaf path -> generation it was ordered at."""
+    """What a host says it runs of this pool: leaf path -> generation it was ordered at;
+    ``states``: leaf path -> its state there (``running``, ``deployed``: a VM that died is
+    defined but not running). Hosts from before states were sent leave it empty."""
 
     host: str
     leaves: dict[str, int]
+    states: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,18 @@ class HandOver:
     successor: str
 
 
+@dataclass(frozen=True)
+class Pause:
+    """This agent lost the majority of the mesh: decide nothing (no order, no move, no save)
+    until ``Resume``; what arrives meanwhile waits (the latest view only, no inventory)."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The majority is back and nobody took the pool over meanwhile: go on at the same
+    generation, with what arrived during the pause, resending what may have been dropped."""
+
+
 Event = (
     Begin
     | Answered
@@ -117,6 +135,8 @@ Event = (
     | TerminateRequested
     | TimerFired
     | HandOver
+    | Pause
+    | Resume
 )
 
 # ------------------------------------------------------------------------------ actions
@@ -171,6 +191,14 @@ class HandOff:
     record: PoolRecord
 
 
+@dataclass(frozen=True)
+class Announce:
+    """Publish the pool's rumor again, unchanged (``Shepherd.announcement``): rumors expire
+    (a day), and a pool nobody has heard of is neither taken over nor safe from the reaper."""
+
+    state: str
+
+
 Action = SaveRecord | SendOrder | SetTimer | ComponentChanged | PoolChanged | Warning | HandOff
 
 RETRY_SECONDS = 1.0
@@ -201,7 +229,10 @@ class Shepherd:
         layout: Layout,
         kinds: dict[str, str],
         offers: tuple[HostOffer, ...],
+        wall_offset: float = 0.0,
     ) -> None:
+        """``wall_offset``: wall clock minus the ``now`` this core is given; the record
+        keeps grace ends in wall-clock time, the one clock every agent shares."""
         self.pool = record.pool
         self.digest = record.digest
         self.me = record.shepherd
@@ -224,9 +255,18 @@ class Shepherd:
         #: engine's own operations on their leaves wait until the rebuild is done.
         self.replays: dict[str, deque[tuple[str, str]]] = {}
         self.ended = False
-        #: Hosts that left gracefully -> when their grace ends; what some vouched they run.
-        self.away: dict[str, float] = {}
-        self.vouched: dict[str, dict[str, str]] = {}
+        #: Hosts that left gracefully -> when their grace ends; what they run (their own
+        #: word at a hand-over, else what a shepherd knew when they left). From the record:
+        #: a takeover honours a predecessor's grace instead of rebuilding their VMs.
+        self.wall_offset = wall_offset
+        self.away: dict[str, float] = {h: t - wall_offset for h, t in record.away.items()}
+        self.vouched: dict[str, dict[str, str]] = {
+            h: dict(record.vouched.get(h, {})) for h in record.away
+        }
+        self.begun = False
+        #: Without a majority (``Pause``): events kept for ``Resume``.
+        self.paused = False
+        self._deferred: list[Event] = []
         #: The successor this core handed the pool to; set, the core does nothing more.
         self.handed_to: str | None = None
         self._actions: list[Action] = []
@@ -242,6 +282,25 @@ class Shepherd:
         if isinstance(event, HandOver):
             self.handed_to = event.successor
             return [SaveRecord(self.record()), HandOff(event.successor, self.record())]
+        if isinstance(event, Pause):
+            self.paused = True
+            return []
+        if isinstance(event, Resume):
+            if self.paused:
+                self._resume()
+        elif self.paused:
+            if isinstance(event, MembersChanged):  # only the latest view matters
+                self._deferred = [e for e in self._deferred if not isinstance(e, MembersChanged)]
+            if not isinstance(event, Inventory):  # periodic: the next one is fresher
+                self._deferred.append(event)
+            return []
+        else:
+            self._dispatch(event)
+        self._settle()
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _dispatch(self, event: Event) -> None:
         if isinstance(event, Begin):
             self._begin(event.vouched)
         elif isinstance(event, Answered):
@@ -258,11 +317,41 @@ class Shepherd:
                 self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(event.reason)))
         elif isinstance(event, TimerFired):
             self._on_timer(event.name)
-        self._settle()
-        actions, self._actions = self._actions, []
-        return actions
+
+    def _resume(self) -> None:
+        """Replay what waited (the latest view first), then resend what the pause may have
+        kept from the hosts (they answer at once for what they already did) and save."""
+        self.paused = False
+        waiting, self._deferred = self._deferred, []
+        waiting.sort(key=lambda e: not isinstance(e, MembersChanged))
+        for event in waiting:
+            self._dispatch(event)
+        sent = {
+            (a.host, a.order.path, a.order.op) for a in self._actions if isinstance(a, SendOrder)
+        }
+        before = len(self._actions)
+        self._resend_all()
+        self._actions[before:] = [
+            a
+            for a in self._actions[before:]
+            if not (isinstance(a, SendOrder) and (a.host, a.order.path, a.order.op) in sent)
+        ]
+        self._save()
+
+    def superseded_by(self, stored: PoolRecord) -> bool:
+        """A record saved by someone else while we were paused: another shepherd took the
+        pool over, so this core's state is stale and must not resume."""
+        return stored.generation > self.generation
+
+    def announcement(self) -> Announce | None:
+        """What the driver publishes again every few hours (``ANNOUNCE_PERIOD``): the pool's
+        rumor while it lives here; nothing once it ended or was handed over."""
+        if self.ended or self.handed_to is not None or self.engine.root.state.ended:
+            return None
+        return Announce(self.state)
 
     def record(self) -> PoolRecord:
+        away = {h: t + self.wall_offset for h, t in self.away.items()}
         return PoolRecord(
             self.pool,
             self.digest,
@@ -271,6 +360,8 @@ class Shepherd:
             self.state,
             dict(self.placement),
             self.reason,
+            away,
+            {h: dict(self.vouched.get(h, {})) for h in away},
         )
 
     def components(self) -> list[dict[str, object]]:
@@ -289,8 +380,18 @@ class Shepherd:
 
     # ========================================================================= begin
     def _begin(self, vouched: Mapping[str, Mapping[str, str]]) -> None:
+        self.begun = True
+        for host, ends in list(self.away.items()):  # from the record: the grace goes on
+            if host in self.offers:
+                del self.away[host]
+                self.vouched.pop(host, None)
+            elif ends <= self._now:
+                del self.away[host]  # it ran out: its units are lost, placed again below
+                self.vouched.pop(host, None)
+            else:
+                self._actions.append(SetTimer(f"away:{host}", ends))
         for host, leaves in vouched.items():
-            self.vouched[host] = dict(leaves)
+            self.vouched[host] = dict(leaves)  # the host's own word beats anyone's memory
             if host not in self.offers and host not in self.away:
                 self._host_away(host)
         if self.state != "terminating":
@@ -524,6 +625,7 @@ class Shepherd:
         for back in [host for host in self.away if host in self.offers]:
             del self.away[back]  # its agent is back: its inventory reconciles what it runs
             self.vouched.pop(back, None)
+            self._save()
         for host in sorted(away - set(self.offers) - set(self.away)):
             self._host_away(host)
         for gone in sorted(before - set(self.offers) - set(self.away)):
@@ -532,7 +634,8 @@ class Shepherd:
     def _host_away(self, host: str) -> None:
         """A host left gracefully: its VMs keep running, so its units stay placed there for
         ``AWAY_GRACE``; only units with an operation under way there count as lost now (the
-        host will not finish it)."""
+        host will not finish it). What it runs is vouched for in the saved record, so a later
+        shepherd keeps it there too."""
         self.away[host] = self._now + AWAY_GRACE
         self._arm(f"away:{host}", AWAY_GRACE)
         for unit_path in [u for u, h in self.placement.items() if h == host]:
@@ -541,6 +644,19 @@ class Shepherd:
                 for leaf in self.leaves.values()
             ):
                 self._unit_down(unit_path, host, "left in the middle of an operation")
+        known = self.vouched.setdefault(host, {})
+        for leaf in self.leaves.values():
+            if self.placement.get(leaf.unit) != host or leaf.path in known:
+                continue
+            if not self.begun:
+                # A fresh core learns of a leave it did not see (its predecessor died too):
+                # a leaver finishes its operations first, so what the record places there
+                # runs there. Wrong only for a pool still deploying; that costs a restart
+                # after the grace, where rebuilding now would run the VM twice.
+                known[leaf.path] = "running"
+            elif leaf.state in ("deployed", "running") and leaf.engine_op is None:
+                known[leaf.path] = leaf.state
+        self._save()
 
     def _vouched_for(self, host: str, path: str, op: str) -> bool:
         state = self.vouched.get(host, {}).get(path)
@@ -709,8 +825,13 @@ class Shepherd:
                 and leaf.state == "running"
                 and leaf.engine_op is None
                 and leaf.unit not in self.replays
-                and leaf.path not in inventory.leaves
+                and (
+                    leaf.path not in inventory.leaves
+                    or inventory.states.get(leaf.path, "running") == "deployed"
+                )
             ):
+                # Not listed, or listed as defined but not running: its VM died and the
+                # death report was lost.
                 self._leaf_lost(leaf, f"{inventory.host} no longer runs it")
 
     # ========================================================================= misc
@@ -725,6 +846,7 @@ class Shepherd:
                 del self.away[gone]  # not back in time: its units are lost, as if it died
                 self.vouched.pop(gone, None)
                 self._host_down(gone)
+                self._save()
         elif name.startswith("retry:"):
             path, op = name[6:].rsplit(":", 1)
             leaf = self.leaves.get(path)

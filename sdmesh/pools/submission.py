@@ -18,7 +18,9 @@ from sdmesh.language import DescriptorError, ResolvedDescriptor, resolve_text
 from sdmesh.pools.layout import LayoutError, layout, skeleton, walk
 from sdmesh.pools.records import PoolSpec, check_pool_id
 
-MAX_DESCRIPTOR_CHARS = 16 * 1024 * 1024
+#: Below the API's 4 MiB request limit (sdmesh.agent.api_input), which also carries the JSON
+#: around the descriptor and its escapes.
+MAX_DESCRIPTOR_CHARS = 3 * 1024 * 1024
 
 
 class SubmissionError(ValueError):
@@ -53,7 +55,9 @@ def build_spec(body: Mapping[str, Any], submitted_by: str = "") -> PoolSpec:
     if not isinstance(text, str) or not text.strip():
         raise SubmissionError("'descriptor' must be the descriptor's text")
     if len(text) > MAX_DESCRIPTOR_CHARS:
-        raise SubmissionError("the descriptor is larger than 16 MiB")
+        raise SubmissionError(
+            f"the descriptor is larger than {MAX_DESCRIPTOR_CHARS // (1024 * 1024)} MiB"
+        )
     name = body.get("name") or default_pool_name("pool")
     if not isinstance(name, str):
         raise SubmissionError("'name' must be a string")

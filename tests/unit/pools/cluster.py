@@ -120,6 +120,8 @@ class Cluster:
             "deploying" if record.state == "running" else record.state,
             record.placement,
             record.reason,
+            record.away,  # a predecessor's leave graces go on (PoolService._shepherd)
+            record.vouched,
         )
         tree = resolved.root
         core = sc.Shepherd(mine, tree, layout(tree), {}, self.offers(at))
@@ -243,13 +245,22 @@ class Cluster:
             self.feed_shepherd(pool, at, sc.MembersChanged(self.offers(at), self.away()))
 
     def send_inventory(self, host: str, pool: str, shepherd: str) -> None:
-        leaves = self.hosts[host].core.inventory(pool)
+        core = self.hosts[host].core
         if self.reachable(host, shepherd):
-            self.feed_shepherd(pool, shepherd, sc.Inventory(host, leaves))
+            inventory = sc.Inventory(host, core.inventory(pool), core.states(pool))
+            self.feed_shepherd(pool, shepherd, inventory)
 
-    def terminate_everywhere(self, pool: str) -> None:
+    def terminate_everywhere(self, pool: str, generation: int | None = None) -> None:
         for name in self.hosts:
-            self.host_event(name, hc.PoolTerminated(pool))
+            self.host_event(name, hc.PoolTerminated(pool, generation))
+
+    def vm_dies(self, host: str, pool: str, path: str, *, report: bool = True) -> None:
+        """The VM stops by itself; ``report=False``: its death report is lost."""
+        sim = self.hosts[host]
+        sim.real[(pool, path)] = False
+        for action in sim.core.handle(hc.LeafDied(pool, path, "crashed")):
+            if report and isinstance(action, hc.SendReport):
+                self.at(LATENCY, lambda a=action: self.report(host, a.shepherd, a.report))
 
     # ----------------------------------------------------------------------- checks
     def running(self, pool: str) -> dict[str, list[str]]:

@@ -220,8 +220,10 @@ def test_termination_record_tears_down_without_the_shepherd() -> None:
     cluster.terminate_everywhere("web")
     cluster.run()
     assert cluster.anything_left("web") == []
-    # and a late deploy order for it is refused
-    late = Order("web", 9, "h0", "d", "sfConfig:pool:sd0:disk", "deploy", "sfConfig:pool:sd0:vm")
+    # and a late deploy order for it is refused (the record ends what was ordered up to
+    # its generation; a resubmission of the name starts above it)
+    gen = cluster.dht["web"].generation
+    late = Order("web", gen, "h0", "d", "sfConfig:pool:sd0:disk", "deploy", "sfConfig:pool:sd0:vm")
     (answer,) = cluster.hosts["h1"].core.handle(hc.OrderReceived(late))
     assert answer.outcome == "refused"
 

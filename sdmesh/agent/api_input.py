@@ -1,0 +1,126 @@
+"""Reading what API clients send: JSON bodies, and descriptors resolved off the event loop.
+
+Anything a client can send must become a 4xx with a reason, never a 500: a body that is not
+a JSON object, nesting deep enough to exhaust the parser's stack, strings with lone UTF-16
+surrogates (valid JSON, but no UTF-8 encoding: they would fail far later, when the
+descriptor is hashed). And resolving a descriptor is CPU work (the resolver caps it at
+``MAX_COMPONENTS``, still up to a second): it runs in a worker thread, under a time limit,
+so the agent keeps answering probes and gossip meanwhile.
+
+aiohttp is imported inside the functions: the CLI imports ``MAX_REQUEST_BYTES`` from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+#: Largest request body the API reads (aiohttp's ``client_max_size``; 413 beyond). A
+#: submission carries the resolved descriptor, so this is also the descriptor size limit.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+#: Seconds a submission may spend resolving its descriptor before it is refused.
+RESOLVE_TIMEOUT = 30.0
+
+T = TypeVar("T")
+
+# One resolution at a time: the resolver raises the interpreter-wide recursion limit while
+# it runs (and restores it after), which concurrent resolutions would undo for each other;
+# and a burst of submissions then costs one core, not all of them.
+_RESOLVING = threading.Lock()
+
+
+class BadInput(ValueError):
+    """A request body the API cannot use; the message says why (a 400)."""
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """``data`` as a JSON object whose strings all encode to UTF-8; BadInput otherwise."""
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise BadInput("the body is nested too deeply") from None
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not text
+        raise BadInput("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadInput(f"the body must be a JSON object, not {_json_kind(body)}")
+    _check_strings(body)
+    return body
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+    return kinds.get(type(value), "a number")
+
+
+def _check_strings(body: object) -> None:
+    """Refuse lone surrogates (``"\\ud800"``) anywhere, keys included; iterative, so depth
+    costs no stack."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            _encodable(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _encodable(key)
+                stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+def _encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = json.dumps(text[:40])
+        raise BadInput(
+            f"the string {shown} is not valid Unicode (a lone UTF-16 surrogate)"
+        ) from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object (BadInput as in :func:`parse_json_object`); a body
+    over ``MAX_REQUEST_BYTES`` is refused by aiohttp with 413."""
+    return parse_json_object(await request.read())
+
+
+def _serialised(work: Callable[[], T]) -> T:
+    with _RESOLVING:
+        return work()
+
+
+def _keep_recursion_limit_raised() -> None:
+    """The resolver raises the recursion limit for its run and restores it after; the limit
+    is the interpreter's, so from a worker thread that would change it under the loop's
+    thread mid-call (compile() then fails with "recursion depth mismatch"). Raised here once
+    and for good, the resolver finds it high enough and changes nothing."""
+    from sdmesh.language import RECURSION_LIMIT
+
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+
+
+async def off_loop(work: Callable[[], T], timeout: float = RESOLVE_TIMEOUT) -> T:
+    """Run ``work`` (a resolution) in a worker thread, one at a time; TimeoutError after
+    ``timeout`` seconds (the thread then finishes on its own: the resolver's cap bounds it)."""
+    _keep_recursion_limit_raised()
+    return await asyncio.wait_for(asyncio.to_thread(_serialised, work), timeout)
+
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "RESOLVE_TIMEOUT",
+    "BadInput",
+    "json_object",
+    "off_loop",
+    "parse_json_object",
+]
