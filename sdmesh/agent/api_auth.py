@@ -3,12 +3,15 @@
 The API can submit and terminate pools, so once it listens beyond loopback it must not be
 open: ``sdmesh join`` refuses an exposed ``api`` without ``api-token-file`` and TLS
 (``tls-cert``/``tls-key``) unless ``api-insecure = true`` says so explicitly. Loopback peers
-need no token, so the local CLI keeps working with no setup (local users are trusted as they
-are with the loopback-only default), except requests a browser sends on behalf of another
-site (a cross-site ``Origin``, or a rebound DNS name as ``Host``): any web page could
-otherwise submit pools through the operator's browser. The dashboard's static files and the
-OpenAPI description stay public: they hold no state, and the dashboard needs them to ask for
-the token.
+need no token by default, so the local CLI keeps working with no setup (local users are
+trusted as they are with the loopback-only default), except requests a browser sends on
+behalf of another site (a cross-site ``Origin``, or a rebound DNS name as ``Host``): any web
+page could otherwise submit pools through the operator's browser. ``api-trust-loopback =
+false`` takes loopback's pass away altogether, for hosts where loopback is not only local
+users (a reverse proxy or an ``ssh -L`` tunnel on the host connects from loopback on a remote
+client's behalf); the CLI then finds the token through the agent's config file
+(sdmesh/cli/agent_client.py). The dashboard's static files and the OpenAPI description stay
+public: they hold no state, and the dashboard needs them to ask for the token.
 
 aiohttp is imported inside the functions that need it: ``sdmesh join`` checks this
 configuration before it joins the mesh, and that must not pay for aiohttp's import.
@@ -152,10 +155,21 @@ def _configured_token(config: AgentConfig) -> tuple[str | None, list[str]]:
     return token, warnings
 
 
+def _untrusted_loopback_without_token(config: AgentConfig, token: str | None) -> None:
+    if token is None and not config.api_trust_loopback:
+        raise ConfigError(
+            "api-trust-loopback = false makes loopback clients present the token, but "
+            "api-token-file is not set; set it (`sdmesh keygen --token FILE`) or drop "
+            "api-trust-loopback"
+        )
+
+
 def api_token(config: AgentConfig) -> tuple[str | None, list[str]]:
     """The configured token (None without ``api-token-file``) and warnings about its file;
-    ConfigError if an exposed API would have no token and ``api-insecure`` is not set."""
+    ConfigError if an exposed API would have no token and ``api-insecure`` is not set, or if
+    ``api-trust-loopback = false`` would leave loopback clients no token to present."""
     token, warnings = _configured_token(config)
+    _untrusted_loopback_without_token(config, token)
     if token is None and not config.api_insecure and not is_loopback_host(config.api[0]):
         host, port = config.api
         raise ConfigError(
@@ -170,6 +184,7 @@ def load_api_security(config: AgentConfig) -> ApiSecurity:
     """Everything about the API's security, checked at once so ``sdmesh join`` refuses a bad
     configuration before it joins the mesh; ConfigError names the settings at fault."""
     token, warnings = _configured_token(config)
+    _untrusted_loopback_without_token(config, token)
     context = server_ssl_context(config)
     if not is_loopback_host(config.api[0]):
         host, port = config.api
@@ -273,15 +288,20 @@ def is_local(request: web.BaseRequest) -> bool:
     return peer_is_loopback(request) and not browser_guarded(request)
 
 
-def auth_middleware(token: str | None) -> Middleware:
+def auth_middleware(token: str | None, trust_loopback: bool = True) -> Middleware:
     """Every request that is neither public nor local must present ``token``; without a
     token (a loopback-only API, or ``api-insecure``), only browser-guarded requests from
-    loopback are refused (403): that is what stops other sites' pages driving the API."""
+    loopback are refused (403): that is what stops other sites' pages driving the API.
+    ``trust_loopback=False`` (``api-trust-loopback = false``) gives loopback no pass: every
+    request but the public ones presents ``token``."""
     from aiohttp import web
+
+    if not trust_loopback and token is None:
+        raise ValueError("trust_loopback=False needs a token")  # api_token refuses it first
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_public(request) or is_local(request):
+        if is_public(request) or (trust_loopback and is_local(request)):
             return await handler(request)
         if token is None:
             if peer_is_loopback(request):
@@ -315,7 +335,7 @@ def install_auth(app: web.Application, config: AgentConfig) -> None:
     """Guard ``app`` as ``config`` says. The middleware goes first, before any other
     middleware sees the request. ConfigError as in ``api_token``."""
     token, _ = api_token(config)
-    app.middlewares.insert(0, auth_middleware(token))
+    app.middlewares.insert(0, auth_middleware(token, config.api_trust_loopback))
 
 
 __all__ = [

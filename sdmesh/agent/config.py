@@ -57,6 +57,9 @@ class AgentConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     api_insecure: bool = False
+    # False: loopback peers present the token too (a reverse proxy or ssh -L tunnel on this
+    # host makes remote requests come from loopback).
+    api_trust_loopback: bool = True
 
     @property
     def dht_bind(self) -> Address:
@@ -120,7 +123,7 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(str(label).strip() for label in items if str(label).strip())
     if name in ("state_dir", "images_dir"):
         return Path(str(value))
-    if name in ("insecure", "api_insecure"):
+    if name in ("insecure", "api_insecure", "api_trust_loopback"):
         if isinstance(value, bool):
             return value
         return str(value).lower() in ("1", "true", "yes", "on")

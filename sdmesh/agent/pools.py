@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from sdmesh.agent.api_input import off_loop
 from sdmesh.membership import Member, State
 from sdmesh.pools import host as hc
 from sdmesh.pools.ownership import Owners, QuorumGate, has_quorum, successors
@@ -89,6 +91,10 @@ CLOSE_TIMEOUT = 1.0
 DEPARTING_TTL = 30.0
 #: Specs per hand-over request, by size (a request is one stream frame).
 HANDOVER_BATCH_BYTES = 4 * 1024 * 1024
+#: A takeover that finds no usable record (missing, or the DHT did not answer) is tried
+#: again after this many seconds, doubling up to TAKEOVER_RETRY_MOST.
+TAKEOVER_RETRY_FIRST = 2.0
+TAKEOVER_RETRY_MOST = 60.0
 TOPIC_POOL = "pool"
 TOPIC_TOMB = "tomb"
 
@@ -204,6 +210,14 @@ class PoolService:
         #: rebuilt only when who is live changes, not on every metadata update.
         self._owners = Owners(())
         self._owners_all = Owners(())
+        #: Takeovers under way, one per pool at most (view events come in bursts), and per
+        #: pool the retry a takeover without a usable record waits for, and how many it had.
+        self._takeovers: dict[str, asyncio.Task[None]] = {}
+        self._takeover_retry: dict[str, asyncio.TimerHandle] = {}
+        self._takeover_misses: dict[str, int] = {}
+        #: Local record and spec files are written in worker threads, one at a time and in
+        #: the order asked: an older record must not land after a newer one.
+        self._file_writes = asyncio.Lock()
         (state_dir / "specs").mkdir(parents=True, exist_ok=True)
 
     # =================================================================== life cycle
@@ -222,6 +236,9 @@ class PoolService:
         for run in self.shepherding.values():
             for handle in run.timers.values():
                 handle.cancel()
+        for handle in self._takeover_retry.values():
+            handle.cancel()
+        self._takeover_retry.clear()
         for task in list(self._tasks):
             task.cancel()
         # Bounded: a cancelled libvirt call may not end at once, and systemd kills the
@@ -365,7 +382,7 @@ class PoolService:
                 and self.shepherd_for(pool) == self.name
                 and not self._being_handed_over(pool)
             ):
-                self._spawn(self._take_over(pool))
+                self._start_take_over(pool)
 
     # ===================================================================== rumors
     def _on_rumor(self, rumor: Any) -> None:
@@ -578,7 +595,7 @@ class PoolService:
         if digest is None:
             raise PoolError(f"no descriptor known for pool {pool}")
         spec = await self.spec(digest, pool)
-        root = skeleton(spec_tree(spec))
+        root = skeleton(await tree_of(spec))
         hosted = self._host_pools.get(pool)
         if hosted is None:
             context = HostContext(
@@ -720,20 +737,67 @@ class PoolService:
         return unknown
 
     # ============================================================= shepherd side
+    def _start_take_over(self, pool: str) -> None:
+        """Take the pool over, unless a takeover of it is under way already or waits for its
+        retry (which looks at the view again when due)."""
+        running = self._takeovers.get(pool)
+        if (running is not None and not running.done()) or pool in self._takeover_retry:
+            return
+        task = self._spawn(self._take_over(pool))
+        self._takeovers[pool] = task
+        task.add_done_callback(lambda done: self._takeover_ended(pool, done))
+
+    def _takeover_ended(self, pool: str, task: asyncio.Task[None]) -> None:
+        if self._takeovers.get(pool) is task:
+            del self._takeovers[pool]
+
+    def _retry_take_over(self, pool: str, why: str) -> None:
+        """No usable record to take the pool over from: try again later, backing off (a
+        warning the first time, then quietly)."""
+        misses = self._takeover_misses.get(pool, 0)
+        self._takeover_misses[pool] = misses + 1
+        delay = retry_delay(misses, TAKEOVER_RETRY_FIRST, TAKEOVER_RETRY_MOST)
+        level = logging.WARNING if misses == 0 else logging.DEBUG
+        log.log(level, "pool %s: cannot take it over: %s; trying again in %.0f s", pool, why, delay)
+        old = self._takeover_retry.pop(pool, None)
+        if old is not None:
+            old.cancel()
+        self._takeover_retry[pool] = self._loop.call_later(delay, self._takeover_due, pool)
+
+    def _takeover_due(self, pool: str) -> None:
+        self._takeover_retry.pop(pool, None)
+        self._view_changed()  # still ours, still without a shepherd: taken over from there
+
     async def _take_over(self, pool: str) -> None:
-        """Become the pool's shepherd from its record in the DHT (a higher generation)."""
+        """Become the pool's shepherd from its record in the DHT (a higher generation). Our
+        own record file only counts when the DHT answered and had no newer one: when the
+        lookup failed, it may be stale (another shepherd ran the pool since)."""
         if pool in self.shepherding or self.leaving or not self.has_quorum():
             return
-        record = await self.read_record(pool, newest=True)
+        answered, record = await self.lookup_record(pool)
+        if not answered:
+            self._retry_take_over(pool, "its record could not be read from the DHT")
+            return
+        local = await self._local_record(pool)
+        if local is not None and (record is None or local.generation > record.generation):
+            record = local  # our last save did not reach the DHT (or is newer than its copy)
         if record is None:
-            log.warning("pool %s: no record in the DHT yet; will retry", pool)
-            self._loop.call_later(2.0, self._view_changed)
+            self._retry_take_over(pool, "no record in the DHT yet")
             return
         if record.state in ("terminated", "failed") or pool in self.shepherding:
+            self._takeover_misses.pop(pool, None)
             return
         if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
             return
-        spec = await self.spec(record.digest, pool)
+        try:
+            spec = await self.spec(record.digest, pool)
+            await tree_of(spec)
+        except PoolError as error:
+            self._retry_take_over(pool, str(error))
+            return
+        if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
+            return  # the view changed while the descriptor was read and resolved
+        self._takeover_misses.pop(pool, None)
         await self._shepherd(spec, record.generation + 1, record)
         log.info("pool %s: took over as shepherd at generation %d", pool, record.generation + 1)
 
@@ -812,7 +876,7 @@ class PoolService:
                 stored.generation,
             )
             self._stop_shepherding(pool)
-            self._spawn(self._take_over(pool))
+            self._start_take_over(pool)
             return
         log.info(
             "pool %s: majority back, shepherding on at generation %d", pool, run.core.generation
@@ -1090,7 +1154,12 @@ class PoolService:
                 continue
             self._specs[spec.digest] = spec
             if spec.pool not in self.shepherding:
-                local = self._local_record(spec.pool)
+                try:
+                    await tree_of(spec)  # off the loop; _shepherd finds it resolved
+                except PoolError as error:
+                    log.warning("hand-over from %s: %s", sender, error)
+                    continue
+                local = await self._local_record(spec.pool)
                 base = (
                     local if local is not None and local.generation > record.generation else record
                 )
@@ -1111,11 +1180,19 @@ class PoolService:
         self._view_changed()
         return {"taken": taken}
 
-    def _local_record(self, pool: str) -> PoolRecord | None:
-        path = self.state_dir / "specs" / f"{pool}.record"
-        with contextlib.suppress(OSError, RecordFormatError):
-            return PoolRecord.decode(path.read_bytes())
+    async def _local_record(self, pool: str) -> PoolRecord | None:
+        """Our own last record of the pool (the fallback file), read off the loop."""
+        data = await asyncio.to_thread(_read_file, self.state_dir / "specs" / f"{pool}.record")
+        if data is not None:
+            with contextlib.suppress(RecordFormatError):
+                return PoolRecord.decode(data)
         return None
+
+    async def _write_file(self, path: Path, data: bytes) -> None:
+        """Write ``path`` in a worker thread, after the writes asked before (atomically: a
+        reader never sees half a record)."""
+        async with self._file_writes:
+            await asyncio.to_thread(_write_atomically, path, data)
 
     # ================================================================ DHT storage
     async def write_blob(self, key: str, data: bytes, generation: int) -> None:
@@ -1167,7 +1244,7 @@ class PoolService:
         data = record.encode()
         stored = True
         try:
-            (self.state_dir / "specs" / f"{record.pool}.record").write_bytes(data)
+            await self._write_file(self.state_dir / "specs" / f"{record.pool}.record", data)
         except OSError as error:
             log.warning("pool %s: could not write its record file: %s", record.pool, error)
             stored = False
@@ -1217,18 +1294,19 @@ class PoolService:
         data: bytes | None = None
         with contextlib.suppress(Exception):
             data = await self.read_blob(f"pool/{pool}", None if newest else 1)
-        local = self.state_dir / "specs" / f"{pool}.record"
         records = []
-        for blob in (data, local.read_bytes() if local.is_file() else None):
-            if blob is not None:
-                with contextlib.suppress(RecordFormatError):
-                    records.append(PoolRecord.decode(blob))
+        if data is not None:
+            with contextlib.suppress(RecordFormatError):
+                records.append(PoolRecord.decode(data))
+        local = await self._local_record(pool)
+        if local is not None:
+            records.append(local)
         return max(records, key=lambda r: r.generation, default=None)
 
     async def store_spec(self, spec: PoolSpec) -> None:
         data = spec.encode()
         self._specs[spec.digest] = spec
-        (self.state_dir / "specs" / f"{spec.digest}.spec").write_bytes(data)
+        await self._write_file(self.state_dir / "specs" / f"{spec.digest}.spec", data)
         for attempt in range(4):  # a pool whose spec is not stored cannot be taken over
             try:
                 await self.write_blob(f"spec/{spec.digest}", data, 1)
@@ -1249,14 +1327,19 @@ class PoolService:
         if cached is not None:
             return cached
         path = self.state_dir / "specs" / f"{digest}.spec"
-        data = path.read_bytes() if path.is_file() else await self.read_blob(f"spec/{digest}")
+        data = await asyncio.to_thread(_read_file, path)
+        from_file = data is not None
+        if data is None:
+            data = await self.read_blob(f"spec/{digest}")
         if data is None:
             raise PoolError(f"descriptor {digest[:12]} not found in the DHT")
         spec = PoolSpec.decode(data)
         if spec.digest != digest:
             raise PoolError(f"descriptor {digest[:12]} does not match its digest")
         self._specs[digest] = spec
-        path.write_bytes(data)
+        if not from_file:
+            with contextlib.suppress(OSError):  # a cache: the DHT still has it
+                await self._write_file(path, data)
         return spec
 
     # =========================================================== operations (API)
@@ -1265,7 +1348,7 @@ class PoolService:
         from sdmesh.pools.layout import LayoutError, layout
 
         try:
-            layout(spec_tree(spec))
+            layout(await tree_of(spec))
         except LayoutError as error:
             raise PoolError(str(error)) from None
         if self.leaving:
@@ -1500,6 +1583,7 @@ class PoolService:
                     return {"ok": False, "error": f"{self.name}: {why}"}
                 self._specs[spec.digest] = spec
                 try:
+                    await tree_of(spec)  # from another agent: resolved here, off the loop
                     await self.store_spec(spec)
                 except PoolError as error:
                     return {"ok": False, "error": str(error)}
@@ -1644,6 +1728,10 @@ class PoolService:
             self.known.pop(pool, None)
             self._finished_runs.pop(pool, None)
             self._digests.pop(pool, None)
+            self._takeover_misses.pop(pool, None)
+            retry = self._takeover_retry.pop(pool, None)
+            if retry is not None:
+                retry.cancel()
             self._reaper.forget(pool)
             self.host.forget(pool)
             hosted = self._host_pools.pop(pool, None)
@@ -1688,6 +1776,35 @@ def spec_tree(spec: PoolSpec) -> Any:
             raise PoolError(f"pool {spec.pool}: its descriptor resolves differently here")
         tree = _TREES[spec.digest] = resolved.root
     return tree
+
+
+async def tree_of(spec: PoolSpec) -> Any:
+    """``spec_tree`` from a coroutine: a tree not resolved yet is resolved in a worker thread,
+    one resolution at a time with the API's (the resolver changes the interpreter's recursion
+    limit); PoolError when that takes longer than the API allows a submission."""
+    tree = _TREES.get(spec.digest)
+    if tree is not None:
+        return tree
+    try:
+        return await off_loop(lambda: spec_tree(spec))
+    except TimeoutError:
+        raise PoolError(
+            f"pool {spec.pool}: resolving its descriptor took too long (the agent is busy)", 503
+        ) from None
+
+
+def _read_file(path: Path) -> bytes | None:
+    """The file's bytes; None when it is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _domain_name(pool: str, path: str, is_vm: bool) -> str:

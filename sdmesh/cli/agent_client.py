@@ -4,13 +4,20 @@ that verifies an https agent (``--ca``), next to ``--agent``.
 The options are not passed to the commands: they land in the click context's ``meta``, and
 :func:`open_agent` (the one place requests go out) reads them there. So every command that
 takes ``--agent`` gains them without a new parameter, and so do commands added later.
+
+Given none of ``--token``, ``--token-file`` (or their variables), a request to the agent on
+this host (a loopback URL at the ``api`` port of the agent's config file) carries the token
+that config's ``api-token-file`` holds, if this user can read it: with
+``api-trust-loopback = false`` the local agent wants a token too, and the CLI should still
+work with no options for those allowed to read the token.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -26,6 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _META = "sdmesh.agent_client"
 
+#: The agent's config file (agents/sdmesh.service); ``SDMESH_CONFIG`` names another.
+AGENT_CONFIG = "/etc/sdmesh/sdmesh.toml"
+
 
 @dataclass
 class Connection:
@@ -36,6 +46,8 @@ class Connection:
     ca: str | None = None
     insecure_token: bool = False
     """Send the token over plain http to another host anyway (``--insecure-token``)."""
+    local_tokens: dict[str, str | None] = field(default_factory=dict)
+    """``local_agent_token`` by URL origin, looked up once: ``--wait`` polls many times."""
 
     def bearer(self) -> str | None:
         """The token to send: ``--token``, else the one in ``--token-file``."""
@@ -53,6 +65,16 @@ class Connection:
             self.token = token  # read once: --wait polls many times
             return token
         return None
+
+    def bearer_for(self, url: str) -> str | None:
+        """``bearer()``, else the local agent's own token for ``url`` (``local_agent_token``)."""
+        given = self.bearer()
+        if given or self.token_file:
+            return given
+        origin = _origin_of(url)
+        if origin not in self.local_tokens:
+            self.local_tokens[origin] = local_agent_token(url)
+        return self.local_tokens[origin]
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the agent against ``--ca`` if given, else against the system's CAs."""
@@ -127,6 +149,48 @@ def connection_options(function: F) -> F:
     )(function)
 
 
+def local_agent_token(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token of the agent on this host if ``url`` is that agent: a loopback host at the
+    port of the ``api`` its config file (``SDMESH_CONFIG``, else ``AGENT_CONFIG``) sets, and
+    the ``api-token-file`` that file names is readable. None otherwise, quietly: most users
+    cannot read the token, an agent that trusts loopback needs none, and a 401 says what to
+    pass. Never for another host: the token would leave the machine."""
+    import tomllib
+    from urllib.parse import urlsplit
+
+    from sdmesh.agent.api_auth import is_loopback_host, read_token_file
+    from sdmesh.agent.config import DEFAULT_API, ConfigError, parse_address
+
+    environ = os.environ if environ is None else environ
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        if scheme not in ("http", "https") or not is_loopback_host(parts.hostname or ""):
+            return None
+    except ValueError:
+        return None
+    path = environ.get("SDMESH_CONFIG") or AGENT_CONFIG
+    try:
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+        api = settings.get("api")
+        api_host, api_port = (
+            DEFAULT_API if api is None else parse_address(str(api), DEFAULT_API[1], "api")
+        )
+    except (OSError, ValueError, ConfigError):  # ValueError: not TOML, or not UTF-8
+        return None
+    token_file = settings.get("api-token-file")
+    listens_on_loopback = is_loopback_host(api_host) or api_host in ("0.0.0.0", "::")
+    if not isinstance(token_file, str) or not listens_on_loopback or port != api_port:
+        return None
+    try:
+        token, _ = read_token_file(token_file)
+    except ConfigError:
+        return None
+    return token
+
+
 def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTPResponse:
     """``urlopen`` with this command's token and TLS settings. A refused token and a failed
     TLS handshake become an ``AgentError`` that says what to do about it; every other error
@@ -138,7 +202,7 @@ def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTP
     from sdmesh.cli.client import AgentError  # here: sdmesh.cli.client imports this module
 
     settings = connection()
-    token = settings.bearer()
+    token = settings.bearer_for(call.full_url)
     if token:
         refuse_clear_text_token(call, settings)
         # Unredirected: a redirect to another host must not carry the token along.
@@ -202,9 +266,13 @@ def refuse_clear_text_token(call: urllib.request.Request, settings: Connection) 
 
 
 def _origin(call: urllib.request.Request) -> str:
+    return _origin_of(call.full_url)
+
+
+def _origin_of(url: str) -> str:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(call.full_url)
+    parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -212,6 +280,7 @@ __all__ = [
     "Connection",
     "connection",
     "connection_options",
+    "local_agent_token",
     "open_agent",
     "refuse_clear_text_token",
 ]

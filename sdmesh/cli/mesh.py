@@ -42,8 +42,10 @@ def agent_option(function: F) -> F:
 @click.option(
     "--config",
     "config_file",
+    envvar="SDMESH_CONFIG",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML file with the settings below (flags and SDMESH_* variables override it).",
+    help="TOML file with the settings below (flags and SDMESH_* variables override it; "
+    "also SDMESH_CONFIG, which the CLI reads to find a local agent's api-token-file).",
 )
 @click.option("--bind", metavar="HOST:PORT", help="Gossip address, UDP and TCP [0.0.0.0:7946].")
 @click.option(

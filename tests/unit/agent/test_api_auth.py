@@ -41,12 +41,11 @@ async def ok(request: web.Request) -> web.Response:
     return web.json_response({"route": resource.canonical if resource else None})
 
 
-@pytest_asyncio.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+def agent_like_app(tmp_path: Path, trust_loopback: bool = True) -> web.Application:
     """An app shaped like the agent's: API routes, the dashboard's files, the description."""
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "app.js").write_text("// the dashboard")
-    app = web.Application(middlewares=[auth_middleware(TOKEN)])
+    app = web.Application(middlewares=[auth_middleware(TOKEN, trust_loopback)])
     app.router.add_get("/", ok)
     app.router.add_get("/ui/{file}", ok)
     app.router.add_static("/static-ui/", tmp_path / "web")
@@ -56,6 +55,19 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Ap
     app.router.add_post("/v1/pools", ok)
     app.router.add_get("/v1/events", ok)
     app.router.add_get("/metrics", ok)
+    return app
+
+
+@pytest_asyncio.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async with TestClient(TestServer(agent_like_app(tmp_path), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+@pytest_asyncio.fixture
+async def untrusting(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The same app with ``api-trust-loopback = false`` (the test client is loopback)."""
+    app = agent_like_app(tmp_path, trust_loopback=False)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
@@ -71,6 +83,41 @@ async def test_loopback_needs_no_token(client: TestClient[web.Request, web.Appli
         assert (await client.get(path)).status == 200
     assert (await client.post("/v1/pools")).status == 200
     assert (await client.get("/no/such/route")).status == 404
+
+
+async def test_untrusted_loopback_needs_the_token_like_any_client(
+    untrusting: TestClient[web.Request, web.Application],
+) -> None:
+    """api-trust-loopback = false: a reverse proxy or an ssh -L tunnel on the host connects
+    from loopback, so loopback gets no pass; the CLI's plain requests need the token."""
+    for path in ("/v1/peers", "/metrics", "/v1/events"):
+        refused = await untrusting.get(path)
+        assert refused.status == 401, path
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="sdmesh"'
+        assert "needs a token" in (await refused.json())["error"]
+    assert (await untrusting.post("/v1/pools")).status == 401
+    wrong = await untrusting.get("/v1/peers", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401 and "invalid_token" in wrong.headers["WWW-Authenticate"]
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await untrusting.get("/v1/peers", headers=bearer)).status == 200
+    assert (await untrusting.post("/v1/pools", headers=bearer)).status == 200
+    events = await untrusting.get("/v1/events", params={"access_token": TOKEN})
+    assert events.status == 200
+
+
+async def test_untrusted_loopback_still_serves_the_public_files(
+    untrusting: TestClient[web.Request, web.Application],
+) -> None:
+    for path in ("/", "/ui/app.js", "/v1/openapi.yaml"):
+        assert (await untrusting.get(path)).status == 200, path
+        assert (await untrusting.head(path)).status == 200, path
+    assert (await untrusting.post("/")).status == 401, "only reading is public"
+    assert (await untrusting.get("/static-ui/app.js")).status == 401
+
+
+def test_untrusted_loopback_without_a_token_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="needs a token"):
+        auth_middleware(None, trust_loopback=False)
 
 
 @pytest.mark.usefixtures("remote")
@@ -204,6 +251,30 @@ async def test_without_a_token_loopback_passes_but_other_sites_pages_do_not() ->
         assert "another site" in (await evil.json())["error"]
 
 
+async def test_install_auth_takes_api_trust_loopback_from_the_config(tmp_path: Path) -> None:
+    app = web.Application()
+    config = AgentConfig(api_token_file=token_file(tmp_path), api_trust_loopback=False)
+    install_auth(app, config)
+    app.router.add_get("/v1/peers", ok)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        assert (await test_client.get("/v1/peers")).status == 401
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await test_client.get("/v1/peers", headers=bearer)).status == 200
+
+
+def test_untrusted_loopback_without_a_token_file_is_refused_at_start_up() -> None:
+    config = AgentConfig(api_trust_loopback=False)
+    for check in (load_api_security, api_auth.api_token):
+        with pytest.raises(ConfigError, match="api-trust-loopback") as refused:
+            check(config)
+        assert "api-token-file" in str(refused.value)
+    with pytest.raises(ConfigError, match="api-trust-loopback"):
+        install_auth(web.Application(), config)
+    insecure = AgentConfig(api=("0.0.0.0", 7948), api_insecure=True, api_trust_loopback=False)
+    with pytest.raises(ConfigError, match="api-trust-loopback"):
+        load_api_security(insecure)
+
+
 def test_an_exposed_app_without_a_token_is_refused_even_without_the_cli() -> None:
     with pytest.raises(ConfigError, match="api-token-file"):
         install_auth(web.Application(), AgentConfig(api=("0.0.0.0", 7948)))
@@ -269,6 +340,22 @@ def test_the_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> 
     assert config.api_insecure is True
     env = load_config(None, {}, environ={"SDMESH_API_TOKEN_FILE": "/run/token"})
     assert env.api_token_file == "/run/token" and env.api_insecure is False
+
+
+def test_api_trust_loopback_defaults_to_true_and_comes_from_file_or_environment(
+    tmp_path: Path,
+) -> None:
+    assert load_config(None, {}, environ={}).api_trust_loopback is True
+    path = tmp_path / "sdmesh.toml"
+    path.write_text("api-trust-loopback = false\n")
+    assert load_config(path, {}, environ={}).api_trust_loopback is False
+    overridden = load_config(path, {}, environ={"SDMESH_API_TRUST_LOOPBACK": "true"})
+    assert overridden.api_trust_loopback is True
+    for text, trusted in (("false", False), ("0", False), ("no", False), ("1", True)):
+        env = load_config(None, {}, environ={"SDMESH_API_TRUST_LOOPBACK": text})
+        assert env.api_trust_loopback is trusted, text
+    path.write_text("api-trust-loopback = true\n")
+    assert load_config(path, {}, environ={}).api_trust_loopback is True
 
 
 def test_tls_needs_both_files_and_good_ones(tmp_path: Path) -> None:

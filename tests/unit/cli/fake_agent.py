@@ -19,6 +19,8 @@ class FakeAgent:
     def __init__(self, routes: Routes) -> None:
         self.routes = routes
         self.requests: list[tuple[str, str, Any]] = []
+        self.authorization: list[str | None] = []
+        """Each request's Authorization header, in the order of ``requests``."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,6 +28,7 @@ class FakeAgent:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 fake.requests.append((self.command, self.path, body))
+                fake.authorization.append(self.headers.get("Authorization"))
                 route = fake.routes.get((self.command, self.path))
                 status, answer = (404, "not found") if route is None else route(body)
                 data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
