@@ -6,7 +6,6 @@ Served on ``--api`` (loopback by default); the CLI is its main client. JSON in a
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,15 +178,12 @@ async def resolve_submission(body: Mapping[str, Any], submitted_by: str) -> Pool
     """``build_spec`` in a worker thread under a time limit (the loop keeps serving probes
     and gossip), which also resolves the pool's tree once for the pool service's cache, so it
     is not resolved again on the loop; 400 for a descriptor that does not make a pool."""
-    from sdmesh.agent.pools import PoolError, spec_tree
-    from sdmesh.language import DescriptorError
-    from sdmesh.pools.submission import SubmissionError, build_spec
+    from sdmesh.agent.pools import remember_tree
+    from sdmesh.pools.submission import SubmissionError, build_spec_and_tree
 
     def work() -> PoolSpec:
-        spec = build_spec(body, submitted_by=submitted_by)
-        # If this fails, the pool service says so itself where it uses the tree.
-        with contextlib.suppress(PoolError, DescriptorError, ValueError):
-            spec_tree(spec)
+        spec, tree = build_spec_and_tree(body, submitted_by=submitted_by)
+        remember_tree(spec, tree)
         return spec
 
     try:

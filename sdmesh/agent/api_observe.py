@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, cast
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from sdmesh.agent.events import RECENT_EVENTS, Event, EventHub, Subscription
+from sdmesh.agent.events import RECENT_EVENTS, Event, EventHub
 from sdmesh.agent.metrics import AgentMetrics
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ MAX_STREAMS = 64
 
 EVENTS_KEY = web.AppKey("sdmesh_events", EventHub)
 METRICS_KEY = web.AppKey("sdmesh_metrics", AgentMetrics)
-STREAMS_KEY = web.AppKey("sdmesh_event_streams", set[Subscription])
 
 
 def add_routes(app: web.Application) -> None:
@@ -46,16 +45,13 @@ def add_routes(app: web.Application) -> None:
     agent = cast("Agent", app[AGENT_KEY])
     app[EVENTS_KEY] = agent.events
     app[METRICS_KEY] = AgentMetrics(agent)
-    app[STREAMS_KEY] = set()
     app.router.add_get("/v1/events", events)
     app.router.add_get("/metrics", metrics)
     app.on_shutdown.append(_end_streams)
 
 
 async def _end_streams(app: web.Application) -> None:
-    streams: set[Subscription] = app[STREAMS_KEY]
-    for subscription in list(streams):
-        subscription.close()
+    app[EVENTS_KEY].close()
 
 
 def _history(request: web.Request) -> tuple[int | None, float | None, int | None]:
@@ -88,7 +84,7 @@ def _sse(event: Event, event_id: int | None) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     backlog, since, after = _history(request)
-    if len(request.app[STREAMS_KEY]) >= MAX_STREAMS:
+    if request.app[EVENTS_KEY].subscribers >= MAX_STREAMS:
         raise web.HTTPServiceUnavailable(
             text=f"this agent already serves {MAX_STREAMS} event streams; try again later",
             headers={"Retry-After": "10"},
@@ -102,8 +98,6 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     subscription = request.app[EVENTS_KEY].subscribe(backlog, since, after)
-    streams = request.app[STREAMS_KEY]
-    streams.add(subscription)
     heartbeat = b": keepalive\n\n" if sse else b"\n"
     try:
         await response.prepare(request)
@@ -125,7 +119,6 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the follower went away
     finally:
         subscription.close()
-        streams.discard(subscription)
     return response
 
 

@@ -263,8 +263,7 @@ class _PoolFeed:
         if "path" in event:
             self.hub.publish({"type": "component", **event})
             return
-        found = self.pools.local_status(pool)  # the run (or the run that just ended)
-        generation = found.get("generation") if found is not None else None
+        generation = event.get("generation")
         state, reason = str(event.get("state", "")), str(event.get("reason", ""))
         self.pool(pool, state, self.pools.name, generation, reason)
 

@@ -615,8 +615,8 @@ class PoolService:
         """Tear down a leaf whose component is not in memory (recovered after a restart)."""
         from sdmesh.components.context import HostContext
 
-        for domain in await self.driver.list_managed():
-            if domain.metadata.pool == pool and domain.metadata.path == path:
+        for domain in await self.driver.list_managed(pool):
+            if domain.metadata.path == path:
                 with contextlib.suppress(Exception):
                     await self.driver.destroy(domain.name)
         context = HostContext(self.driver, self.caps, self.state_dir / "volumes", pool, 0, "")
@@ -830,9 +830,10 @@ class PoolService:
         if record.state == "running":
             record = PoolRecord(**{**record.__dict__, "state": "deploying"})
         wall_offset = time.time() - self._loop.time()  # the record's grace ends: wall clock
-        core = sc.Shepherd(record, tree, layout(tree), spec.kinds, self.offers(), wall_offset)
+        offers = self.offers()
+        core = sc.Shepherd(record, tree, layout(tree), spec.kinds, offers, wall_offset)
         self.shepherding[spec.pool] = _Shepherding(core)
-        self._feed(spec.pool, sc.MembersChanged(self.offers(), self.away_hosts()))
+        self._feed(spec.pool, sc.MembersChanged(offers, self.away_hosts()))
         self._feed(spec.pool, sc.Begin(vouched or {}))
         if spec.pool in self.tombs:
             self._feed(spec.pool, sc.TerminateRequested("terminated on request"))
@@ -927,7 +928,15 @@ class PoolService:
                     "generation": run.core.generation,
                 },
             )
-            self._emit(run, {"pool": pool, "state": action.state, "reason": action.reason})
+            self._emit(
+                run,
+                {
+                    "pool": pool,
+                    "state": action.state,
+                    "reason": action.reason,
+                    "generation": run.core.generation,
+                },
+            )
             if action.state in ("terminated", "failed"):
                 self._loop.call_soon(self._finished, pool)
         elif isinstance(action, sc.Warning):
@@ -1552,7 +1561,6 @@ class PoolService:
 
     # ======================================================================== RPC
     async def handle_rpc(self, request: dict[str, Any]) -> object:
-        from sdmesh.pools import shepherd as sc
 
         kind = request.get("rpc")
         try:
@@ -1566,14 +1574,12 @@ class PoolService:
             if kind == "inventory":
                 pool, host, leaves = request["pool"], request["host"], request["leaves"]
                 states = request.get("states") or {}
-                if pool in self.shepherding and isinstance(leaves, dict):
-                    self._feed(
+                if isinstance(leaves, dict):
+                    self._handle_inventory(
                         pool,
-                        sc.Inventory(
-                            str(host),
-                            {str(k): int(v) for k, v in leaves.items()},
-                            {str(k): str(v) for k, v in dict(states).items()},
-                        ),
+                        str(host),
+                        {str(k): int(v) for k, v in leaves.items()},
+                        {str(k): str(v) for k, v in dict(states).items()},
                     )
                 return {"ok": True}
             if kind == "submit":
@@ -1776,6 +1782,12 @@ def spec_tree(spec: PoolSpec) -> Any:
             raise PoolError(f"pool {spec.pool}: its descriptor resolves differently here")
         tree = _TREES[spec.digest] = resolved.root
     return tree
+
+
+def remember_tree(spec: PoolSpec, tree: Any) -> None:
+    """Cache a tree resolved at submission (``build_spec_and_tree``): the same descriptor,
+    so its canonical text need not be resolved again here."""
+    _TREES.setdefault(spec.digest, tree)
 
 
 async def tree_of(spec: PoolSpec) -> Any:

@@ -48,6 +48,8 @@ class Connection:
     """Send the token over plain http to another host anyway (``--insecure-token``)."""
     local_tokens: dict[str, str | None] = field(default_factory=dict)
     """``local_agent_token`` by URL origin, looked up once: ``--wait`` polls many times."""
+    tls: ssl.SSLContext | None = None
+    """``ssl_context()``, built once (it loads the CA file or the system's CAs)."""
 
     def bearer(self) -> str | None:
         """The token to send: ``--token``, else the one in ``--token-file``."""
@@ -80,8 +82,11 @@ class Connection:
         """Verifies the agent against ``--ca`` if given, else against the system's CAs."""
         import ssl
 
+        if self.tls is not None:
+            return self.tls
         try:
-            return ssl.create_default_context(cafile=self.ca)
+            self.tls = ssl.create_default_context(cafile=self.ca)
+            return self.tls
         except (OSError, ssl.SSLError) as error:
             reason = getattr(error, "strerror", None) or error
             click.echo(f"sdmesh: error: --ca {self.ca}: {reason}", err=True)

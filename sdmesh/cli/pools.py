@@ -24,12 +24,6 @@ from sdmesh.cli.mesh import DEFAULT_AGENT, agent_option
 FINAL_STATES = ("running", "failed", "terminated")
 
 
-def request(agent: str, method: str, path: str, body: object | None = None) -> Any:
-    """One call to the agent's API: exit 2 for what the agent calls bad input (4xx, e.g. an
-    unknown pool), 1 when it cannot be reached or fails, with its message either way."""
-    return call_or_exit(agent, method, path, body)
-
-
 def check_pool(_: click.Context, __: click.Parameter, pool: str | None) -> str | None:
     """A POOL argument must be a pool id (exit 2 otherwise), checked here: sent as is, a
     name with ``/`` or ``?`` would ask the agent for something else entirely."""
@@ -57,7 +51,13 @@ def complete_pool(context: click.Context, _: click.Parameter, incomplete: str) -
 
 @click.command()
 @click.argument("file", metavar="FILE", type=click.Path(allow_dash=True))
-@click.option("--name", "pool_name", metavar="POOL", help="Pool id [FILE's name + random].")
+@click.option(
+    "--name",
+    "pool_name",
+    metavar="POOL",
+    callback=check_pool,
+    help="Pool id [FILE's name + random].",
+)
 @click.option("--wait", is_flag=True, help="Follow the pool until it runs or fails.")
 @click.option("--dry-run", is_flag=True, help="Print the placement; create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (event lines with --wait).")
@@ -80,14 +80,8 @@ def submit(
     """
     from sdmesh.cli.language import load
     from sdmesh.language import DescriptorError
-    from sdmesh.pools.records import check_pool_id
     from sdmesh.pools.submission import request_body
 
-    if pool_name is not None:
-        try:
-            check_pool_id(pool_name)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--name") from None
     try:
         resolved = load(file, include_dirs, defines)
     except DescriptorError as error:
@@ -99,7 +93,7 @@ def submit(
     print_diagnostics(resolved.warnings)
     body = request_body(resolved, pool_name, dry_run=dry_run)
     _check_size(body)
-    answer = request(agent, "POST", "/v1/pools", body)
+    answer = call_or_exit(agent, "POST", "/v1/pools", body)
     if dry_run:
         _print_plan(answer, as_json)
         sys.exit(EXIT_FAILURE if answer.get("unplaced") else 0)
@@ -153,7 +147,7 @@ def _print_plan(answer: dict[str, Any], as_json: bool) -> None:
 def status(pool: str | None, as_json: bool, agent: str) -> None:
     """Pools, or one pool: state, shepherd, generation, and every component with its host."""
     if pool is None:
-        pools = request(agent, "GET", "/v1/pools")
+        pools = call_or_exit(agent, "GET", "/v1/pools")
         if as_json:
             click.echo(json.dumps(pools, indent=2))
             return
@@ -162,7 +156,7 @@ def status(pool: str | None, as_json: bool, agent: str) -> None:
         for item in pools:
             click.echo(f"{item['pool']:<30} {item['state']:<12} shepherd {item['shepherd']}")
         return
-    found = request(agent, "GET", pool_path(pool))
+    found = call_or_exit(agent, "GET", pool_path(pool))
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -195,7 +189,7 @@ def terminate(pool: str, wait: bool, as_json: bool, agent: str) -> None:
 
     With --wait, exits 1 if the pool ends failed rather than terminated.
     """
-    answer = request(agent, "DELETE", pool_path(pool))
+    answer = call_or_exit(agent, "DELETE", pool_path(pool))
     if as_json and not wait:
         click.echo(json.dumps(answer))
     elif not as_json:

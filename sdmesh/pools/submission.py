@@ -51,6 +51,12 @@ def request_body(
 
 def build_spec(body: Mapping[str, Any], submitted_by: str = "") -> PoolSpec:
     """A spec from a ``POST /v1/pools`` body; SubmissionError for anything wrong with it."""
+    return build_spec_and_tree(body, submitted_by)[0]
+
+
+def build_spec_and_tree(body: Mapping[str, Any], submitted_by: str = "") -> tuple[PoolSpec, Any]:
+    """``build_spec``, and the resolved tree it checked (the agent caches it by digest rather
+    than resolve the canonical text again)."""
     text = body.get("descriptor")
     if not isinstance(text, str) or not text.strip():
         raise SubmissionError("'descriptor' must be the descriptor's text")
@@ -78,4 +84,5 @@ def build_spec(body: Mapping[str, Any], submitted_by: str = "") -> PoolSpec:
     kinds = kinds_of(resolved)
     if isinstance(given, dict):
         kinds.update({str(k): str(v) for k, v in given.items() if str(k) in kinds})
-    return PoolSpec(name, resolved.to_sf(), resolved.digest(), kinds, submitted_by)
+    spec = PoolSpec(name, resolved.to_sf(), resolved.digest(), kinds, submitted_by)
+    return spec, resolved.root

@@ -212,7 +212,7 @@ def console_identity(text: str) -> dict[str, str]:
     raise ValueError(f"no identity line in console output:\n{text[-2000:]}")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,14 +301,14 @@ def reap_stale() -> list[str]:
     reaped = []
     for name in list_test_domains():
         m = re.match(rf"{PREFIX}(\d+)-", name)
-        if m and not _alive(int(m.group(1))):
+        if m and not process_alive(int(m.group(1))):
             remove_domain(name)
             reaped.append(name)
     runs = IMAGES / "runs"
     if runs.is_dir():
         for d in runs.iterdir():
             m = re.match(rf"{PREFIX}(\d+)-", d.name + "-")
-            if m and not _alive(int(m.group(1))):
+            if m and not process_alive(int(m.group(1))):
                 shutil.rmtree(d, ignore_errors=True)
                 reaped.append(str(d))
     return reaped

@@ -32,6 +32,7 @@ import pytest
 from e2e_guests import (
     GuestImage,
     console_identity,
+    process_alive,
     remove_domain,
     virsh,
     wait_for_marker,
@@ -78,16 +79,6 @@ def _free_tcp_port() -> int:
         return int(tcp.getsockname()[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def wait(condition: Callable[[], object], timeout: float, message: str) -> float:
     start = time.monotonic()
     while not condition():
@@ -106,12 +97,12 @@ def reap_stale_runs() -> None:
     """Domains and directories of earlier test processes that died before their cleanup."""
     for name in virsh("list", "--all", "--name").stdout.split():
         m = re.match(rf"sdm-{POOL_PREFIX}(\d+)-", name)
-        if m and not _alive(int(m.group(1))):
+        if m and not process_alive(int(m.group(1))):
             remove_domain(name)
     if ROOT.is_dir():
         for directory in ROOT.glob("pools-*"):
             m = re.match(r"pools-(\d+)-", directory.name)
-            if m and not _alive(int(m.group(1))):
+            if m and not process_alive(int(m.group(1))):
                 shutil.rmtree(directory, ignore_errors=True)
 
 

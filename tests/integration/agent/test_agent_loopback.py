@@ -10,10 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 
 def free_port(pair: bool = False) -> int:
@@ -129,15 +126,6 @@ class Mesh:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    mesh = Mesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def test_five_agents_join_through_one_and_agree(mesh: Mesh) -> None:

@@ -5,21 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from .test_pools_loopback import PoolMesh, pool_file
-
-
-@pytest.fixture
-def pool_mesh(tmp_path: Path) -> Iterator[PoolMesh]:
-    mesh = PoolMesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def committed(mesh: PoolMesh, observer: str) -> dict[str, int]:

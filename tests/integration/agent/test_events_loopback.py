@@ -13,25 +13,14 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdmesh.pools.ownership import shepherd as shepherd_of
 
 from .test_pools_loopback import PoolMesh, pool_file
-
-
-@pytest.fixture
-def pool_mesh(tmp_path: Path) -> Iterator[PoolMesh]:
-    mesh = PoolMesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 class Follower:

@@ -8,21 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from .test_agent_loopback import Mesh
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    mesh = Mesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def force_leave(

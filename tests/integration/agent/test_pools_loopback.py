@@ -10,10 +10,7 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from sdmesh.hypervisor.simulated_host import write_simulated_host
 
@@ -60,15 +57,6 @@ class PoolMesh(Mesh):
         found = self.api(name, "/v1/health")
         assert isinstance(found, dict)
         return list(found.get("domains", []))
-
-
-@pytest.fixture
-def pool_mesh(tmp_path: Path) -> Iterator[PoolMesh]:
-    mesh = PoolMesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def five_hosts(mesh: PoolMesh) -> list[str]:

@@ -16,6 +16,22 @@ from sdmesh.agent.meta import (
 from sdmesh.hypervisor import HostCapabilities, HostCapacity
 from sdmesh.hypervisor.capabilities import driver_kind
 
+CAPS = HostCapabilities(
+    uri="test:///default",
+    driver="test",
+    host_arch="x86_64",
+    guests=(),
+    direct_kernel_boot=True,
+    qcow2_backing_files=True,
+    kvm_accel=False,
+    xen_pv=False,
+    hvm=True,
+    max_vcpus=8,
+    cpus=8,
+    memory_mib=1024,
+)
+CAPACITY = HostCapacity(8, 1024, 512, 128)
+
 
 @pytest.mark.parametrize(
     "uri",
@@ -41,22 +57,7 @@ def test_test_or_nothing_is_the_embedded_test_host() -> None:
 
 
 def test_preliminary_meta_has_the_same_keys_and_an_empty_capacity() -> None:
-    caps = HostCapabilities(
-        uri="test:///default",
-        driver="test",
-        host_arch="x86_64",
-        guests=(),
-        direct_kernel_boot=True,
-        qcow2_backing_files=True,
-        kvm_accel=False,
-        xen_pv=False,
-        hvm=True,
-        max_vcpus=8,
-        cpus=8,
-        memory_mib=1024,
-    )
-    capacity = HostCapacity(8, 1024, 512, 128)
-    full = member_meta(caps, capacity, ("gpu",), ["a.qcow2"], "http://x")
+    full = member_meta(CAPS, CAPACITY, ("gpu",), ["a.qcow2"], "http://x")
     early = preliminary_meta("qemu:///system", ("gpu",), ["a.qcow2"], "http://x")
     assert early.keys() == full.keys()
     assert early["capacity"] == {}
@@ -72,23 +73,8 @@ def test_free_disk_is_read_from_the_nearest_existing_directory(tmp_path: Path) -
 
 
 def test_free_disk_is_gossiped_only_when_known() -> None:
-    caps = HostCapabilities(
-        uri="test:///default",
-        driver="test",
-        host_arch="x86_64",
-        guests=(),
-        direct_kernel_boot=True,
-        qcow2_backing_files=True,
-        kvm_accel=False,
-        xen_pv=False,
-        hvm=True,
-        max_vcpus=8,
-        cpus=8,
-        memory_mib=1024,
-    )
-    capacity = HostCapacity(8, 1024, 512, 128)
-    known = member_meta(caps, capacity, (), [], "http://x", 4096)["capacity"]
-    unknown = member_meta(caps, capacity, (), [], "http://x")["capacity"]
+    known = member_meta(CAPS, CAPACITY, (), [], "http://x", 4096)["capacity"]
+    unknown = member_meta(CAPS, CAPACITY, (), [], "http://x")["capacity"]
     assert isinstance(known, dict) and known["disk_free_mib"] == 4096
     assert isinstance(unknown, dict) and "disk_free_mib" not in unknown
 

@@ -120,13 +120,13 @@ async def test_resolution_runs_off_the_loop_under_a_time_limit(
     from sdmesh.pools import submission
 
     release = threading.Event()
-    real = submission.build_spec
+    real = submission.build_spec_and_tree
 
-    def slow_build_spec(body: Any, submitted_by: str = "") -> PoolSpec:
+    def slow_build_spec(body: Any, submitted_by: str = "") -> tuple[PoolSpec, Any]:
         release.wait(5)
         return real(body, submitted_by)
 
-    monkeypatch.setattr(submission, "build_spec", slow_build_spec)
+    monkeypatch.setattr(submission, "build_spec_and_tree", slow_build_spec)
     monkeypatch.setattr("sdmesh.agent.api.RESOLVE_TIMEOUT", 0.3)
     body = {"descriptor": "sfConfig extends { x 1; }", "name": "slow"}
     posted = asyncio.create_task(client.post("/v1/pools", json=body))

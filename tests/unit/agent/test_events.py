@@ -147,10 +147,6 @@ class FakePools:
         self.listeners: list[Any] = []
         self.leaf_listeners: list[Any] = []
         self.node = SimpleNamespace(core=SimpleNamespace(rumors=lambda: rumors), rumor_listeners=[])
-        self.statuses: dict[str, dict[str, object]] = {}
-
-    def local_status(self, pool: str) -> dict[str, object] | None:
-        return self.statuses.get(pool)
 
 
 async def test_pool_events_once_per_change_from_rumors_and_the_shepherd() -> None:
@@ -170,10 +166,9 @@ async def test_pool_events_once_per_change_from_rumors_and_the_shepherd() -> Non
     from_rumor(SimpleNamespace(topic="tomb", key="unknown", payload=b""))
     # Our own pool: the shepherd's report (with the reason) counts, not our rumor.
     pools.shepherding["q"] = object()
-    pools.statuses["q"] = {"generation": 2}
     from_rumor(rumor("q", state="failed", shepherd="me", generation=2))
-    from_shepherd({"pool": "q", "state": "failed", "reason": "disk full"})
-    from_shepherd({"pool": "q", "state": "failed", "reason": "disk full"})
+    from_shepherd({"pool": "q", "state": "failed", "reason": "disk full", "generation": 2})
+    from_shepherd({"pool": "q", "state": "failed", "reason": "disk full", "generation": 2})
     got = [
         (e["pool"], e["state"], e["shepherd"], e["generation"], e["reason"])
         for e in await drain(subscription)
