@@ -76,6 +76,19 @@ class AgentConfig:
         return guess_local_ip(self.peers[0][0] if self.peers else "10.255.255.255"), port
 
 
+def ip_address_of(address: Address, what: str) -> Address:
+    """``address`` if its host is an IP address: the gossip port binds and is advertised by
+    address, never by name (``--peer`` names are resolved, in ``resolve_peer``)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, address[0])
+    except OSError:
+        raise ConfigError(
+            f"{what}: {address[0]!r} is not an IP address (e.g. 10.0.0.5:7946, or "
+            "0.0.0.0:7946 for every interface)"
+        ) from None
+    return address
+
+
 def resolve_peer(address: Address) -> Address:
     """Peers may be named; the transport sends to IP addresses only (no DNS on the loop),
     so names are resolved once, at start-up."""
@@ -108,7 +121,7 @@ def guess_local_ip(toward: str) -> str:
 
 def _coerce(name: str, value: Any) -> Any:
     if name in ("bind", "advertise"):
-        return parse_address(str(value), DEFAULT_BIND[1], name)
+        return ip_address_of(parse_address(str(value), DEFAULT_BIND[1], name), name)
     if name == "api":
         return parse_address(str(value), DEFAULT_API[1], name)
     if name == "peers":

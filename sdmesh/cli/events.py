@@ -69,7 +69,7 @@ def events(as_json: bool, backlog: int, agent: str) -> None:
     """Follow the agent's live events: members, pools and components, as they change.
 
     One line per event (with --json, the objects the agent sends, one per line) until
-    interrupted; exits 1 when the agent stops or cannot be reached.
+    interrupted (Ctrl-C: exit 0); exits 1 when the agent stops or cannot be reached.
     """
     url = agent.rstrip("/") + "/v1/events" + (f"?backlog={backlog}" if backlog else "")
     call = urllib.request.Request(url, headers={"Accept": "application/x-ndjson"})
@@ -87,6 +87,8 @@ def events(as_json: bool, backlog: int, agent: str) -> None:
                     click.echo(line.decode(errors="replace"))
                 elif isinstance(event, dict):
                     click.echo(describe(event))
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how one stops following: not a failure
     except TimeoutError:
         fail(AgentError(f"the agent at {agent} went silent", EXIT_FAILURE))
     except (OSError, http.client.HTTPException) as error:  # IncompleteRead: cut off

@@ -176,7 +176,7 @@ def main() -> None:
             traceback.print_exc()
         click.echo(
             f"sdmesh: internal error: {type(error).__name__}: {error} "
-            "(run with --debug for a traceback)",
+            "(`sdmesh --debug COMMAND ...` shows a traceback)",
             err=True,
         )
         sys.exit(EXIT_FAILURE)

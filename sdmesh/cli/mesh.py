@@ -22,12 +22,28 @@ DEFAULT_AGENT = "http://127.0.0.1:7948"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _check_agent_url(_: click.Context, __: click.Parameter, url: str) -> str:
+    """``--agent`` must be an http(s) URL with a host: anything else is the user's typo (exit
+    2), not an agent that cannot be reached."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    return url
+
+
 _agent_url_option = click.option(
     "--agent",
     envvar="SDMESH_AGENT",
     default=DEFAULT_AGENT,
     show_default=True,
     metavar="URL",
+    callback=_check_agent_url,
     help="The agent to talk to, http:// or https:// (also SDMESH_AGENT).",
 )
 

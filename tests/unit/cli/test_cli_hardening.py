@@ -252,3 +252,10 @@ def test_a_traceback_still_follows_on_lines_of_its_own() -> None:
     stream.write(TextFormatter().format(entry))
     lines = stream.getvalue().splitlines()
     assert lines[0].endswith("it failed") and lines[1].startswith("Traceback")
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host:7948", "http://"])
+def test_an_agent_url_that_is_not_http_is_bad_input(url: str) -> None:
+    result = run("status", "--agent", url)
+    assert result.exit_code == 2, result.output
+    assert "expected http://HOST:PORT" in result.output
