@@ -1,0 +1,5 @@
+"""Who may do what: roles of people and keys, operator signatures, host identities.
+
+A low layer (it imports nothing from the agent, pools or CLI) so that the API, the CLI, the
+pool service and the mesh all share one vocabulary of trust.
+"""
