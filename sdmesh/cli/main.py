@@ -53,6 +53,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "leave",
         "Ask the agent to leave the mesh gracefully (it announces it, then exits).",
     ),
+    "operator": (
+        "sdmesh.cli.operator",
+        "operator",
+        "Operator signing keys, and the operators this host trusts.",
+    ),
     "peers": (
         "sdmesh.cli.mesh",
         "peers",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sdmesh.cli.common import (
 )
 from sdmesh.cli.follow import PoolView, components_table, follow, output_mode, pool_path
 from sdmesh.cli.mesh import DEFAULT_AGENT, agent_option
+from sdmesh.cli.operator import key_option, load_signing_key
 
 FINAL_STATES = ("running", "failed", "terminated")
 
@@ -62,6 +64,7 @@ def complete_pool(context: click.Context, _: click.Parameter, incomplete: str) -
 @click.option("--dry-run", is_flag=True, help="Print the placement; create nothing.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (event lines with --wait).")
 @descriptor_options
+@key_option
 @agent_option
 def submit(
     file: str,
@@ -71,12 +74,13 @@ def submit(
     as_json: bool,
     include_dirs: tuple[Path, ...],
     defines: tuple[str, ...],
+    key_file: str | None,
     agent: str,
 ) -> None:
     """Hand a descriptor to the agent; any agent bootstraps the pool across the mesh.
 
-    The descriptor is resolved here (its #include files are read here), then sent resolved.
-    Prints the pool id.
+    The descriptor is resolved here (its #include files are read here), then sent resolved,
+    signed with your operator key (--key). Prints the pool id.
     """
     from sdmesh.cli.language import load
     from sdmesh.language import DescriptorError
@@ -92,6 +96,11 @@ def submit(
         sys.exit(EXIT_BAD_INPUT)
     print_diagnostics(resolved.warnings)
     body = request_body(resolved, pool_name, dry_run=dry_run)
+    key = load_signing_key(key_file)
+    if key is not None:
+        from sdmesh.pools.signing import sign_request
+
+        sign_request(body, resolved, key, time.time())
     _check_size(body)
     answer = call_or_exit(agent, "POST", "/v1/pools", body)
     if dry_run:

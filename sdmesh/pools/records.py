@@ -25,6 +25,8 @@ MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
 POOL_STATES: Final = ("deploying", "running", "terminating", "terminated", "failed")
 #: Leaf operations a shepherd orders.
 OPERATIONS: Final = ("deploy", "start", "terminate")
+#: A signature envelope is about 250 bytes (sdmesh.trust.signatures.MAX_ENVELOPE_BYTES).
+MAX_SIGNATURE_BYTES: Final = 1024
 #: Chunks a blob is cut into for the DHT (its values are limited to 32 KiB).
 CHUNK_BYTES: Final = 30 * 1024
 
@@ -129,6 +131,9 @@ class PoolRecord:
     #: shepherd honours the grace instead of rebuilding their VMs elsewhere.
     away: dict[str, float] = field(default_factory=dict)
     vouched: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The operator's signature envelope (sdmesh.trust.signatures), as submitted; empty for
+    #: an unsigned pool (and for records from before signatures), which no host runs.
+    signature: bytes = b""
 
     def encode(self) -> bytes:
         body: dict[str, object] = {
@@ -143,6 +148,8 @@ class PoolRecord:
         if self.away:
             body["away"] = self.away
             body["vouched"] = self.vouched
+        if self.signature:
+            body["sig"] = self.signature
         return zlib.compress(_pack(body), 6)
 
     @classmethod
@@ -165,7 +172,16 @@ class PoolRecord:
             reason=_require(obj, "reason", str),
             away=_away(obj),
             vouched=_vouched(obj),
+            signature=_signature(obj),
         )
+
+
+def _signature(obj: dict[str, Any]) -> bytes:
+    """Optional (unsigned pools and records from before signatures have none)."""
+    value = obj.get("sig", b"")
+    if not isinstance(value, bytes) or len(value) > MAX_SIGNATURE_BYTES:
+        raise RecordFormatError("malformed field 'sig'")
+    return value
 
 
 def _away(obj: dict[str, Any]) -> dict[str, float]:
@@ -191,7 +207,8 @@ class Order:
     """Do ``op`` on leaf ``path`` of ``pool``, for the shepherd holding ``generation``.
 
     ``unit`` names the placement group the leaf belongs to and ``vcpus``/``memory_mib`` what
-    the group needs: the host admits the group on its first order."""
+    the group needs: the host admits the group on its first order. ``signature``: the
+    pool's signature envelope, which the host checks before it runs the leaf."""
 
     pool: str
     generation: int
@@ -202,9 +219,10 @@ class Order:
     unit: str
     vcpus: int = 0
     memory_mib: int = 0
+    signature: bytes = b""
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             self.pool,
             self.generation,
             self.shepherd,
@@ -215,15 +233,20 @@ class Order:
             self.vcpus,
             self.memory_mib,
         ]
+        if self.signature:  # unsigned orders keep the older 9-field shape
+            wire.append(self.signature)
+        return wire
 
     @classmethod
     def from_wire(cls, obj: Any) -> Order:
-        if not isinstance(obj, list) or len(obj) != 9:
+        if not isinstance(obj, list) or len(obj) not in (9, 10):
             raise RecordFormatError("malformed order")
-        kinds = (str, int, str, str, str, str, str, int, int)
+        kinds = (str, int, str, str, str, str, str, int, int, bytes)[: len(obj)]
         if not all(
             isinstance(v, k) and not isinstance(v, bool) for v, k in zip(obj, kinds, strict=True)
         ):
+            raise RecordFormatError("malformed order")
+        if len(obj) == 10 and len(obj[9]) > MAX_SIGNATURE_BYTES:
             raise RecordFormatError("malformed order")
         order = cls(*obj)
         if order.op not in OPERATIONS:

@@ -235,6 +235,7 @@ class Shepherd:
         keeps grace ends in wall-clock time, the one clock every agent shares."""
         self.pool = record.pool
         self.digest = record.digest
+        self.signature = record.signature  # the operator's envelope, on every deploy/start
         self.me = record.shepherd
         self.generation = record.generation
         self.state = record.state if record.state != "failed" else "failed"
@@ -362,6 +363,7 @@ class Shepherd:
             self.reason,
             away,
             {h: dict(self.vouched.get(h, {})) for h in away},
+            self.signature,
         )
 
     def components(self) -> list[dict[str, object]]:
@@ -551,6 +553,7 @@ class Shepherd:
                     leaf.unit,
                     demand.vcpus if demand else 0,
                     demand.memory_mib if demand else 0,
+                    self.signature,
                 ),
             )
         )

@@ -1,0 +1,107 @@
+"""Operator signatures on pool submissions: signing on the CLI's side, checking on the agent's.
+
+The CLI signs the request it is about to post (:func:`sign_request`): the pool's name, the
+digest of the resolved descriptor it sends (the digest every agent computes again), and the
+least role its components need. The agent reads the envelope back from the request
+(:func:`envelope_of`), checks it as its hosts will (:func:`check_submission`), and keeps its
+bytes with the pool's record, whence the shepherd puts it on every deploy and start order.
+
+A request without a signature (the dashboard, curl) can be signed by the agent itself with an
+operator key it was given for that purpose (:func:`agent_signature`), never beyond what the
+caller's own API role allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sdmesh.language import ResolvedDescriptor
+from sdmesh.language.values import ComponentDescription
+from sdmesh.pools.layout import is_leaf, skeleton, walk
+from sdmesh.pools.records import PoolSpec
+from sdmesh.pools.submission import SubmissionError
+from sdmesh.trust.authorize import Refusal, authorize_submission
+from sdmesh.trust.components import role_for_all
+from sdmesh.trust.keys import OperatorKey
+from sdmesh.trust.roles import Role
+from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError, sign_descriptor
+from sdmesh.trust.store import TrustStore
+
+
+def leaf_classes(tree: ComponentDescription) -> list[str]:
+    """The ``sfClass`` of every leaf of a resolved ``sfConfig`` (what hosts run)."""
+    classes: list[str] = []
+    for node in walk(skeleton(tree)):
+        sf_class = node.description.get("sfClass")
+        if is_leaf(node) and isinstance(sf_class, str):
+            classes.append(sf_class)
+    return classes
+
+
+def sign_request(
+    body: dict[str, object],
+    resolved: ResolvedDescriptor,
+    key: OperatorKey,
+    now: float,
+    role: Role | None = None,
+) -> DescriptorSignature:
+    """Sign a ``POST /v1/pools`` body made by ``request_body`` (adds its ``signature``).
+
+    ``role``: the role to sign with; by default the least the descriptor's components need.
+    """
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise ValueError("the request has no pool name to sign")
+    claimed = role if role is not None else role_for_all(leaf_classes(resolved.root))
+    envelope = sign_descriptor(key, name, resolved.digest(), claimed, now)
+    body["signature"] = envelope.to_text()
+    return envelope
+
+
+def envelope_of(body: Mapping[str, Any]) -> DescriptorSignature | None:
+    """The signature a request carries (None without one); SubmissionError if malformed."""
+    text = body.get("signature")
+    if text is None:
+        return None
+    try:
+        return DescriptorSignature.from_text(text)
+    except SignatureFormatError as error:
+        raise SubmissionError(str(error)) from None
+
+
+def check_submission(
+    envelope: DescriptorSignature | None,
+    spec: PoolSpec,
+    tree: ComponentDescription,
+    trust: TrustStore,
+    now: float,
+) -> Refusal | None:
+    """Whether this agent's host would run every component of the pool (the API answers a
+    refusal with 403 and its message)."""
+    return authorize_submission(envelope, spec.digest, spec.pool, leaf_classes(tree), trust, now)
+
+
+def agent_signature(
+    spec: PoolSpec,
+    tree: ComponentDescription,
+    key: OperatorKey,
+    caller_role: Role,
+    now: float,
+) -> DescriptorSignature | Refusal:
+    """The agent's own signature for an unsigned request, with the least role the pool needs;
+    a Refusal when the caller's API role is below it (the agent's key must not lend a caller
+    more than the caller has)."""
+    needed = role_for_all(leaf_classes(tree))
+    if not caller_role.allows(needed):
+        return Refusal(
+            "role-too-low",
+            f"pool {spec.pool} needs role {needed.label} (its components), "
+            f"the request has {caller_role.label}",
+        )
+    return sign_descriptor(key, spec.pool, spec.digest, needed, now)
+
+
+def needed_role(kinds: Iterable[str]) -> Role:
+    """The least role that runs every class in ``kinds`` (for messages and dry runs)."""
+    return role_for_all(kinds)

@@ -1,0 +1,56 @@
+"""The role a component needs, by its ``sfClass``: what a signer must hold for a host to run it.
+
+Shell components run commands as the agent's user (root), so they need ``admin``; VMs and
+storage change what runs in the cluster but stay inside libvirt and the host's allow-lists, so
+they need ``operate``. Deny by default: a class this table does not know needs ``admin`` (and
+the host has no implementation for it anyway). Kept here, below the components themselves, so
+the API, the CLI and every host decide alike; tests/unit/trust checks it against
+``sdmesh.components.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from sdmesh.trust.roles import Role
+
+#: Components that execute commands on the host.
+SHELL_CLASSES: Final = frozenset(
+    {
+        "org.smartfrog.services.shellscript.SFScriptExecutionImpl",  # BashShell
+        "org.smartfrog.services.shellscript.SFScriptImpl",  # Script
+    }
+)
+#: Components that stay within libvirt, the storage backends and the mesh's placement.
+OPERATE_CLASSES: Final = frozenset(
+    {
+        "sdmesh.components.VirtualMachine",
+        "sdmesh.components.Scheduler",
+        "sdmesh.components.Schedulee",
+        "sdmesh.storage.Qcow2OverlayBackend",
+        "sdmesh.storage.LoopbackStorageBackend",
+        "sdmesh.storage.LVMStorageBackend",
+    }
+)
+#: SmartFrog's containers and workflow combinators: they order their children and run nothing
+#: themselves.
+_CONTAINER_PREFIXES: Final = (
+    "org.smartfrog.sfcore.compound.",
+    "org.smartfrog.sfcore.workflow.",
+)
+
+
+def required_role(kind: str) -> Role:
+    """The role a signer needs for a host to run a component of ``sfClass`` ``kind``."""
+    if kind in SHELL_CLASSES:
+        return Role.ADMIN
+    if kind in OPERATE_CLASSES or kind.startswith(_CONTAINER_PREFIXES):
+        return Role.OPERATE
+    return Role.ADMIN
+
+
+def role_for_all(kinds: Iterable[str]) -> Role:
+    """The role a whole descriptor needs: the highest any of its components needs (a
+    descriptor with no component still needs ``operate``: it creates a pool)."""
+    return max((required_role(kind) for kind in kinds), default=Role.OPERATE)
