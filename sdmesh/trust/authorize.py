@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sdmesh.trust.components import required_role
-from sdmesh.trust.signatures import DescriptorSignature
+from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError
 from sdmesh.trust.store import TrustStore
 
 #: Seconds a signature may be dated ahead of this host's clock.
@@ -68,6 +68,25 @@ def authorize_leaf(
     if refusal is not None or envelope is None:
         return refusal or Refusal("unsigned", f"pool {pool} carries no operator signature")
     return _role_check(envelope, pool, kind)
+
+
+def authorize_order(
+    signature: bytes,
+    spec_digest: str,
+    pool: str,
+    kind: str,
+    trust: TrustStore,
+    now: float,
+) -> Refusal | None:
+    """:func:`authorize_leaf` for the envelope bytes an order or a record carries (empty:
+    unsigned; malformed: refused as a bad signature)."""
+    if not signature:
+        return authorize_leaf(None, spec_digest, pool, kind, trust, now)
+    try:
+        envelope = DescriptorSignature.decode(signature)
+    except SignatureFormatError as error:
+        return Refusal("bad-signature", f"pool {pool}: {error}")
+    return authorize_leaf(envelope, spec_digest, pool, kind, trust, now)
 
 
 def check_envelope(

@@ -176,3 +176,12 @@ def test_refusals_are_counted_and_told(trust: TrustStore) -> None:
         "reason": "unsigned",
         "message": "m",
     }
+
+
+def test_orders_carry_the_envelope_as_bytes(trust: TrustStore) -> None:
+    from sdmesh.trust.authorize import authorize_order
+
+    envelope = signed(OLIVER)
+    assert authorize_order(envelope.encode(), DIGEST, "web", VM, trust, NOW) is None
+    assert reason(authorize_order(b"", DIGEST, "web", VM, trust, NOW)) == "unsigned"
+    assert reason(authorize_order(b"\x93junk", DIGEST, "web", VM, trust, NOW)) == "bad-signature"
