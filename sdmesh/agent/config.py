@@ -60,6 +60,12 @@ class AgentConfig:
     # False: loopback peers present the token too (a reverse proxy or ssh -L tunnel on this
     # host makes remote requests come from loopback).
     api_trust_loopback: bool = True
+    # Operator-signed descriptors (issue 11 item 3, track h11-sign; docs/security.md): the
+    # trust store of operator public keys whose signatures this host runs, and an operator
+    # key the agent signs unsigned API submissions with (unset: it signs nothing; set, any
+    # caller allowed to submit through this agent's API signs as that operator).
+    operators_dir: Path = Path("/etc/sdmesh/operators.d")
+    api_signing_key: str | None = None
 
     @property
     def dht_bind(self) -> Address:
@@ -135,6 +141,9 @@ def _coerce(name: str, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(label).strip() for label in items if str(label).strip())
     if name in ("state_dir", "images_dir"):
+        return Path(str(value))
+    # Operator-signed descriptors (track h11-sign).
+    if name == "operators_dir":
         return Path(str(value))
     if name in ("insecure", "api_insecure", "api_trust_loopback"):
         if isinstance(value, bool):

@@ -13,7 +13,7 @@ caller's own API role allows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sdmesh.language import ResolvedDescriptor
@@ -21,7 +21,7 @@ from sdmesh.language.values import ComponentDescription
 from sdmesh.pools.layout import is_leaf, skeleton, walk
 from sdmesh.pools.records import PoolSpec
 from sdmesh.pools.submission import SubmissionError
-from sdmesh.trust.authorize import Refusal, authorize_submission
+from sdmesh.trust.authorize import Refusal, authorize_submission, sign_for_caller
 from sdmesh.trust.components import role_for_all
 from sdmesh.trust.keys import OperatorKey
 from sdmesh.trust.roles import Role
@@ -92,16 +92,4 @@ def agent_signature(
     """The agent's own signature for an unsigned request, with the least role the pool needs;
     a Refusal when the caller's API role is below it (the agent's key must not lend a caller
     more than the caller has)."""
-    needed = role_for_all(leaf_classes(tree))
-    if not caller_role.allows(needed):
-        return Refusal(
-            "role-too-low",
-            f"pool {spec.pool} needs role {needed.label} (its components), "
-            f"the request has {caller_role.label}",
-        )
-    return sign_descriptor(key, spec.pool, spec.digest, needed, now)
-
-
-def needed_role(kinds: Iterable[str]) -> Role:
-    """The least role that runs every class in ``kinds`` (for messages and dry runs)."""
-    return role_for_all(kinds)
+    return sign_for_caller(key, spec.digest, spec.pool, leaf_classes(tree), caller_role, now)

@@ -24,8 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sdmesh.trust.components import required_role
-from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError
+from sdmesh.trust.components import required_role, role_for_all
+from sdmesh.trust.keys import OperatorKey
+from sdmesh.trust.roles import Role
+from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError, sign_descriptor
 from sdmesh.trust.store import TrustStore
 
 #: Seconds a signature may be dated ahead of this host's clock.
@@ -175,6 +177,27 @@ def authorize_submission(
         if refusal is not None:
             return refusal
     return None
+
+
+def sign_for_caller(
+    key: OperatorKey,
+    spec_digest: str,
+    pool: str,
+    kinds: Iterable[str],
+    caller_role: Role,
+    now: float,
+) -> DescriptorSignature | Refusal:
+    """An agent's signature, with its own operator ``key``, on a submission that came without
+    one: with the least role the pool's component classes need, and a Refusal when that is
+    more than the caller's API role (the agent's key never lends a caller more than it has)."""
+    needed = role_for_all(kinds)
+    if not caller_role.allows(needed):
+        return Refusal(
+            "role-too-low",
+            f"pool {pool} needs role {needed.label} (its components), "
+            f"the request has {caller_role.label}",
+        )
+    return sign_descriptor(key, pool, spec_digest, needed, now)
 
 
 class RefusalCounter:
