@@ -20,7 +20,7 @@ prepared to look fresh later).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableSet
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,10 +63,15 @@ def authorize_leaf(
     kind: str,
     trust: TrustStore,
     now: float,
+    verified: MutableSet[bytes] | None = None,
 ) -> Refusal | None:
     """``None`` when ``envelope`` lets this host run a component of class ``kind`` of
-    ``pool``, whose descriptor has digest ``spec_digest``; otherwise why not."""
-    refusal = check_envelope(envelope, spec_digest, pool, trust, now)
+    ``pool``, whose descriptor has digest ``spec_digest``; otherwise why not.
+
+    ``verified``: envelopes (as bytes) whose signature already verified against ``trust``;
+    the caller keeps it per trust store (every leaf of a pool carries the same envelope, and
+    the Ed25519 verification is most of the cost), and empties it when the store changes."""
+    refusal = check_envelope(envelope, spec_digest, pool, trust, now, verified)
     if refusal is not None or envelope is None:
         return refusal or Refusal("unsigned", f"pool {pool} carries no operator signature")
     return _role_check(envelope, pool, kind)
@@ -79,6 +84,7 @@ def authorize_order(
     kind: str,
     trust: TrustStore,
     now: float,
+    verified: MutableSet[bytes] | None = None,
 ) -> Refusal | None:
     """:func:`authorize_leaf` for the envelope bytes an order or a record carries (empty:
     unsigned; malformed: refused as a bad signature)."""
@@ -88,7 +94,7 @@ def authorize_order(
         envelope = DescriptorSignature.decode(signature)
     except SignatureFormatError as error:
         return Refusal("bad-signature", f"pool {pool}: {error}")
-    return authorize_leaf(envelope, spec_digest, pool, kind, trust, now)
+    return authorize_leaf(envelope, spec_digest, pool, kind, trust, now, verified)
 
 
 def check_envelope(
@@ -97,6 +103,7 @@ def check_envelope(
     pool: str,
     trust: TrustStore,
     now: float,
+    verified: MutableSet[bytes] | None = None,
 ) -> Refusal | None:
     """Everything but the component's role: a trusted, unrevoked key whose signature
     verifies, for this pool and this digest, not from the future, within the key's role."""
@@ -115,12 +122,15 @@ def check_envelope(
             f"pool {pool} is signed by key {envelope.key_id} ({envelope.signer}), "
             "which this host does not trust",
         )
-    if not operator.key.verify(envelope.signature, envelope.signed_bytes()):
+    known = verified is not None and envelope.encode() in verified
+    if not known and not operator.key.verify(envelope.signature, envelope.signed_bytes()):
         return Refusal(
             "bad-signature",
             f"pool {pool}: the signature of key {envelope.key_id} does not verify "
             "(altered after signing)",
         )
+    if verified is not None and not known:
+        verified.add(envelope.encode())
     if envelope.pool != pool:
         return Refusal(
             "wrong-pool",

@@ -26,6 +26,9 @@ from sdmesh.trust.store import TrustStore
 
 log = logging.getLogger(__name__)
 
+#: Verified envelopes remembered (one per pool with leaves here; about 250 bytes each).
+MAX_VERIFIED = 10_000
+
 
 class HostTrust:
     """The trust store a host checks against, swapped whole on reload."""
@@ -37,6 +40,8 @@ class HostTrust:
         self.store = store
         self.signer = signer
         self.refusals = RefusalCounter()
+        #: Envelopes whose signature verified against ``store`` (emptied with each reload).
+        self.verified: set[bytes] = set()
 
     @classmethod
     def open(cls, operators_dir: Path, signing_key: str | None = None) -> HostTrust:
@@ -60,13 +65,18 @@ class HostTrust:
             len(store.revoked),
         )
         self.store = store
+        self.verified = set()
         return list(store.problems)
 
     def check_leaf(
         self, signature: bytes, spec_digest: str, pool: str, kind: str, now: float
     ) -> Refusal | None:
         """Whether to run a leaf of class ``kind``; a refusal is counted."""
-        refusal = authorize_order(signature, spec_digest, pool, kind, self.store, now)
+        if len(self.verified) > MAX_VERIFIED:
+            self.verified.clear()
+        refusal = authorize_order(
+            signature, spec_digest, pool, kind, self.store, now, self.verified
+        )
         if refusal is not None:
             self.refusals.count(refusal)
         return refusal

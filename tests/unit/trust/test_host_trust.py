@@ -73,3 +73,36 @@ def test_the_agent_config_names_the_trust_store_and_the_signing_key(tmp_path: Pa
     assert config.api_signing_key == "/etc/sdmesh/ui.key"
     from_env = load_config(None, {}, environ={"SDMESH_OPERATORS_DIR": "/x"})
     assert from_env.operators_dir == Path("/x")
+
+
+def test_an_envelope_is_verified_once_per_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdmesh.trust.keys import PublicKey
+
+    calls: list[bytes] = []
+    real_verify = PublicKey.verify
+
+    def counting(self: PublicKey, signature: bytes, message: bytes) -> bool:
+        calls.append(signature)
+        return real_verify(self, signature, message)
+
+    monkeypatch.setattr(PublicKey, "verify", counting)
+    oliver = OperatorKey.generate("oliver")
+    trust = HostTrust.open(trusted_dir(tmp_path, (oliver, Role.OPERATE)))
+    good = sign_descriptor(oliver, "web", DIGEST, Role.OPERATE, NOW)
+    for _ in range(5):
+        assert trust.check_leaf(good.encode(), DIGEST, "web", VM, NOW) is None
+    assert len(calls) == 1
+    # The cached envelope still gets every other check.
+    wrong = trust.check_leaf(good.encode(), "cd" * 32, "web", VM, NOW)
+    assert wrong is not None and wrong.reason == "wrong-digest"
+    # A forgery is never remembered as verified.
+    forged = DescriptorSignature(**{**good.__dict__, "signature": bytes(64)})
+    for _ in range(2):
+        refused = trust.check_leaf(forged.encode(), DIGEST, "web", VM, NOW)
+        assert refused is not None and refused.reason == "bad-signature"
+    assert len(calls) == 3
+    trust.reload()  # a new store: verified again
+    assert trust.check_leaf(good.encode(), DIGEST, "web", VM, NOW) is None
+    assert len(calls) == 4
