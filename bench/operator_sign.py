@@ -58,7 +58,10 @@ def raw_define_us(directory: Path, domains: int) -> float:
     module = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(module)
     target = RenderTarget("test", "xen", accelerated=False)
-    xmls = [build_domain_xml(*module.spec_for(i), target) for i in range(domains)]
+    xmls = []
+    for index in range(domains):
+        spec, metadata = module.spec_for(index)
+        xmls.append(build_domain_xml(spec, metadata, target))
     uri = write_simulated_host(directory / "host.xml", cpus=64, memory_mib=domains * 128)
     conn = libvirt.open(uri)
     try:
