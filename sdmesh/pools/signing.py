@@ -18,11 +18,13 @@ from typing import Any
 
 from sdmesh.language import ResolvedDescriptor
 from sdmesh.language.values import ComponentDescription
+from sdmesh.lifecycle.model import Node
 from sdmesh.pools.layout import is_leaf, skeleton, walk
 from sdmesh.pools.records import PoolSpec
 from sdmesh.pools.submission import SubmissionError
 from sdmesh.trust.authorize import Refusal, authorize_submission, sign_for_caller
 from sdmesh.trust.components import role_for_all
+from sdmesh.trust.host import HostTrust
 from sdmesh.trust.keys import OperatorKey
 from sdmesh.trust.roles import Role
 from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError, sign_descriptor
@@ -93,3 +95,14 @@ def agent_signature(
     a Refusal when the caller's API role is below it (the agent's key must not lend a caller
     more than the caller has)."""
     return sign_for_caller(key, spec.digest, spec.pool, leaf_classes(tree), caller_role, now)
+
+
+def leaf_refusal(
+    trust: HostTrust, signature: bytes, spec: PoolSpec, pool: str, node: Node, now: float
+) -> Refusal | None:
+    """The host's check before it deploys or starts ``node`` of ``pool``: the order's
+    envelope against the spec it is about to run and the node's ``sfClass`` (counted when
+    refused)."""
+    sf_class = node.description.get("sfClass")
+    kind = sf_class if isinstance(sf_class, str) else ""
+    return trust.check_leaf(signature, spec.digest, pool, kind, now)
