@@ -19,7 +19,7 @@ from sdmesh.trust.authorize import (
     authorize_submission,
     sign_for_caller,
 )
-from sdmesh.trust.keys import KeyFileError, OperatorKey, load_private_key
+from sdmesh.trust.keys import OperatorKey, load_private_key
 from sdmesh.trust.roles import Role
 from sdmesh.trust.signatures import DescriptorSignature
 from sdmesh.trust.store import TrustStore
@@ -107,6 +107,3 @@ class HostTrust:
         if isinstance(made, Refusal):
             self.refusals.count(made)
         return made
-
-
-__all__ = ["HostTrust", "KeyFileError"]

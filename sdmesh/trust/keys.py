@@ -27,8 +27,12 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
-from cryptography.hazmat.primitives.serialization import NoEncryption as _NoEncryption
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from sdmesh.safeio import read_private, write_private
 
@@ -126,7 +130,7 @@ class OperatorKey:
         return self.private.sign(message)
 
     def file_text(self) -> str:
-        seed = self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, _NoEncryption())
+        seed = self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return (
             f"# sdmesh operator PRIVATE key of {self.name} (id {self.public.key_id}): "
             "keep it secret, mode 0600.\n"
