@@ -106,3 +106,30 @@ def leaf_refusal(
     sf_class = node.description.get("sfClass")
     kind = sf_class if isinstance(sf_class, str) else ""
     return trust.check_leaf(signature, spec.digest, pool, kind, now)
+
+
+def submission_signature(
+    body: Mapping[str, Any],
+    spec: PoolSpec,
+    tree: ComponentDescription,
+    trust: HostTrust,
+    caller_role: Role,
+    now: float,
+) -> bytes | Refusal:
+    """What the API does with a submission's signature: the envelope bytes to keep with the
+    pool's record, or the Refusal to answer with 403 (counted). An unsigned request is signed
+    by the agent's own key when it has one (never beyond ``caller_role``), and refused
+    otherwise; either way this host checks it as it will check every leaf.
+    SubmissionError (400) for a malformed ``signature``."""
+    envelope = envelope_of(body)
+    classes = leaf_classes(tree)
+    if envelope is None:
+        made = trust.sign_for_caller(spec.digest, spec.pool, classes, caller_role, now)
+        if isinstance(made, Refusal):
+            return made
+        envelope = made
+    refusal = trust.check_submission(envelope, spec.digest, spec.pool, classes, now)
+    if refusal is not None:
+        return refusal
+    assert envelope is not None  # check_submission refuses an unsigned pool
+    return envelope.encode()

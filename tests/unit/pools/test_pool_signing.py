@@ -170,3 +170,44 @@ def test_every_deploy_and_start_order_carries_the_records_envelope(trust: TrustS
         if isinstance(action, sc.SendOrder):
             refusal = authorize_order(action.order.signature, spec.digest, "web", VM, trust, NOW)
             assert refusal is not None and refusal.reason == "unsigned"
+
+
+def test_what_the_api_keeps_or_refuses(tmp_path: Path) -> None:
+    from sdmesh.pools.signing import submission_signature
+    from sdmesh.trust.host import HostTrust
+    from sdmesh.trust.keys import write_key_pair
+
+    from ..trust.helpers import trusted_dir
+
+    ui = OperatorKey.generate("dashboard")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    ui_key, _ = write_key_pair(ui, keys)
+    directory = trusted_dir(tmp_path, (OLIVER, Role.OPERATE), (ui, Role.OPERATE))
+    without_key = HostTrust.open(directory)
+    with_key = HostTrust.open(directory, str(ui_key))
+
+    signed_body = submitted(VM_POOL, OLIVER)
+    spec, tree = build_spec_and_tree(signed_body)
+    kept = submission_signature(signed_body, spec, tree, without_key, Role.OPERATE, NOW)
+    assert isinstance(kept, bytes) and DescriptorSignature.decode(kept).signer == "oliver"
+
+    plain = submitted(VM_POOL, None)
+    spec, tree = build_spec_and_tree(plain)
+    refused = submission_signature(plain, spec, tree, without_key, Role.OPERATE, NOW)
+    assert isinstance(refused, Refusal) and refused.reason == "unsigned"
+    by_agent = submission_signature(plain, spec, tree, with_key, Role.OPERATE, NOW)
+    assert (
+        isinstance(by_agent, bytes) and DescriptorSignature.decode(by_agent).signer == "dashboard"
+    )
+
+    shell = submitted(SHELL_POOL, None)
+    spec, tree = build_spec_and_tree(shell)
+    as_operate = submission_signature(shell, spec, tree, with_key, Role.OPERATE, NOW)
+    assert isinstance(as_operate, Refusal) and as_operate.reason == "role-too-low"
+    # An admin caller: the agent signs as admin, but this host grants its key operate only.
+    as_admin = submission_signature(shell, spec, tree, with_key, Role.ADMIN, NOW)
+    assert isinstance(as_admin, Refusal) and as_admin.reason == "role-not-granted"
+    with pytest.raises(SubmissionError):
+        submission_signature({**plain, "signature": "%%"}, spec, tree, with_key, Role.ADMIN, NOW)
+    assert dict(with_key.refusals.samples())["role-too-low"] == 1
