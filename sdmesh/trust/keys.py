@@ -50,7 +50,7 @@ class KeyFileError(ValueError):
 
 def check_operator_name(name: str) -> str:
     """Operator names become file names in the trust store: a-z, 0-9, '.', '_', '-'."""
-    if not OPERATOR_NAME.match(name):
+    if not OPERATOR_NAME.fullmatch(name):
         raise KeyFileError(
             f"bad operator name {name!r}: use 1-63 characters a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit"

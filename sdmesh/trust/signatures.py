@@ -21,12 +21,13 @@ from typing import Any, Final
 
 import msgpack
 
-from sdmesh.trust.keys import KEY_ID_HEX, OperatorKey
+from sdmesh.trust.keys import KEY_ID_HEX, OPERATOR_NAME, OperatorKey
 from sdmesh.trust.roles import Role
 
 DOMAIN: Final = b"sdmesh-descriptor-v1\x00"
 ENVELOPE_VERSION: Final = 1
 SIGNATURE_BYTES: Final = 64
+DIGEST_HEX: Final = 64  # a SHA-256, as PoolSpec.digest
 #: A well-formed envelope is about 250 bytes; anything much larger is not one.
 MAX_ENVELOPE_BYTES: Final = 1024
 _HEX = frozenset("0123456789abcdef")
@@ -85,6 +86,12 @@ class DescriptorSignature:
         if obj[0] != ENVELOPE_VERSION:
             raise SignatureFormatError(f"signature envelope version {obj[0]} is not supported")
         _, pool, digest, key_id, signer, signed_at, role_label, signature = obj
+        # Names as pool ids and operator names are spelled: nothing else ever reaches a
+        # message, a log line or an event from an envelope.
+        if not OPERATOR_NAME.fullmatch(pool) or not OPERATOR_NAME.fullmatch(signer):
+            raise SignatureFormatError("malformed pool or signer name in the signature envelope")
+        if len(digest) != DIGEST_HEX or not set(digest) <= _HEX:
+            raise SignatureFormatError("malformed digest in the signature envelope")
         if len(key_id) != KEY_ID_HEX or not set(key_id) <= _HEX:
             raise SignatureFormatError("malformed key id in the signature envelope")
         if len(signature) != SIGNATURE_BYTES:

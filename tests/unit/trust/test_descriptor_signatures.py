@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdmesh.trust.keys import OperatorKey
 from sdmesh.trust.roles import Role
@@ -61,12 +64,15 @@ def test_what_is_signed_is_domain_separated_and_covers_every_field() -> None:
         b"",
         b"\xc1",
         msgpack.packb({"v": 1}),
-        msgpack.packb([2, "p", "d", "0" * 16, "n", 1, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", "d", "0" * 15, "n", 1, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", "d", "0" * 16, "n", 1, "root", b"s" * 64]),
-        msgpack.packb([1, "p", "d", "0" * 16, "n", 1, "operate", b"s" * 63]),
-        msgpack.packb([1, "p", "d", "0" * 16, "n", True, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", "d", "0" * 16, "n", 1, "operate", "s" * 64]),
+        msgpack.packb([2, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 15, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "root", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 63]),
+        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", True, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", "s" * 64]),
+        msgpack.packb([1, "p", "d", "0" * 16, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p\n", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 16, "\x1b[31mroot", 1, "operate", b"s" * 64]),
         b"\x00" * 2000,
     ],
 )
@@ -79,3 +85,33 @@ def test_malformed_envelopes_are_refused(data: bytes) -> None:
 def test_malformed_api_text_is_refused(text: object) -> None:
     with pytest.raises(SignatureFormatError):
         DescriptorSignature.from_text(text)
+
+
+def test_a_well_formed_envelope_of_other_fields_decodes() -> None:
+    data = msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64])
+    assert DescriptorSignature.decode(data).pool == "p"
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_or_are_refused_cleanly(data: bytes) -> None:
+    with contextlib.suppress(SignatureFormatError):
+        DescriptorSignature.decode(data)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(min_value=-(2**63), max_value=2**64 - 1),
+            st.text(max_size=70),
+            st.binary(max_size=70),
+            st.none(),
+            st.booleans(),
+        ),
+        max_size=9,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_any_msgpack_list_decodes_or_is_refused_cleanly(items: list[object]) -> None:
+    with contextlib.suppress(SignatureFormatError):
+        DescriptorSignature.decode(msgpack.packb(items, use_bin_type=True))

@@ -82,3 +82,8 @@ def test_missing_files_and_bad_names() -> None:
         check_operator_name("../etc")
     with pytest.raises(KeyFileError):
         decode_key("ed25519:" + "A" * 400, "x")
+
+
+def test_a_trailing_newline_is_not_a_name() -> None:
+    with pytest.raises(KeyFileError):
+        check_operator_name("alice\n")
