@@ -93,11 +93,13 @@ class TrustStore:
             return nobody(f"{where}: {problem}")
         try:
             revoked = _read_revoked(directory / REVOKED_FILE)
+            names = sorted(p for p in os.listdir(directory) if p.endswith(SUFFIX))
         except KeyFileError as error:
             return nobody(str(error))
+        except OSError as error:
+            return nobody(f"{where}: {error.strerror}")
         operators: dict[str, TrustedOperator] = {}
         problems: list[str] = []
-        names = sorted(p for p in os.listdir(directory) if p.endswith(SUFFIX))
         if len(names) > MAX_OPERATORS:
             problems.append(f"{where}: more than {MAX_OPERATORS} operator files; the rest skipped")
             names = names[:MAX_OPERATORS]
@@ -175,7 +177,7 @@ def _read_revoked(path: Path) -> set[str]:
 
 def trust_operator(directory: Path, key: PublicKey, role: Role, comment: str = "") -> Path:
     """Write ``NAME.toml`` for ``key`` (0644, root's); refuses a revoked key."""
-    if "\n" in comment or '"' in comment or "\\" in comment or len(comment) > MAX_COMMENT:
+    if any(c in comment for c in '"\\') or not comment.isprintable() or len(comment) > MAX_COMMENT:
         raise KeyFileError(f"a comment is one line of at most {MAX_COMMENT} characters, no quotes")
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     if key.key_id in _read_revoked(directory / REVOKED_FILE):

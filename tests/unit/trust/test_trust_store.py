@@ -161,3 +161,18 @@ def test_reloading_sees_changes(tmp_path: Path) -> None:
     assert TrustStore.load(directory).lookup(alice.public.key_id) is not None
     (directory / "alice.toml").unlink()
     assert TrustStore.load(directory).lookup(alice.public.key_id) is None
+
+
+def test_an_unreadable_store_trusts_nobody_and_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = OperatorKey.generate("alice")
+    directory = trusted_dir(tmp_path, (alice, Role.ADMIN))
+
+    def denied(_: object) -> list[str]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "listdir", denied)  # as a user outside root's 0700 directory
+    store = TrustStore.load(directory)
+    assert store.operators == {}
+    assert store.problems == (f"{directory}: Permission denied: no operator is trusted",)
