@@ -10,6 +10,7 @@ descriptors").
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -170,12 +171,28 @@ def revoke(who: str, directory: Path) -> None:
 
 
 @operator.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_dir_option
-def list_operators(directory: Path) -> None:
+def list_operators(as_json: bool, directory: Path) -> None:
     """The operators this host trusts, and what is wrong in its trust store."""
     from sdmesh.trust.store import TrustStore
 
     store = TrustStore.load(directory)
+    if as_json:
+        listed = [
+            {
+                "name": trusted.key.name,
+                "key_id": key_id,
+                "role": trusted.role.label,
+                "comment": trusted.comment,
+            }
+            for key_id, trusted in sorted(store.operators.items())
+        ]
+        revoked = sorted(store.revoked)
+        click.echo(
+            json.dumps({"operators": listed, "revoked": revoked, "problems": store.problems})
+        )
+        return
     for key_id, trusted in sorted(store.operators.items(), key=lambda item: item[1].key.name):
         note = f"  # {trusted.comment}" if trusted.comment else ""
         click.echo(f"{trusted.key.name:<20} {trusted.role.label:<8} {key_id}{note}")

@@ -3,6 +3,7 @@ CLI, and a signed submission that an agent's check accepts (and refuses once rev
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -47,6 +48,9 @@ def test_keygen_trust_list_revoke(tmp_path: Path) -> None:
     assert trusted.exit_code == 0 and "as admin" in trusted.output
     listed = run("operator", "list", "--dir", str(store))
     assert "alice" in listed.output and "admin" in listed.output
+    as_json = json.loads(run("operator", "list", "--json", "--dir", str(store)).stdout)
+    assert [(o["name"], o["role"]) for o in as_json["operators"]] == [("alice", "admin")]
+    assert as_json["revoked"] == [] and as_json["problems"] == []
     revoked = run("operator", "revoke", "alice", "--dir", str(store))
     assert revoked.exit_code == 0 and "revoked key" in revoked.output
     assert TrustStore.load(store).operators == {}
