@@ -121,3 +121,20 @@ class InertComponent:
 
     async def terminate(self, record: TerminationRecord) -> None:
         pass
+
+
+class RefusedComponent:
+    """A leaf this host will not run (sdmesh.components.policy): its deploy fails with the
+    reason, like any deploy failure, so the pool reports it and nothing else happens."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def deploy(self) -> None:
+        raise ComponentError(self.reason)
+
+    async def start(self) -> None:
+        raise ComponentError(self.reason)
+
+    async def terminate(self, record: TerminationRecord) -> None:
+        pass
