@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdmesh.language.values import ComponentDescription
+
 #: Where host policy is configured, for the messages (the agent passes its own file).
 DEFAULT_CONFIG_FILE = "/etc/sdmesh/sdmesh.toml"
 #: sdmesh's own images directory and libvirt's default storage pool (Debian: root, 0711).
@@ -32,8 +34,31 @@ SHELL_CLASSES = frozenset(
         "org.smartfrog.services.shellscript.SFScriptImpl",
     }
 )
+SHELL = "org.smartfrog.services.shellscript.SFScriptExecutionImpl"
+#: What a Shell starts when it runs nothing but an idle interpreter (the library's Exec and
+#: BashExec): sdmesh never writes to it, so on a host without allow-shell it is not started.
+IDLE_INTERPRETERS = (("/bin/sh",), ("/bin/bash",))
 #: A console log named by the descriptor is a file name in the console directory.
 _LOG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def shell_command(description: ComponentDescription) -> tuple[str, ...]:
+    """The command a Shell component starts: its ``exec``'s ``cmd``, /bin/sh by default."""
+    found = description.get("exec")
+    if isinstance(found, ComponentDescription):
+        cmd = found.get("cmd")
+        if isinstance(cmd, list) and cmd and all(isinstance(part, str) for part in cmd):
+            return tuple(str(part) for part in cmd)
+    return ("/bin/sh",)
+
+
+def needs_shell(description: ComponentDescription) -> bool:
+    """Whether this leaf runs commands on its host: every Script, and a Shell unless it
+    only starts an idle interpreter (the tutorial's ``myShell extends BashShell``)."""
+    sf_class = description.get("sfClass")
+    if sf_class == SHELL:
+        return shell_command(description) not in IDLE_INTERPRETERS
+    return sf_class in SHELL_CLASSES
 
 
 class PolicyRefused(Exception):

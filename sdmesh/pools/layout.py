@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sdmesh.components.policy import SHELL_CLASSES
+from sdmesh.components.policy import needs_shell
 from sdmesh.language.values import NULL, ComponentDescription, Reference
 from sdmesh.lifecycle.behaviours import BEHAVIOURS, behaviour_for
 from sdmesh.lifecycle.model import Node
@@ -115,7 +115,7 @@ def layout(description: ComponentDescription) -> Layout:
     for node in walk(root):
         if is_leaf(node) and node.path not in result.unit_of:
             result.local.append(node.path)
-            if node.description.get("sfClass") in SHELL_CLASSES:
+            if needs_shell(node.description):
                 result.shell.append(node.path)
     return result
 
