@@ -110,3 +110,30 @@ def test_the_layout_names_the_leaves_that_need_allow_shell() -> None:
     cut = layout(resolve_text(LIB + text, "t.sf").root)
     assert cut.shell == ["sfConfig:run", "sfConfig:own"]
     assert "sfConfig:idle" in cut.local
+
+
+def shepherd_orders(offers: list[HostOffer]) -> tuple[dict[str, str], list[str]]:
+    """Where a new pool's shepherd (h0) places each leaf, and its warnings."""
+    from sdmesh.pools import shepherd as sc
+
+    text = (
+        "sfConfig extends Compound { idle extends BashShell; "
+        'run extends Script { shell LAZY ATTRIB idle; deployScript "id"; } }'
+    )
+    tree = resolve_text(LIB + text, "t.sf").root
+    record = PoolRecord("web", DIGEST, 1, "h0")
+    core = sc.Shepherd(record, tree, layout(tree), {}, tuple(offers))
+    actions = core.handle(sc.Begin(), 0.0)
+    warnings = [a.message for a in actions if isinstance(a, sc.Warning)]
+    return dict(core.placement), warnings
+
+
+def test_the_shepherd_sends_shell_leaves_to_a_host_that_allows_shell() -> None:
+    sent, warnings = shepherd_orders([offer("h0"), offer("h1", shell=True)])
+    assert sent == {"sfConfig:idle": "h0", "sfConfig:run": "h1"} and warnings == []
+
+
+def test_with_no_host_allowing_shell_the_shepherd_says_so() -> None:
+    sent, warnings = shepherd_orders([offer("h0"), offer("h1")])
+    assert sent["sfConfig:run"] == "h0"  # which refuses, naming allow-shell
+    assert warnings == [f"cannot be placed: {NO_SHELL_ANYWHERE}"]
