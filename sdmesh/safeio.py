@@ -46,6 +46,10 @@ def read_private(path: Path) -> bytes | None:
         return handle.read()
 
 
+#: Directories created on the way to a private one: others may pass through, not list.
+PARENT_DIR_MODE = 0o711
+
+
 class UnsafeDirectory(Exception):
     """A directory the agent would keep private files in is not safe to write into."""
 
@@ -82,7 +86,7 @@ def check_owned_dir(path: Path, *, uid: int | None = None, what: str = "state di
 
 
 def ensure_private_dir(path: Path, mode: int = 0o700, *, what: str = "directory") -> Path:
-    """Create ``path`` (and missing parents, with ``mode``) or check the existing one: either
+    """Create ``path`` (and missing parents, 0711) or check the existing one: either
     way it ends as a directory of ours, writable by us alone, with at most ``mode``.
 
     ``mode`` is 0700 for what only the agent reads (keys, descriptors, console logs) and
@@ -98,11 +102,14 @@ def ensure_private_dir(path: Path, mode: int = 0o700, *, what: str = "directory"
             break
         current = current.parent
     for directory in reversed(missing):
+        # Missing parents: 0711, so a 0711 directory made later below them stays reachable
+        # (QEMU must traverse every level above a disk); only ``path`` itself gets ``mode``.
+        wanted = mode if directory == path else PARENT_DIR_MODE
         try:
-            os.mkdir(directory, mode)
+            os.mkdir(directory, wanted)
         except FileExistsError:
             continue  # made meanwhile by someone else: checked below like any existing one
-        restrict_mode(directory, mode)  # exactly ``mode``: the umask may have taken o+x
+        restrict_mode(directory, wanted)  # exactly: the umask may have taken o+x
     check_owned_dir(path, what=what)
     current_mode = stat.S_IMODE(os.lstat(path).st_mode)
     if current_mode & ~mode:
