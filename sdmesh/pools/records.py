@@ -76,6 +76,17 @@ def checked_ids(
             raise RecordFormatError("malformed component path")
 
 
+def checked_rumor_ids(key: str, body: dict[str, Any]) -> None:
+    """A pool or tombstone rumor's ids: the key is a pool id; the digest and shepherd, when
+    the body has them, are a digest and a member name. RecordFormatError otherwise."""
+    digest, shepherd = body.get("digest"), body.get("shepherd")
+    checked_ids(
+        pool=key,
+        digest=digest if digest not in (None, "") else None,
+        names=(shepherd,) if shepherd not in (None, "") else (),
+    )
+
+
 def _require(obj: Any, key: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind):
         raise RecordFormatError(f"missing or malformed field {key!r}")

@@ -22,6 +22,7 @@ from sdmesh.pools.records import (
     RecordFormatError,
     Report,
     check_pool_id,
+    checked_rumor_ids,
 )
 
 DIGEST = "ab" * 32
@@ -137,3 +138,16 @@ def test_with_no_host_allowing_shell_the_shepherd_says_so() -> None:
     sent, warnings = shepherd_orders([offer("h0"), offer("h1")])
     assert sent["sfConfig:run"] == "h0"  # which refuses, naming allow-shell
     assert warnings == [f"cannot be placed: {NO_SHELL_ANYWHERE}"]
+
+
+def test_rumors_carry_valid_ids() -> None:
+    checked_rumor_ids("web", {"digest": DIGEST, "shepherd": "h0", "state": "running"})
+    checked_rumor_ids("web", {"by": "h0", "gen": 3})  # a tombstone
+    for key, body in [
+        ("web\n", {}),
+        ("web", {"digest": "../../x"}),
+        ("web", {"shepherd": "h0\x1b[2J"}),
+        ("web", {"shepherd": 7}),
+    ]:
+        with pytest.raises(RecordFormatError):
+            checked_rumor_ids(key, body)
