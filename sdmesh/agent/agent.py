@@ -46,6 +46,7 @@ from sdmesh.membership import (
     MetaUpdated,
     Start,
 )
+from sdmesh.safeio import ensure_private_dir
 from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpEndpoint
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ class Agent:
 
     async def run(self) -> None:
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        # Ours and writable by us alone, or refused before anything is created (issue 11).
+        ensure_private_dir(config.state_dir, 0o711, what="state directory")
         scheme = "https" if config.tls_cert else "http"  # TLS: tls-cert/tls-key (api_auth.py)
         api = f"{scheme}://{config.api[0]}:{config.api[1]}"
         images = base_images(config.images_dir)
@@ -128,7 +130,9 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
-                    meta=preliminary_meta(config.hypervisor, config.labels, images, api),
+                    meta=preliminary_meta(
+                        config.hypervisor, config.labels, images, api, config.allow_shell
+                    ),
                 ),
                 random.Random(),
             )
@@ -158,7 +162,9 @@ class Agent:
             caps = await hypervisor.capabilities()
             capacity = await hypervisor.capacity()
             disk = disk_free_mib(config.state_dir / "volumes")
-            meta = member_meta(caps, capacity, config.labels, images, api, disk)
+            meta = member_meta(
+                caps, capacity, config.labels, images, api, disk, shell=config.allow_shell
+            )
             node.feed(MetaUpdated(meta))
             refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
             stack.callback(refresh.cancel)
@@ -266,7 +272,9 @@ class Agent:
                 log.debug("capacity refresh failed: %s", error)
                 continue
             disk = settled_disk_free(disk, disk_free_mib(self.config.state_dir / "volumes"))
-            fresh = member_meta(caps, capacity, self.config.labels, images, api, disk)
+            fresh = member_meta(
+                caps, capacity, self.config.labels, images, api, disk, shell=self.config.allow_shell
+            )
             if fresh != meta:
                 meta = fresh
                 self.node.feed(MetaUpdated(meta))

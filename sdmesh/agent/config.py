@@ -7,11 +7,16 @@ operator can still override one value on the command line.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sdmesh.components.policy import HostPolicy
+
 
 Address = tuple[str, int]
 
@@ -66,6 +71,15 @@ class AgentConfig:
     # caller allowed to submit through this agent's API signs as that operator).
     operators_dir: Path = Path("/etc/sdmesh/operators.d")
     api_signing_key: str | None = None
+    # --- Host policy (issue 11 item 4, track h11-deny; sdmesh/components/policy.py) ---
+    # What a descriptor may make this host do; deny by default. allowed_image_dirs None means
+    # images-dir (if set), <state-dir>/images and /var/lib/libvirt/images.
+    allow_shell: bool = False
+    allowed_image_dirs: tuple[Path, ...] | None = None
+    allowed_networks: tuple[str, ...] = ("default",)
+    allowed_bridges: tuple[str, ...] = ()
+    allowed_volume_groups: tuple[str, ...] = ()
+    # --- end of host policy ---
 
     @property
     def dht_bind(self) -> Address:
@@ -125,7 +139,75 @@ def guess_local_ip(toward: str) -> str:
         probe.close()
 
 
+# --- Host policy (track h11-deny): strict parsing, every refusal names the setting ---
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_POLICY_SETTINGS = frozenset(
+    {
+        "allow_shell",
+        "allowed_image_dirs",
+        "allowed_networks",
+        "allowed_bridges",
+        "allowed_volume_groups",
+    }
+)
+
+
+def _policy_list(name: str, value: Any) -> list[str]:
+    setting = name.replace("_", "-")
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{setting} must be a list of strings (or a comma-separated string)")
+    return [item.strip() for item in items if item.strip()]
+
+
+def _coerce_policy(name: str, value: Any) -> Any:
+    setting = name.replace("_", "-")
+    if name == "allow_shell":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{setting} must be true or false, got {value!r}")
+    items = _policy_list(name, value)
+    if name == "allowed_image_dirs":
+        for item in items:
+            if not item.startswith("/"):
+                raise ConfigError(f"{setting}: {item!r} is not an absolute path")
+        return tuple(Path(item) for item in items)
+    for item in items:
+        if not _POLICY_NAME.fullmatch(item):
+            raise ConfigError(f"{setting}: {item!r} is not a network, bridge or volume group name")
+    return tuple(items)
+
+
+def host_policy(config: AgentConfig, config_file: Path | None = None) -> HostPolicy:
+    """The host policy the leaves of this agent run under; messages name ``config_file``."""
+    # Imported here: `sdmesh join --help` and start-up must not pay for the component layer.
+    from sdmesh.components.policy import DEFAULT_CONFIG_FILE, HostPolicy
+
+    image_dirs = config.allowed_image_dirs
+    if image_dirs is None:
+        defaults = [config.state_dir / "images", Path("/var/lib/libvirt/images")]
+        image_dirs = tuple(([config.images_dir] if config.images_dir else []) + defaults)
+    return HostPolicy(
+        allow_shell=config.allow_shell,
+        image_dirs=image_dirs,
+        networks=config.allowed_networks,
+        bridges=config.allowed_bridges,
+        volume_groups=config.allowed_volume_groups,
+        config_file=str(config_file) if config_file else DEFAULT_CONFIG_FILE,
+    )
+
+
+# --- end of host policy ---
+
+
 def _coerce(name: str, value: Any) -> Any:
+    if name in _POLICY_SETTINGS:
+        return _coerce_policy(name, value)
     if name in ("bind", "advertise"):
         return ip_address_of(parse_address(str(value), DEFAULT_BIND[1], name), name)
     if name == "api":

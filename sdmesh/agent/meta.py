@@ -57,9 +57,11 @@ def member_meta(
     images: list[str],
     api: str,
     disk_free: int | None = None,
+    shell: bool = False,
 ) -> dict[str, object]:
     """Kept small: it rides on every alive message (a datagram of ~1.3 KB). ``disk_free``
-    (MiB free where the agent keeps its volumes) is left out when unknown."""
+    (MiB free where the agent keeps its volumes) is left out when unknown; ``shell`` (the
+    host's allow-shell, for placement) only when true."""
     figures: dict[str, object] = {
         "vcpus": caps.cpus,
         "memory_mib": caps.memory_mib,
@@ -68,28 +70,34 @@ def member_meta(
     }
     if disk_free is not None:
         figures["disk_free_mib"] = disk_free
-    return {
+    meta: dict[str, object] = {
         "capacity": figures,
         "hypervisor": caps.driver,
         "labels": list(labels),
         "images": images,
         "api": api,
     }
+    if shell:
+        meta["shell"] = True
+    return meta
 
 
 def preliminary_meta(
-    hypervisor: str, labels: tuple[str, ...], images: list[str], api: str
+    hypervisor: str, labels: tuple[str, ...], images: list[str], api: str, shell: bool = False
 ) -> dict[str, object]:
     """What the agent says before its hypervisor is open: ``member_meta``'s keys, an empty
     capacity, and the hypervisor type as the URI names it (``--hypervisor``; "test" or
     empty is the embedded test host). The agent replaces it once it knows the capacity."""
-    return {
+    meta: dict[str, object] = {
         "capacity": {},
         "hypervisor": uri_driver_kind(hypervisor or "test"),
         "labels": list(labels),
         "images": images,
         "api": api,
     }
+    if shell:
+        meta["shell"] = True
+    return meta
 
 
 def uri_driver_kind(uri: str) -> str:

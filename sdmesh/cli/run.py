@@ -59,7 +59,7 @@ def run(
         sys.exit(EXIT_BAD_INPUT)
     print_diagnostics(descriptor.warnings)
     name = pool or (Path(file).stem if file != "-" else "stdin")
-    if not _POOL_NAME.match(name):
+    if not _POOL_NAME.fullmatch(name):
         raise click.BadParameter(
             f"{name!r}: use 1-63 letters, digits, '.', '_' or '-'", param_hint="--name"
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdmesh.components.policy import HostPolicy
 from sdmesh.hypervisor import DomainEvent, HostCapabilities, HypervisorDriver
 from sdmesh.hypervisor.nocloud import NoCloudSeedStore
 from sdmesh.language.values import NULL
@@ -36,6 +37,8 @@ class HostContext:
     warn: Callable[[str, str], None] = lambda path, message: log.warning("%s: %s", path, message)
     #: QEMU hosts: "kvm" (accelerated) or "qemu" (TCG); SDMESH_VIRT_TYPE overrides.
     virt_type: str = field(default_factory=lambda: os.environ.get("SDMESH_VIRT_TYPE", ""))
+    #: What descriptors may name on this host (sdmesh.components.policy); deny by default.
+    policy: HostPolicy = field(default_factory=HostPolicy)
     _backends: dict[str, StorageBackend] = field(default_factory=dict)
     _seeds: NoCloudSeedStore | None = None
     _watchers: dict[str, Callable[[DomainEvent], None]] = field(default_factory=dict)
@@ -45,6 +48,11 @@ class HostContext:
     def simulated(self) -> bool:
         """libvirt's test driver: disks are placeholders, kernels are never read."""
         return self.caps.driver == "test"
+
+    @property
+    def console_dir(self) -> Path:
+        """Console logs live here, under the state directory, whatever the descriptor says."""
+        return self.state_dir / "console"
 
     def storage(self, component: str) -> StorageBackend:
         """The backend for a storage component class (simulated on test-driver hosts)."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from sdmesh.components.context import value
+from sdmesh.components.policy import shell_command
 from sdmesh.language.values import ComponentDescription
 from sdmesh.lifecycle.model import Node, TerminationRecord
 from sdmesh.runner.app import ComponentError, EndedCallback
@@ -21,13 +22,7 @@ class ShellComponent:
         self.process: asyncio.subprocess.Process | None = None
 
     def _command(self) -> list[str]:
-        exec_description = self.node.description.get("exec")
-        command = ["/bin/sh"]
-        if isinstance(exec_description, ComponentDescription):
-            found = exec_description.get("cmd")
-            if isinstance(found, list) and found and all(isinstance(c, str) for c in found):
-                command = [str(c) for c in found]
-        return command
+        return list(shell_command(self.node.description))
 
     async def deploy(self) -> None:
         command = self._command()
@@ -118,6 +113,23 @@ class InertComponent:
 
     async def start(self) -> None:
         pass
+
+    async def terminate(self, record: TerminationRecord) -> None:
+        pass
+
+
+class RefusedComponent:
+    """A leaf this host will not run (sdmesh.components.policy): its deploy fails with the
+    reason, like any deploy failure, so the pool reports it and nothing else happens."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def deploy(self) -> None:
+        raise ComponentError(self.reason)
+
+    async def start(self) -> None:
+        raise ComponentError(self.reason)
 
     async def terminate(self, record: TerminationRecord) -> None:
         pass

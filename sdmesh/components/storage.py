@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sdmesh.components.context import HostContext, text
+from sdmesh.components.policy import PolicyRefused
 from sdmesh.lifecycle.model import Node, TerminationRecord
 from sdmesh.runner.app import ComponentError
 from sdmesh.storage import OwnerTag, StorageError, Volume, VolumeRequest, parse_size
+from sdmesh.storage.lvm import parse_lv_ref
 
 #: sfClass -> the storage backend that implements it.
 STORAGE_CLASSES = {
@@ -22,6 +24,7 @@ class StorageComponent:
         self.node = node
         self.root = root
         self.context = context
+        self.backend_name = backend
         self.backend = context.storage(backend)
         self.volume: Volume | None = None
 
@@ -29,6 +32,10 @@ class StorageComponent:
         base = text(self.root, self.node, "baseImage")
         if base is None:
             raise ComponentError("baseImage is not set")
+        try:
+            base = self._allowed_base(base)
+        except (PolicyRefused, StorageError) as error:
+            raise ComponentError(str(error)) from None
         fmt = text(self.root, self.node, "baseFormat")
         size = text(self.root, self.node, "size")
         try:
@@ -47,6 +54,19 @@ class StorageComponent:
             self.volume = await self.backend.prepare(request)
         except StorageError as error:  # its text carries the hint
             raise ComponentError(str(error)) from None
+
+    def _allowed_base(self, base: str) -> str:
+        """The base this host lets the descriptor use: a logical volume in an allowed volume
+        group, or a file under an allowed image directory (its real path, links resolved).
+        A test-driver host opens no base at all, so it takes any name (the demo's)."""
+        if self.context.simulated:
+            return base
+        policy = self.context.policy
+        if self.backend_name == "LVMStorageBackend":
+            volume_group, _ = parse_lv_ref(base)
+            policy.check_volume_group(f"baseImage {base}", volume_group)
+            return base
+        return str(policy.host_file("baseImage", base))
 
     async def start(self) -> None:
         pass

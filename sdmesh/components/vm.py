@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdmesh.components.context import HostContext, text, value
+from sdmesh.components.policy import HostPolicy, PolicyRefused
 from sdmesh.hypervisor import (
     DiskBoot,
     DiskSpec,
@@ -31,6 +32,7 @@ from sdmesh.hypervisor.nocloud import attach_seed
 from sdmesh.hypervisor.spec import Flavour
 from sdmesh.lifecycle.model import Node, TerminationRecord
 from sdmesh.runner.app import ComponentError, EndedCallback
+from sdmesh.safeio import UnsafeDirectory, ensure_private_dir
 from sdmesh.storage import StorageError, Volume
 
 
@@ -55,7 +57,10 @@ class VirtualMachineComponent:
 
     # ------------------------------------------------------------------------- deploy
     async def deploy(self) -> None:
-        spec = self._spec()
+        try:
+            spec = self._spec()
+        except PolicyRefused as error:  # before anything is created
+            raise ComponentError(str(error)) from None
         metadata = self._metadata()
         try:
             spec.validate()  # cheap, and before the reachability check reads its paths
@@ -75,8 +80,8 @@ class VirtualMachineComponent:
         files = [disk.path for disk in spec.disks]
         if isinstance(spec.boot, KernelBoot):
             files += [spec.boot.kernel] + ([spec.boot.initrd] if spec.boot.initrd else [])
-        if spec.console_log:
-            files.append(spec.console_log)
+        # Not the console log: virtlogd (root) opens it and hands QEMU the descriptor, so its
+        # directory stays private (0700).
         for file in files:
             for directory in Path(file).parents:
                 try:
@@ -127,8 +132,8 @@ class VirtualMachineComponent:
         boot: KernelBoot | DiskBoot
         if kernel is not None:
             boot = KernelBoot(
-                kernel,
-                text(self.root, self.node, "initrd"),
+                self._host_file("kernel", kernel),
+                self._optional_host_file("initrd", text(self.root, self.node, "initrd")),
                 text(self.root, self.node, "cmdline") or "",
             )
         else:
@@ -163,6 +168,16 @@ class VirtualMachineComponent:
             identity=identity if (identity.ip or identity.hostname) else None,
         )
 
+    def _host_file(self, what: str, path: str) -> str:
+        """A kernel or initrd the host allows (its real path); a test-driver host never
+        reads them, so it takes any name."""
+        if self.context.simulated:
+            return path
+        return str(self.context.policy.host_file(what, path))
+
+    def _optional_host_file(self, what: str, path: str | None) -> str | None:
+        return None if path is None else self._host_file(what, path)
+
     def _volume(self) -> Volume | None:
         backend = value(self.root, self.node, "storageBackend")
         if backend is None:
@@ -186,9 +201,14 @@ class VirtualMachineComponent:
         mac = text(self.root, self.node, "mac") or derive_mac(self.context.pool, self.node.path)
         network = text(self.root, self.node, "network")
         bridge = text(self.root, self.node, "bridge")
+        policy = self.context.policy
         if bridge is not None:
+            if not self.context.simulated:
+                policy.check_bridge(bridge)
             return (NicSpec.on_bridge(mac, bridge),)
         if network is not None:
+            if not self.context.simulated:
+                policy.check_network(network)
             return (NicSpec.on_network(mac, network),)
         if flavour in ("kvm", "qemu"):
             return (NicSpec.user_mode(mac),)  # no host setup needed
@@ -196,17 +216,17 @@ class VirtualMachineComponent:
 
     def _console_log(self) -> str | None:
         configured = text(self.root, self.node, "consoleLog")
-        if configured is not None:
-            return configured
+        if configured is not None:  # checked on every host: the agent creates its directory
+            return str(HostPolicy.console_log(self.context.console_dir, configured))
         if self.context.simulated:
             return None
-        return str(Path(self.context.state_dir).resolve() / "console" / f"{self.domain}.log")
+        return str(HostPolicy.console_log(self.context.console_dir, f"{self.domain}.log"))
 
     # -------------------------------------------------------------------------- start
     async def start(self) -> None:
         assert self.spec is not None, "start before deploy"
         if self.spec.console_log:
-            Path(self.spec.console_log).parent.mkdir(parents=True, exist_ok=True)
+            self._prepare_console_dir(self.spec.console_log)
         self.context.watch(self.domain, self._on_event)
         try:
             await self.context.driver.define_and_start(self.spec, self._metadata())
@@ -214,6 +234,16 @@ class VirtualMachineComponent:
             self.context.unwatch(self.domain)
             raise ComponentError(str(error)) from None
         self.started = True
+
+    def _prepare_console_dir(self, console_log: str) -> None:
+        """Create the log's directory (0700, ours) and check the name again now that it
+        exists: the check that counts is the one made at the moment of use."""
+        try:
+            ensure_private_dir(self.context.console_dir, 0o700, what="console directory")
+            ensure_private_dir(Path(console_log).parent, 0o700, what="console directory")
+            HostPolicy.console_log(self.context.console_dir, console_log)
+        except (PolicyRefused, UnsafeDirectory) as error:
+            raise ComponentError(str(error)) from None
 
     def _on_event(self, event: DomainEvent) -> None:
         if not self.started or event.by_us:

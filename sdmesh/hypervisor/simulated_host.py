@@ -11,6 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from sdmesh.safeio import ensure_private_dir, write_private
+
 #: The embedded default hypervisor of ``sdmesh run`` and ``sdmesh join``: libvirt's test
 #: driver, simulating a host of this size.
 EMBEDDED = "test"
@@ -41,7 +43,7 @@ def simulated_host_xml(*, cpus: int, memory_mib: int, mhz: int = 2000) -> str:
 def write_simulated_host(path: Path, *, cpus: int, memory_mib: int) -> str:
     """Write the host file and return the libvirt URI that opens a private copy of it."""
     path = path.resolve()
-    path.write_text(simulated_host_xml(cpus=cpus, memory_mib=memory_mib))
+    write_private(path, simulated_host_xml(cpus=cpus, memory_mib=memory_mib).encode())
     return f"test://{path}"
 
 
@@ -50,7 +52,7 @@ def hypervisor_uri(hypervisor: str, state_dir: Path) -> str:
     if hypervisor in ("", EMBEDDED):
         host = state_dir / "hosts" / "embedded.xml"
         if not host.exists():
-            host.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(host.parent, 0o700, what="hosts directory")
             write_simulated_host(host, cpus=EMBEDDED_CPUS, memory_mib=EMBEDDED_MEMORY_MIB)
         return f"test://{host.resolve()}"
     return hypervisor

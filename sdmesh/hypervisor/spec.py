@@ -121,7 +121,7 @@ class DiskSpec:
 
     def validate(self) -> None:
         _require_absolute("disk path", self.path)
-        if not _TARGET_DEV.match(self.target):
+        if not _TARGET_DEV.fullmatch(self.target):
             raise _fail(f"disk target {self.target!r} is not a device name like vda, sda or xvda")
         if self.device == "cdrom" and not self.readonly:
             raise _fail(f"cdrom {self.target} must be readonly")
@@ -153,14 +153,14 @@ class NicSpec:
         return cls(mac=mac, mode="user", source=None, model=model)
 
     def validate(self) -> None:
-        if not _MAC.match(self.mac):
+        if not _MAC.fullmatch(self.mac):
             raise _fail(f"MAC {self.mac!r} is not six lower-case hex octets separated by ':'")
         if int(self.mac[:2], 16) & 1:
             raise _fail(f"MAC {self.mac} is a multicast address; a NIC needs a unicast one")
         if self.mode == "user":
             if self.source is not None:
                 raise _fail("a user-mode NIC takes no source network or bridge")
-        elif self.source is None or not _SOURCE_NAME.match(self.source):
+        elif self.source is None or not _SOURCE_NAME.fullmatch(self.source):
             raise _fail(f"a {self.mode} NIC needs a {self.mode} name, got {self.source!r}")
         if self.model is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", self.model):
             raise _fail(f"NIC model {self.model!r} is not a device model name")
@@ -183,12 +183,14 @@ class GuestIdentity:
     def validate(self) -> None:
         if self.hostname is not None:
             labels = self.hostname.split(".")
-            if len(self.hostname) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+            if len(self.hostname) > 253 or not all(
+                _HOST_LABEL.fullmatch(label) for label in labels
+            ):
                 raise _fail(
                     f"hostname {self.hostname!r} is not a valid host name",
                     hint="use letters, digits and '-' in dot-separated labels of 1-63 characters",
                 )
-        if self.device is not None and not _IFACE.match(self.device):
+        if self.device is not None and not _IFACE.fullmatch(self.device):
             raise _fail(f"interface name {self.device!r} is not valid")
         if self.ip is None:
             if self.netmask is not None or self.gateway is not None:
@@ -348,7 +350,7 @@ class SdmeshMetadata:
             _require_printable("node id", self.node)
         if self.generation < 0:
             raise _fail(f"generation must be >= 0, got {self.generation}")
-        if not _DESCRIPTOR_HASH.match(self.descriptor_hash):
+        if not _DESCRIPTOR_HASH.fullmatch(self.descriptor_hash):
             raise _fail(
                 f"descriptor hash {self.descriptor_hash!r} is not 'algorithm:hex'",
                 hint="e.g. 'sha256:' followed by the hex digest of the resolved descriptor",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from sdmesh.components.policy import needs_shell
 from sdmesh.language.values import NULL, ComponentDescription, Reference
 from sdmesh.lifecycle.behaviours import BEHAVIOURS, behaviour_for
 from sdmesh.lifecycle.model import Node
@@ -57,6 +58,7 @@ class Layout:
     units: dict[str, Unit] = field(default_factory=dict)  # unit path -> unit (descriptor order)
     unit_of: dict[str, str] = field(default_factory=dict)  # leaf path -> unit path
     local: list[str] = field(default_factory=list)  # leaves that run beside the shepherd
+    shell: list[str] = field(default_factory=list)  # local leaves that need allow-shell
 
     def demands(self) -> list[Demand]:
         return [unit.demand for unit in self.units.values()]
@@ -113,6 +115,8 @@ def layout(description: ComponentDescription) -> Layout:
     for node in walk(root):
         if is_leaf(node) and node.path not in result.unit_of:
             result.local.append(node.path)
+            if needs_shell(node.description):
+                result.shell.append(node.path)
     return result
 
 

@@ -39,6 +39,7 @@ class HostOffer:
     memory_free_mib: int
     labels: frozenset[str] = frozenset()
     disk_free_mib: int | None = None  # None: the member did not say (no disk check there)
+    shell: bool = False  # the member allows shell components (its allow-shell; deny by default)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Demand:
     hosts: tuple[str, ...] = ()  # a Scheduler's host list; empty: any live member
     policy: Policy = "spread"
     disk_mib: int = 0  # file-backed disks' declared sizes (sdmesh.pools.layout)
+    shell: bool = False  # the unit holds a shell component: only hosts with allow-shell
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,21 @@ class _HostState:
 
 
 DEFAULT_VCPU_RATIO = 4.0
+NO_SHELL = "does not allow shell components (allow-shell)"
+NO_SHELL_ANYWHERE = (
+    "no host allows shell components (set allow-shell = true in the configuration of the "
+    "hosts that may run them)"
+)
+
+
+def shell_host(offers: Iterable[HostOffer], preferred: str) -> str | None:
+    """Where a pool's shell leaves (which belong to no VM) may run: ``preferred`` (the
+    shepherd) if it allows shell, else the first member by name that does, else None
+    (refuse the pool with NO_SHELL_ANYWHERE)."""
+    allowing = sorted(offer.name for offer in offers if offer.shell)
+    if preferred in allowing:
+        return preferred
+    return allowing[0] if allowing else None
 
 
 def place(
@@ -137,6 +154,8 @@ def _take(state: _HostState, demand: Demand) -> None:
 
 def _fits(state: _HostState, demand: Demand) -> str | None:
     """Why ``demand`` cannot go to this host, or None when it fits."""
+    if demand.shell and not state.offer.shell:
+        return NO_SHELL
     if not demand.labels <= state.offer.labels:
         missing = ", ".join(sorted(demand.labels - state.offer.labels))
         return f"lacks label(s) {missing}"
@@ -175,6 +194,8 @@ def _choose(
             problems[name] = problem
         else:
             fitting.append(name)
+    if not fitting and demand.shell and all(why == NO_SHELL for why in problems.values()):
+        return None, NO_SHELL_ANYWHERE
     if not fitting:
         shown = "; ".join(f"{name} {why}" for name, why in sorted(problems.items())[:5])
         return None, f"fits on no host ({shown})"

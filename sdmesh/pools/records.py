@@ -19,7 +19,14 @@ from typing import Any, Final
 import msgpack
 
 SPEC_VERSION: Final = 1
-POOL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+POOL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # used with fullmatch ('$' allows "\n")
+#: A digest names a file (specs/<digest>.spec): letters, digits, '_' and '-' only (sha256
+#: hex in practice; PoolSpec.decode checks the real one).
+DIGEST = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Member names and component paths from the mesh: printable, bounded, no '/' in names (they
+#: end up in file names, log lines and libvirt metadata).
+_MEMBER_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,255}")
+_COMPONENT_PATH = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
 MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
 #: Pool states, as ``sdmesh status`` shows them.
 POOL_STATES: Final = ("deploying", "running", "terminating", "terminated", "failed")
@@ -36,12 +43,50 @@ class RecordFormatError(ValueError):
 
 
 def check_pool_id(pool: str) -> str:
-    if not POOL_ID.match(pool):
+    """``pool`` if it is a pool id; ValueError naming the rule otherwise. fullmatch: with
+    ``match``, ``$`` also matches before a final newline, and "web\\n" got through."""
+    if not isinstance(pool, str) or not POOL_ID.fullmatch(pool):
         raise ValueError(
             f"bad pool name {pool!r}: use 1-63 characters a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit"
         )
     return pool
+
+
+def checked_ids(
+    *,
+    pool: object = None,
+    digest: object = None,
+    names: tuple[object, ...] = (),
+    paths: tuple[object, ...] = (),
+) -> None:
+    """Validate ids that arrived from the mesh (orders, records, rumors, RPCs) again:
+    a peer's bug or a compromised member must not turn one into a file name or a log
+    line. RecordFormatError (a ValueError) names the field; None means "not given"."""
+    if pool is not None:
+        try:
+            check_pool_id(pool)  # type: ignore[arg-type]
+        except ValueError:
+            raise RecordFormatError("malformed pool id") from None
+    if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest)):
+        raise RecordFormatError("malformed descriptor digest")
+    for name in names:
+        if not (isinstance(name, str) and _MEMBER_NAME.fullmatch(name)):
+            raise RecordFormatError("malformed member name")
+    for path in paths:
+        if not (isinstance(path, str) and _COMPONENT_PATH.fullmatch(path)):
+            raise RecordFormatError("malformed component path")
+
+
+def checked_rumor_ids(key: str, body: dict[str, Any]) -> None:
+    """A pool or tombstone rumor's ids: the key is a pool id; the digest and shepherd, when
+    the body has them, are a digest and a member name. RecordFormatError otherwise."""
+    digest, shepherd = body.get("digest"), body.get("shepherd")
+    checked_ids(
+        pool=key,
+        digest=digest if digest not in (None, "") else None,
+        names=(shepherd,) if shepherd not in (None, "") else (),
+    )
 
 
 def _require(obj: Any, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -112,6 +157,7 @@ class PoolSpec:
         )
         if hashlib.sha256(spec.text.encode()).hexdigest() != spec.digest:
             raise RecordFormatError("spec text does not match its digest")
+        checked_ids(pool=spec.pool, digest=spec.digest, paths=tuple(spec.kinds))
         return spec
 
 
@@ -162,7 +208,7 @@ class PoolRecord:
         state = _require(obj, "state", str)
         if state not in POOL_STATES:
             raise RecordFormatError(f"unknown pool state {state!r}")
-        return cls(
+        record = cls(
             pool=_require(obj, "pool", str),
             digest=_require(obj, "digest", str),
             generation=_require(obj, "gen", int),
@@ -174,6 +220,13 @@ class PoolRecord:
             vouched=_vouched(obj),
             signature=_signature(obj),
         )
+        checked_ids(
+            pool=record.pool,
+            digest=record.digest,
+            names=(record.shepherd, *record.placement.values(), *record.away, *record.vouched),
+            paths=(*record.placement, *(p for leaves in record.vouched.values() for p in leaves)),
+        )
+        return record
 
 
 def _signature(obj: dict[str, Any]) -> bytes:
@@ -253,6 +306,12 @@ class Order:
             raise RecordFormatError(f"unknown operation {order.op!r}")
         if order.vcpus < 0 or order.memory_mib < 0 or order.generation < 0:
             raise RecordFormatError("negative figures in an order")
+        checked_ids(
+            pool=order.pool,
+            digest=order.digest,
+            names=(order.shepherd,),
+            paths=(order.path, order.unit),
+        )
         return order
 
 
@@ -283,6 +342,7 @@ class Report:
             raise RecordFormatError("malformed report")
         if obj[4] not in (*OPERATIONS, "ended"):
             raise RecordFormatError(f"unknown report operation {obj[4]!r}")
+        checked_ids(pool=obj[0], names=(obj[2],), paths=(obj[3],))
         return cls(*obj)
 
 

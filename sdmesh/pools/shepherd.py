@@ -43,7 +43,7 @@ from sdmesh.language.values import ComponentDescription
 from sdmesh.lifecycle import model as lm
 from sdmesh.lifecycle.engine import Engine
 from sdmesh.pools.layout import Layout, Unit
-from sdmesh.pools.placement import Demand, HostOffer, place
+from sdmesh.pools.placement import NO_SHELL_ANYWHERE, Demand, HostOffer, place, shell_host
 from sdmesh.pools.records import Order, PoolRecord, Report
 
 # ------------------------------------------------------------------------------- events
@@ -421,9 +421,21 @@ class Shepherd:
         self.placement.update(plan.assignments)
         for local in self.layout.local:
             if self.placement.get(local) not in self.offers:
-                self.placement[local] = self.me
+                self.placement[local] = self._local_host(local)
         for missing in plan.unplaced:
             self._warn(missing.path, f"cannot be placed: {missing.reason}")
+
+    def _local_host(self, path: str) -> str:
+        """Local leaves go with the shepherd; shell ones to a host that allows shell (the
+        shepherd first). With none, the shepherd's own refusal (naming allow-shell) becomes
+        the leaf's failure."""
+        if path not in self.layout.shell:
+            return self.me
+        host = shell_host(self.offers.values(), self.me)
+        if host is None:
+            self._warn(path, f"cannot be placed: {NO_SHELL_ANYWHERE}")
+            return self.me
+        return host
 
     def _release_everything(self) -> None:
         for unit_path, host in sorted(self.placement.items()):

@@ -217,7 +217,7 @@ def parse_template(name: str, text: str) -> Template:
 
 def _parse_field(data: dict[str, Any], where: str, taken: set[str]) -> Field:
     name, kind = data.get("name"), data.get("type")
-    if not isinstance(name, str) or not _NAME.match(name) or name in taken or name == INDEX:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in taken or name == INDEX:
         raise TemplateFormatError(f"{where}: a field needs a new name (not 'name' or 'index')")
     if kind not in FIELD_TYPES:
         raise TemplateFormatError(f"{where}: field {name}: type must be one of {FIELD_TYPES}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdmesh.components.context import HostContext
+from sdmesh.components.policy import HostPolicy, local_run_policy
 from sdmesh.components.registry import component_factory
 from sdmesh.hypervisor import HypervisorDriver, HypervisorError, LibvirtDriver
 
@@ -31,6 +32,7 @@ from sdmesh.hypervisor.simulated_host import hypervisor_uri
 from sdmesh.language import ResolvedDescriptor
 from sdmesh.lifecycle.model import Problem, StateChanged, TerminationRecord
 from sdmesh.runner.app import ApplicationRunner
+from sdmesh.safeio import ensure_private_dir
 from sdmesh.storage import StorageError
 from sdmesh.storage.model import VolumeKeeper
 
@@ -60,9 +62,9 @@ class RunLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; False when a live process does."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.path.parent, 0o700, what="runs directory")
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -148,6 +150,8 @@ class LocalRun:
     on_state: Callable[[StateChanged], None]
     on_problem: Callable[[Problem], None]
     on_note: Callable[[str], None] = lambda message: None
+    #: None: sdmesh.components.policy.local_run_policy (shell yes; allow-lists when root).
+    policy: HostPolicy | None = None
 
     async def run(self) -> TerminationRecord:
         runs = self.state_dir / "runs"
@@ -173,6 +177,7 @@ class LocalRun:
             descriptor_hash=f"sha256:{self.descriptor.digest()}",
             node_name=socket.gethostname(),
             warn=lambda path, message: self.on_problem(Problem(path, message)),
+            policy=self.policy or local_run_policy(self.state_dir, os.geteuid()),
         )
         # Our own pool's leftovers (an earlier run of it crashed) go too: we hold its lock.
         with claim_abandoned(self.state_dir / "runs", keep=self.pool) as stale:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sdmesh.safeio import create_private, ensure_private_dir, restrict_mode
 from sdmesh.storage.errors import StorageError, VolumeExists
 from sdmesh.storage.locks import HostLocks
 from sdmesh.storage.model import OwnerTag, Volume, VolumeFormat, VolumeRequest
@@ -29,6 +30,8 @@ from sdmesh.storage.tags import (
 )
 
 PARTIAL_MARKER = ".partial-"
+#: Volume directories: QEMU runs as another user and needs to traverse them, not list them.
+VOLUME_DIR_MODE = 0o711
 SUFFIXES: dict[str, str] = {"qcow2": ".qcow2", "raw": ".img", "iso": ".iso"}
 
 Producer = Callable[[Path], Awaitable[None]]
@@ -60,7 +63,8 @@ class FileVolumeStore:
         has_backing_file: bool = False,
     ) -> Volume:
         """Produce a tagged volume, or return the one this owner already has under the name."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # 0711: QEMU (another user) must reach the disks it is given, but not list them.
+        ensure_private_dir(self.directory, VOLUME_DIR_MODE, what="volume directory")
         final = self.location(request, suffix)
         async with self.locks.volume(str(final)).exclusive():
             if final.exists() or final.is_symlink():
@@ -84,7 +88,11 @@ class FileVolumeStore:
             )
             partial = final.with_name(f".{final.name}{PARTIAL_MARKER}{secrets.token_hex(4)}")
             try:
+                # Created here, 0600 and O_EXCL: the producer writes into a file nobody else
+                # could have planted or opened, and it is private from its first byte.
+                os.close(create_private(partial))
                 await produce(partial)
+                restrict_mode(partial, 0o600)  # in case a tool replaced the file
                 write_file_tag(partial, encode_record(volume))
                 move_file_tag(partial, final)
                 os.rename(partial, final)

@@ -20,6 +20,8 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from sdmesh.safeio import ensure_private_dir
+
 _POLL_START_S = 0.002
 _POLL_MAX_S = 0.1
 _LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -27,7 +29,7 @@ _LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
 
 async def _flock(path: Path, operation: int) -> int:
     """Open ``path`` and take an flock on it without blocking the event loop."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     delay = _POLL_START_S
     try:
         while True:
@@ -111,7 +113,7 @@ class HostLocks:
         path = self.lock_dir / filename
         lock = self._locks.get(path)
         if lock is None:
-            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(self.lock_dir, 0o700, what="lock directory")
             lock = self._locks[path] = KeyLock(path)
         return lock
 

@@ -65,7 +65,7 @@ def parse_lv_ref(base_image: str) -> tuple[str, str]:
     """``vg/lv`` or ``/dev/vg/lv`` → (vg, lv)."""
     ref = base_image.removeprefix("/dev/")
     parts = ref.split("/")
-    if len(parts) != 2 or not all(_LV_NAME.match(part) for part in parts):
+    if len(parts) != 2 or not all(_LV_NAME.fullmatch(part) for part in parts):
         raise BaseImageNotFound(
             f"base volume {base_image!r} is not of the form VG/LV or /dev/VG/LV",
             hint="name the base logical volume as in `lvs`, e.g. vg0/slc3-base",
@@ -157,7 +157,7 @@ class LVMStorageBackend:
                 "an LVM snapshot always has its origin's size",
                 hint="resize the base volume, or use the qcow2 backend for a larger disk",
             )
-        if not _LV_NAME.match(request.volume_name()):
+        if not _LV_NAME.fullmatch(request.volume_name()):
             raise StorageError(f"{request.volume_name()!r} is not a valid LV name")
         await self._origin(request.base_image)
 

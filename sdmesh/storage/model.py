@@ -56,7 +56,7 @@ class VolumeRequest:
     def volume_name(self) -> str:
         """The requested name, or one derived from the owner (readable and collision-free)."""
         if self.name is not None:
-            if not _VOLUME_NAME.match(self.name):
+            if not _VOLUME_NAME.fullmatch(self.name):
                 raise ValueError(
                     f"volume name {self.name!r} must be 1-120 characters of letters, digits "
                     "and _.+- and must not start with '.', '+' or '-'"

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sdmesh.safeio import write_private
 from sdmesh.storage.model import OwnerTag, Volume
 
 TAG_XATTR = "user.sdmesh.owner"
@@ -95,10 +96,7 @@ def write_file_tag(path: Path, data: bytes) -> None:
     except OSError as exc:
         if exc.errno not in _NO_XATTR:
             raise
-    sidecar = sidecar_of(path)
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, sidecar)
+    write_private(sidecar_of(path), data)  # a unique temporary name, never a planted one
 
 
 def read_file_tag(path: Path) -> bytes | None:
