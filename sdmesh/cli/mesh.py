@@ -18,16 +18,23 @@ from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.logs import FORMATS, LEVELS, setup_logging
 from sdmesh.transport import KeyringError, load_security, permission_warning
 
+#: The TCP API's default address (the CLI's own default is the local agent's socket).
 DEFAULT_AGENT = "http://127.0.0.1:7948"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_agent_url(_: click.Context, __: click.Parameter, url: str) -> str:
-    """``--agent`` must be an http(s) URL with a host: anything else is the user's typo (exit
-    2), not an agent that cannot be reached."""
+    """``--agent`` must be ``unix:/PATH`` or an http(s) URL with a host: anything else is the
+    user's typo (exit 2), not an agent that cannot be reached."""
     from urllib.parse import urlsplit
 
+    from sdmesh.cli.transport import is_unix, unix_path
+
+    if is_unix(url):
+        if not unix_path(url).startswith("/"):
+            raise click.BadParameter(f"{url!r}: expected unix:/ABSOLUTE/PATH of the socket")
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -37,14 +44,21 @@ def _check_agent_url(_: click.Context, __: click.Parameter, url: str) -> str:
     return url
 
 
+def _default_agent() -> str:
+    from sdmesh.cli.transport import default_agent
+
+    return default_agent()
+
+
 _agent_url_option = click.option(
     "--agent",
     envvar="SDMESH_AGENT",
-    default=DEFAULT_AGENT,
-    show_default=True,
+    default=_default_agent,
+    show_default="this host's agent socket, unix:/var/lib/sdmesh/api.sock",
     metavar="URL",
     callback=_check_agent_url,
-    help="The agent to talk to, http:// or https:// (also SDMESH_AGENT).",
+    help="The agent to talk to: unix:/PATH (its socket: root and the group sdmesh), "
+    "http:// or https:// with a token (also SDMESH_AGENT).",
 )
 
 
@@ -169,6 +183,9 @@ def join(
         log.warning("%s", warning)
     try:
         asyncio.run(Agent(config, security).run())
+    except ConfigError as error:  # the control socket's place, the token store
+        log.error("%s", error)
+        sys.exit(EXIT_BAD_INPUT)
     except OSError as error:
         log.error("%s (is the port in use?)", error.strerror or error)
         sys.exit(EXIT_FAILURE)
