@@ -105,11 +105,17 @@ def agent_option(function: F) -> F:
 @click.option(
     "--state-dir", type=click.Path(file_okay=False), help="Agent state [/var/lib/sdmesh]."
 )
-@click.option("--api", metavar="HOST:PORT", help="Control API address [127.0.0.1:7948].")
+@click.option(
+    "--api",
+    metavar="HOST:PORT",
+    help="Control API over TCP, tokens only [127.0.0.1:7948]; local control is the socket "
+    "<state-dir>/api.sock (api-socket).",
+)
 @click.option(
     "--api-token-file",
     type=click.Path(dir_okay=False),
-    help="File holding the API token non-loopback clients must send (sdmesh keygen --token).",
+    help="File holding an admin API token for TCP clients (sdmesh keygen --token); "
+    "'sdmesh token create' makes tokens with roles.",
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve the API over HTTPS: PEM.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="The --tls-cert's key (PEM).")
@@ -117,7 +123,8 @@ def agent_option(function: F) -> F:
     "--api-insecure",
     is_flag=True,
     default=None,
-    help="Serve a non-loopback --api without a token or TLS (trusted networks only).",
+    help="Serve a non-loopback --api without TLS, and to anyone if no token exists "
+    "(trusted networks only).",
 )
 @click.option("--name", help="Member name [the host name].")
 @click.option(
@@ -151,7 +158,8 @@ def join(
     Joins the mesh through any listed peer, serves the control API, and manages this host's
     share of every pool. SIGINT, SIGTERM or 'sdmesh leave' make it leave the mesh gracefully.
     Refuses to start without a cluster key unless --insecure is given, and with an --api
-    other hosts can reach but no --api-token-file and TLS unless --api-insecure is given.
+    other hosts can reach but no TLS unless --api-insecure is given. Local control is the
+    Unix socket <state-dir>/api.sock (root and the group sdmesh).
 
     Logs go to stderr; under systemd they are journal lines (journalctl -p warning works).
     """
