@@ -2,17 +2,17 @@
 
 Tests give their agents an ``api-token-file`` (an admin token) and send it, or talk over the
 agent's Unix socket (``<state-dir>/api.sock``; the tests run as the agent's user, so they are
-``admin`` there). Standard library only: the harnesses of sdmesh/testing import this.
+``admin`` there), over the CLI's own HTTP-over-socket connection.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import secrets
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sdmesh.cli.transport import UnixHTTPConnection
 
 if TYPE_CHECKING:
     from sdmesh.agent.config import AgentConfig
@@ -43,29 +43,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket (the agent's control socket)."""
-
-    def __init__(self, path: str | Path, timeout: float = 5.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def socket_call(
     path: str | Path, method: str, route: str, body: object = None, timeout: float = 5.0
 ) -> tuple[int, Any]:
     """One request over the agent's socket: (status, decoded JSON or text)."""
-    connection = UnixHTTPConnection(path, timeout)
+    connection = UnixHTTPConnection(str(path), timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}

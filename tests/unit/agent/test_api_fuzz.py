@@ -227,7 +227,7 @@ def test_no_request_gets_a_500_or_a_traceback(
         headers["Authorization"] = f"Bearer {token}"
     connection: http.client.HTTPConnection
     if caller == "socket":
-        connection = UnixHTTPConnection(served.socket_path, timeout=20)
+        connection = UnixHTTPConnection(str(served.socket_path), timeout=20)
     else:
         connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=20)
     try:
