@@ -127,8 +127,7 @@ class TokenStore:
             raise TokenError(f"this agent holds {MAX_TOKENS} tokens already; revoke some", 409)
         secret = secrets.token_urlsafe(32)
         entry = TokenEntry(name, role, digest(secret), round(time.time(), 3))
-        self._entries[entry.sha256] = entry
-        self._save()
+        self._commit({**self._entries, entry.sha256: entry})
         return entry, secret
 
     def revoke(self, name: str) -> TokenEntry:
@@ -140,19 +139,22 @@ class TokenStore:
             )
         for key, entry in self._entries.items():
             if entry.name == name:
-                del self._entries[key]
-                self._save()
+                self._commit({k: e for k, e in self._entries.items() if k != key})
                 return entry
         raise TokenError("no token has that name ('sdmesh token list' lists them)", 404)
 
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        stored = [
-            {**e.to_json(), "sha256": e.sha256} for e in self.entries() if e.name != LEGACY_NAME
-        ]
-        data = json.dumps({"version": 1, "tokens": stored}, indent=1).encode()
-        write_private(self.path, data)
+    def _commit(self, entries: dict[str, TokenEntry]) -> None:
+        """Save ``entries``, then use them: a store that cannot be written changes nothing
+        (OSError), so what the agent accepts is always what a restart will accept."""
+        if self.path is not None:
+            stored = [
+                {**e.to_json(), "sha256": e.sha256}
+                for e in sorted(entries.values(), key=lambda e: e.name)
+                if e.name != LEGACY_NAME
+            ]
+            data = json.dumps({"version": 1, "tokens": stored}, indent=1).encode()
+            write_private(self.path, data)
+        self._entries = entries
 
 
 def _load(path: Path) -> list[TokenEntry]:

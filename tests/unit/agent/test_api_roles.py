@@ -224,3 +224,31 @@ def test_the_component_table() -> None:
     text = 'sfClass "org.smartfrog.services.shellscript.SFScriptImpl";'
     assert required_role_for(text, {"a": "Harmless"}) is Role.ADMIN
     assert required_role_for('sfClass "sdmesh.components.VirtualMachine";', {}) is Role.OPERATE
+
+
+def test_a_store_that_cannot_be_written_changes_nothing(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "gone" / STORE_NAME)  # its directory does not exist
+    with pytest.raises(OSError):
+        store.create("ci", Role.READ)
+    assert len(store) == 0
+    good = TokenStore(tmp_path / STORE_NAME)
+    _, secret = good.create("ci", Role.READ)
+    (tmp_path / STORE_NAME).unlink()
+    tmp_path.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere: the failure cannot be made here
+            with pytest.raises(OSError):
+                good.revoke("ci")
+            assert good.lookup(secret) is not None
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_damaged_store_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not a token store"):
+        TokenStore(path)
+    path.write_text('{"tokens": [{"name": "x", "role": "read", "sha256": "short"}]}')
+    with pytest.raises(ValueError, match="malformed digest"):
+        TokenStore(path)
