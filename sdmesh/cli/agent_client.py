@@ -157,8 +157,9 @@ def local_agent_token(url: str, environ: Mapping[str, str] | None = None) -> str
     """The token of the agent on this host if ``url`` is that agent: a loopback host at the
     port of the ``api`` its config file (``SDMESH_CONFIG``, else ``AGENT_CONFIG``) sets, and
     the ``api-token-file`` that file names is readable. None otherwise, quietly: most users
-    cannot read the token, an agent that trusts loopback needs none, and a 401 says what to
-    pass. Never for another host: the token would leave the machine."""
+    cannot read the token (they use the socket), and a 401 says what to pass. Never for
+    another host: the token would leave the machine; and sent only after the agent's proof
+    (transport.with_proof)."""
     import tomllib
     from urllib.parse import urlsplit
 
