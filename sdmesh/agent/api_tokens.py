@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -60,10 +61,18 @@ def token_id(token_digest: str) -> str:
 
 
 def endpoint_label(address: object) -> str:
-    """``host:port`` of a socket address (``[::1]:7948`` for IPv6), as both ends write it."""
+    """``host:port`` of a socket address (``[::1]:7948`` for IPv6), as both ends write it: an
+    IPv4 address seen through a dual-stack socket (``::ffff:127.0.0.1``) is written as IPv4,
+    and a scope (``%eth0``) is dropped, so the client's and the agent's views agree."""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = str(address[0]), int(address[1])
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        host, port = str(address[0]).split("%", 1)[0], int(address[1])
+        try:
+            parsed = ipaddress.ip_address(host)
+        except ValueError:
+            return f"{host}:{port}"
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+            parsed = parsed.ipv4_mapped
+        return f"[{parsed}]:{port}" if parsed.version == 6 else f"{parsed}:{port}"
     return str(address)
 
 

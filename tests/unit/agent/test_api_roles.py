@@ -252,3 +252,15 @@ def test_a_damaged_store_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('{"tokens": [{"name": "x", "role": "read", "sha256": "short"}]}')
     with pytest.raises(ValueError, match="malformed digest"):
         TokenStore(path)
+
+
+def test_both_ends_write_an_endpoint_the_same_way() -> None:
+    from sdmesh.agent.api_tokens import endpoint_label, proof
+
+    assert endpoint_label(("127.0.0.1", 7948)) == "127.0.0.1:7948"
+    assert endpoint_label(("::ffff:127.0.0.1", 7948, 0, 0)) == "127.0.0.1:7948"
+    assert endpoint_label(("::1", 7948, 0, 0)) == "[::1]:7948"
+    assert endpoint_label(("fe80::1%eth0", 7948, 0, 2)) == "[fe80::1]:7948"
+    key = digest("t" * 43)
+    assert proof(key, "n" * 64, "127.0.0.1:7948") != proof(key, "n" * 64, "127.0.0.1:7949")
+    assert proof(key, "n" * 64, "127.0.0.1:7948") != proof(key, "m" * 64, "127.0.0.1:7948")
