@@ -18,9 +18,6 @@ from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.logs import FORMATS, LEVELS, setup_logging
 from sdmesh.transport import KeyringError, load_security, permission_warning
 
-#: The TCP API's default address (the CLI's own default is the local agent's socket).
-DEFAULT_AGENT = "http://127.0.0.1:7948"
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
