@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import json
 import os
 import re
 import secrets
@@ -31,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from sdmesh.testing.api import socket_call
 
 POLL = 0.005
 
@@ -73,6 +72,7 @@ class Agent:
         self, root: Path, name: str, key: Path, seed: Agent | None, extra: list[str]
     ) -> None:
         self.name = name
+        self.socket = root / name / "api.sock"  # the control socket: no token needed
         self.gossip, self.api = free_ports()
         argv = [
             sys.executable,
@@ -100,11 +100,12 @@ class Agent:
 
     def peers(self) -> dict[str, str] | None:
         try:
-            url = f"http://127.0.0.1:{self.api}/v1/peers"
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                return {p["name"]: p["state"] for p in json.loads(reply.read())}
-        except (OSError, urllib.error.URLError, ValueError):
+            status, peers = socket_call(self.socket, "GET", "/v1/peers", timeout=2)
+        except (OSError, ValueError):
             return None
+        if status != 200 or not isinstance(peers, list):
+            return None
+        return {p["name"]: p["state"] for p in peers}
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

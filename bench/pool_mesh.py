@@ -56,10 +56,10 @@ def pool_text(count: int) -> str:
 def api(mesh: Mesh, name: str, method: str, path: str, body: object = None) -> object:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        f"http://127.0.0.1:{mesh.ports[name][1]}{path}",
+        mesh.url(name) + path,
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **mesh.headers()},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())

@@ -196,11 +196,17 @@ class Agent:
             from aiohttp import web
 
             from sdmesh.agent.api import build_app
-            from sdmesh.agent.api_auth import server_ssl_context
+            from sdmesh.agent.api_auth import server_ssl_context, socket_path
+            from sdmesh.agent.api_socket import bind_control_socket, remove_socket
 
             runner = web.AppRunner(build_app(self), access_log=None)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
+            # Local control: the Unix socket (api_socket.py), then tokens over TCP.
+            control = bind_control_socket(socket_path(config), config.api_socket_group or None)
+            stack.callback(remove_socket, control)
+            await web.SockSite(runner, control.sock).start()
+            _log_socket(control.path, control.group, config.api_socket_group)
             tls = server_ssl_context(config)
             await web.TCPSite(runner, config.api[0], config.api[1], ssl_context=tls).start()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -316,6 +322,21 @@ async def _close_udp(udp: UdpEndpoint) -> None:
 async def _close_server(server: StreamServer) -> None:
     server.close()
     await server.wait_closed()
+
+
+def _log_socket(path: object, group: str | None, wanted: str) -> None:
+    if group is not None:
+        log.info("control socket %s (root and group %s, mode 0660)", path, group)
+    elif wanted:
+        log.warning(
+            "control socket %s is for the agent's user only (mode 0600): the group %s does not "
+            "exist (groupadd --system %s, then restart, lets its members in)",
+            path,
+            wanted,
+            wanted,
+        )
+    else:
+        log.info("control socket %s (the agent's user only, mode 0600)", path)
 
 
 def _log_member_event(event: MemberEvent) -> None:

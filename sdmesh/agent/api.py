@@ -1,6 +1,7 @@
 """The agent's HTTP control API (aiohttp), as shared/spec/cli.md describes it.
 
-Served on ``--api`` (loopback by default); the CLI is its main client. JSON in and out.
+Served on the agent's Unix socket (local control) and on ``--api`` over TCP (tokens); the CLI
+is its main client. JSON in and out. Who may call what: api_access.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sdmesh.agent.api_auth import install_auth
+from sdmesh.agent import api_callers, api_observe, dashboard
+from sdmesh.agent.api_access import check_role, note_target
+from sdmesh.agent.api_auth import install_access
+from sdmesh.agent.api_context import AGENT_KEY, agent_of, failed, pool_service
 from sdmesh.agent.api_docs import openapi_document
 from sdmesh.agent.api_input import (
     MAX_REQUEST_BYTES,
@@ -21,20 +25,17 @@ from sdmesh.agent.api_input import (
     off_loop,
 )
 from sdmesh.membership import ForceLeaveOutcome
+from sdmesh.trust.components import required_role_for
 
 if TYPE_CHECKING:
-    from sdmesh.agent.agent import Agent
-    from sdmesh.agent.pools import PoolService
+    from sdmesh.agent.api_context import AgentView
     from sdmesh.pools.records import PoolSpec
 
-AGENT_KEY = web.AppKey("agent", object)
 #: DHT keys only the pool service writes (its records, specs and their chunks).
 RESERVED_DHT_PREFIXES = ("pool/", "spec/")
 
 
-def _agent(request: web.Request) -> Agent:
-    agent = request.app[AGENT_KEY]
-    return agent  # type: ignore[return-value]
+_agent = agent_of
 
 
 async def peers(request: web.Request) -> web.Response:
@@ -137,21 +138,15 @@ async def dht_get(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- pools
-def _pools(request: web.Request) -> PoolService:
-    service = _agent(request).pools
-    if service is None:
-        raise web.HTTPServiceUnavailable(text="the agent is still starting; try again")
-    return service
+_pools = pool_service
+_failed = failed
 
 
-def _failed(error: Exception) -> web.HTTPException:
-    status = getattr(error, "status", 400)
-    kinds: dict[int, type[web.HTTPException]] = {
-        404: web.HTTPNotFound,
-        409: web.HTTPConflict,
-        503: web.HTTPServiceUnavailable,  # leaving, or no majority of the mesh: ask another
-    }
-    return kinds.get(status, web.HTTPBadRequest)(text=str(error))
+def check_submission_role(request: web.Request, spec: PoolSpec) -> None:
+    """403 unless the caller's role allows every component of ``spec`` (shell components
+    need ``admin``: sdmesh/trust/components.py)."""
+    note_target(request, pool=spec.pool)
+    check_role(request, required_role_for(spec.text, spec.kinds), "a pool with shell components")
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -166,6 +161,7 @@ async def submit(request: web.Request) -> web.Response:
     except BadInput as error:
         raise web.HTTPBadRequest(text=str(error)) from None
     spec = await resolve_submission(body, service.name)
+    check_submission_role(request, spec)
     try:
         if body.get("dry_run"):
             return web.json_response(service.dry_run(spec))
@@ -220,11 +216,12 @@ async def terminate(request: web.Request) -> web.Response:
     return web.json_response(result, status=202)
 
 
-def build_app(agent: Agent) -> web.Application:
+def build_app(agent: AgentView) -> web.Application:
     # Explicit: a submission carries its descriptor, and this is its size limit (413 beyond).
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[AGENT_KEY] = agent
-    install_auth(app, agent.config)  # the token for non-loopback peers (api_auth.py)
+    tokens = install_access(app, agent.config)  # who may call what (api_access.py)
+    api_callers.add_routes(app, tokens)  # /v1/whoami, /v1/tokens, /v1/auth/proof
     app.router.add_get("/v1/openapi.yaml", openapi_document)
     app.router.add_get("/v1/peers", peers)
     app.router.add_post("/v1/leave", leave)
@@ -236,10 +233,6 @@ def build_app(agent: Agent) -> web.Application:
     app.router.add_get("/v1/pools", list_pools)
     app.router.add_get("/v1/pools/{pool}", pool_status)
     app.router.add_delete("/v1/pools/{pool}", terminate)
-    from sdmesh.agent import dashboard  # the web page and /v1/templates
-
-    dashboard.add_routes(app)
-    from sdmesh.agent import api_observe  # /v1/events and /metrics
-
-    api_observe.add_routes(app)
+    dashboard.add_routes(app, resolve_submission, check_submission_role)  # page, templates
+    api_observe.add_routes(app)  # /v1/events and /metrics
     return app

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from sdmesh.agent.api_context import AGENT_KEY, AgentView
 from sdmesh.agent.events import RECENT_EVENTS, Event, EventHub
 from sdmesh.agent.metrics import AgentMetrics
-
-if TYPE_CHECKING:
-    from sdmesh.agent.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +37,7 @@ METRICS_KEY = web.AppKey("sdmesh_metrics", AgentMetrics)
 
 def add_routes(app: web.Application) -> None:
     """Serve ``/v1/events`` and ``/metrics`` for the agent ``build_app`` put in ``app``."""
-    from sdmesh.agent.api import AGENT_KEY
-
-    agent = cast("Agent", app[AGENT_KEY])
+    agent: AgentView = app[AGENT_KEY]  # type: ignore[assignment]
     app[EVENTS_KEY] = agent.events
     app[METRICS_KEY] = AgentMetrics(agent)
     app.router.add_get("/v1/events", events)

@@ -80,6 +80,12 @@ class AgentConfig:
     allowed_bridges: tuple[str, ...] = ()
     allowed_volume_groups: tuple[str, ...] = ()
     # --- end of host policy ---
+    # h11-local: local control (sdmesh/agent/api_socket.py, api_access.py). The Unix socket
+    # (default <state-dir>/api.sock), the group that owns it (0660; absent group: root only),
+    # and the role each group's members get over it ("group=role" pairs).
+    api_socket: Path | None = None
+    api_socket_group: str = "sdmesh"
+    api_socket_roles: tuple[tuple[str, str], ...] = (("sdmesh", "operate"),)
 
     @property
     def dht_bind(self) -> Address:
@@ -227,11 +233,37 @@ def _coerce(name: str, value: Any) -> Any:
     # Operator-signed descriptors (track h11-sign).
     if name == "operators_dir":
         return Path(str(value))
+    # h11-local: the socket's settings
+    if name == "api_socket":
+        return Path(str(value))
+    if name == "api_socket_roles":
+        return _socket_roles(value)
     if name in ("insecure", "api_insecure", "api_trust_loopback"):
         if isinstance(value, bool):
             return value
         return str(value).lower() in ("1", "true", "yes", "on")
     return str(value)
+
+
+def _socket_roles(value: Any) -> tuple[tuple[str, str], ...]:
+    """h11-local: ``api-socket-roles`` as a TOML table ``{sdmesh = "operate"}`` or the text
+    ``sdmesh=operate,sdmesh-admin=admin``; ConfigError naming the bad entry."""
+    from sdmesh.trust.roles import Role
+
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        items = [part.strip() for part in str(value).split(",") if part.strip()]
+        pairs = [(part.partition("=")[0], part.partition("=")[2]) for part in items]
+    result: list[tuple[str, str]] = []
+    for group, role in pairs:
+        if not group.strip():
+            raise ConfigError("api-socket-roles: a group name is empty")
+        try:
+            result.append((group.strip(), Role.parse(role).label))
+        except ValueError as error:
+            raise ConfigError(f"api-socket-roles: {group.strip()}: {error}") from None
+    return tuple(result)
 
 
 _FIELDS = {f.name for f in fields(AgentConfig)}

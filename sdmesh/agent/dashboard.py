@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,7 +28,16 @@ from sdmesh.pools.templates import (
     render,
 )
 
+if TYPE_CHECKING:
+    from sdmesh.pools.records import PoolSpec
+
 log = logging.getLogger(__name__)
+
+#: ``resolve_submission`` of sdmesh.agent.api: a submission's body -> its spec.
+ResolveSubmission = Callable[[Mapping[str, Any], str], Awaitable["PoolSpec"]]
+#: ``check_submission_role`` of sdmesh.agent.api: 403 unless the caller may submit it.
+CheckSubmission = Callable[[web.Request, "PoolSpec"], None]
+SUBMISSION_KEY = web.AppKey("sdmesh_submission", tuple)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC = {
@@ -118,7 +129,8 @@ def render_defaults(template: Template) -> str:
 async def submit_template(request: web.Request) -> web.Response:
     """``{"fields": {...}, "name"?, "dry_run"?}``: fill, render, then submit the descriptor
     exactly as ``POST /v1/pools`` would; the answer carries the descriptor it rendered."""
-    from sdmesh.agent.api import _failed, _pools, resolve_submission
+    from sdmesh.agent.api_context import failed as _failed
+    from sdmesh.agent.api_context import pool_service as _pools
     from sdmesh.agent.api_input import BadInput, json_object
     from sdmesh.agent.pools import PoolError
     from sdmesh.pools.records import check_pool_id
@@ -145,10 +157,12 @@ async def submit_template(request: web.Request) -> web.Response:
     except ValueError as error:
         raise _bad_request(str(error), {POOL_FIELD_NAME: str(error)}) from None
     descriptor = render(template, values)
+    resolve_submission, check_submission_role = request.app[SUBMISSION_KEY]
     try:  # in a worker thread, as POST /v1/pools
         spec = await resolve_submission({"descriptor": descriptor, "name": pool}, service.name)
     except web.HTTPBadRequest as error:  # a template bug: the unit tests render every one
         raise _bad_request(error.text or "the descriptor does not resolve") from None
+    check_submission_role(request, spec)
     try:
         if body.get("dry_run"):
             result = service.dry_run(spec)
@@ -159,8 +173,11 @@ async def submit_template(request: web.Request) -> web.Response:
     return web.json_response({**result, "descriptor": descriptor}, status=201)
 
 
-def add_routes(app: web.Application) -> None:
-    """The page at ``/`` and ``/ui/``, and the templates API; build_app calls this."""
+def add_routes(app: web.Application, resolve: ResolveSubmission, check: CheckSubmission) -> None:
+    """The page at ``/`` and ``/ui/``, and the templates API; build_app calls this with the
+    way ``POST /v1/pools`` resolves a submission and checks the caller's role for it (given,
+    not imported: the API module imports this one)."""
+    app[SUBMISSION_KEY] = (resolve, check)
     app.router.add_get("/", root)
     app.router.add_get("/ui", root)
     app.router.add_get("/ui/", static)

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from sdmesh.agent.agent import Agent
+    from sdmesh.agent.api_context import AgentView
     from sdmesh.agent.pools import LeafOp
 
 PHASES = ("image", "disk", "define", "start", "running")
@@ -61,7 +61,7 @@ DHT_FAILURES = {
 class AgentMetrics:
     """The agent's registry: its collector, and the deploy-phase histogram it feeds."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentView) -> None:
         self.agent = agent
         self.registry = CollectorRegistry(auto_describe=False)
         self.phases = Histogram(
@@ -116,7 +116,7 @@ class AgentMetrics:
 class _AgentCollector(Collector):
     """Reads the agent's own counters and views at scrape time."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentView) -> None:
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:

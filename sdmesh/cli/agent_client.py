@@ -5,11 +5,11 @@ The options are not passed to the commands: they land in the click context's ``m
 :func:`open_agent` (the one place requests go out) reads them there. So every command that
 takes ``--agent`` gains them without a new parameter, and so do commands added later.
 
-Given none of ``--token``, ``--token-file`` (or their variables), a request to the agent on
-this host (a loopback URL at the ``api`` port of the agent's config file) carries the token
-that config's ``api-token-file`` holds, if this user can read it: with
-``api-trust-loopback = false`` the local agent wants a token too, and the CLI should still
-work with no options for those allowed to read the token.
+By default the CLI talks to the local agent's Unix socket and sends no token at all
+(transport.py). Given an ``http://`` loopback ``--agent`` and none of ``--token``,
+``--token-file`` (or their variables), a request to the agent on this host (at the ``api``
+port of the agent's config file) carries the token that config's ``api-token-file`` holds, if
+this user can read it, and only after the agent proved it holds that token.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
+from sdmesh.cli.errors import AgentError
+from sdmesh.cli.transport import AGENT_CONFIG
 
 if TYPE_CHECKING:
     import http.client
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _META = "sdmesh.agent_client"
-
-#: The agent's config file (agents/sdmesh.service); ``SDMESH_CONFIG`` names another.
-AGENT_CONFIG = "/etc/sdmesh/sdmesh.toml"
 
 
 @dataclass
@@ -158,8 +157,9 @@ def local_agent_token(url: str, environ: Mapping[str, str] | None = None) -> str
     """The token of the agent on this host if ``url`` is that agent: a loopback host at the
     port of the ``api`` its config file (``SDMESH_CONFIG``, else ``AGENT_CONFIG``) sets, and
     the ``api-token-file`` that file names is readable. None otherwise, quietly: most users
-    cannot read the token, an agent that trusts loopback needs none, and a 401 says what to
-    pass. Never for another host: the token would leave the machine."""
+    cannot read the token (they use the socket), and a 401 says what to pass. Never for
+    another host: the token would leave the machine; and sent only after the agent's proof
+    (transport.with_proof)."""
     import tomllib
     from urllib.parse import urlsplit
 
@@ -197,32 +197,42 @@ def local_agent_token(url: str, environ: Mapping[str, str] | None = None) -> str
 
 
 def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTPResponse:
-    """``urlopen`` with this command's token and TLS settings. A refused token and a failed
+    """The request with this command's token and TLS settings: over the agent's socket (no
+    token), over http only after the agent proved it holds the token (transport.py), over
+    https with the certificate checked. A refused token, a refused socket, a failed proof or
     TLS handshake become an ``AgentError`` that says what to do about it; every other error
     is raised as ``urlopen`` raises it."""
     import ssl
     import urllib.error
     import urllib.request
 
-    from sdmesh.cli.client import AgentError  # here: sdmesh.cli.client imports this module
+    from sdmesh.cli import transport
 
     settings = connection()
-    token = settings.bearer_for(call.full_url)
-    if token:
-        refuse_clear_text_token(call, settings)
-        # Unredirected: a redirect to another host must not carry the token along.
-        call.add_unredirected_header("Authorization", f"Bearer {token}")
-    context = settings.ssl_context() if call.full_url.lower().startswith("https:") else None
+    plain_http = call.full_url.lower().startswith("http:")
+    token = None if transport.is_unix(call.full_url) else settings.bearer_for(call.full_url)
     try:
+        if transport.is_unix(call.full_url):
+            return _over_socket(call, timeout)  # type: ignore[no-any-return]
+        if token:
+            refuse_clear_text_token(call, settings)
+            if plain_http:
+                return transport.with_proof(call, token, timeout)  # type: ignore[no-any-return]
+            # Unredirected: a redirect to another host must not carry the token along.
+            call.add_unredirected_header("Authorization", f"Bearer {token}")
+        context = settings.ssl_context() if call.full_url.lower().startswith("https:") else None
         response = urllib.request.urlopen(call, timeout=timeout, context=context)
+    except transport.ProofFailed as failed:
+        raise _unproven(call, failed) from None
     except urllib.error.HTTPError as error:
         if error.code != 401:
             raise
         error.close()
         given = "was refused" if token else "is needed"
         raise AgentError(
-            f"the agent at {_origin(call)} answered 401: a token {given}; pass the agent's "
-            "api-token-file with --token-file (or SDMESH_TOKEN_FILE, SDMESH_TOKEN)",
+            f"the agent at {_origin(call)} answered 401: a token {given}; use the agent's "
+            "socket (the default, for root and the group sdmesh), or pass a token with "
+            "--token-file (or SDMESH_TOKEN_FILE, SDMESH_TOKEN; 'sdmesh token create' makes one)",
             EXIT_BAD_INPUT,
             401,
         ) from None
@@ -243,6 +253,45 @@ def open_agent(call: urllib.request.Request, timeout: float) -> http.client.HTTP
     return response  # type: ignore[no-any-return]
 
 
+def _over_socket(call: urllib.request.Request, timeout: float) -> Any:
+    """The request over the agent's socket; a socket this user may not open is a clear
+    "permission denied" (exit 2), and nothing else is tried."""
+    import errno
+
+    from sdmesh.cli import transport
+
+    path = transport.unix_path(call.full_url)
+    try:
+        return transport.over_socket(call, timeout)
+    except PermissionError:
+        raise AgentError(
+            f"permission denied: you may not use the agent's socket {path} (root and the "
+            "members of its group, sdmesh by default, may); ask an administrator to add you "
+            "to the group, or pass --agent URL with a token",
+            EXIT_BAD_INPUT,
+            403,
+        ) from None
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise AgentError(
+                f"no agent answers on {path} ({error.strerror}); is 'sdmesh join' running "
+                "on this host? (--agent unix:/PATH or URL, or SDMESH_AGENT, picks another)",
+                EXIT_FAILURE,
+            ) from None
+        raise
+
+
+def _unproven(call: urllib.request.Request, failed: object) -> AgentError:
+    status = getattr(failed, "status", None)
+    said = f"it answered {status}" if status is not None else "no answer"
+    return AgentError(
+        f"the endpoint at {_origin(call)} did not prove it is the agent holding your token "
+        f"({said}): another program may hold that port, or the token was revoked; the token "
+        "was not sent",
+        EXIT_BAD_INPUT if status == 404 else EXIT_FAILURE,
+    )
+
+
 def refuse_clear_text_token(call: urllib.request.Request, settings: Connection) -> None:
     """A token over plain http to another host can be read by anyone on the way: an
     ``AgentError`` (exit 2) saying what to do instead, unless ``--insecure-token`` says it is
@@ -260,8 +309,6 @@ def refuse_clear_text_token(call: urllib.request.Request, settings: Connection) 
         return  # a malformed URL: urlopen says what is wrong with it
     if is_loopback_host(host):
         return
-    from sdmesh.cli.client import AgentError  # here: sdmesh.cli.client imports this module
-
     raise AgentError(
         f"refusing to send the API token to {_origin(call)} over plain http: anyone on the "
         "network could read it; use https:// (the agent's tls-cert), or pass "

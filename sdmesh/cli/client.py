@@ -18,26 +18,8 @@ import click
 
 from sdmesh.cli.agent_client import open_agent
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
-
-
-class AgentError(Exception):
-    """A call to the agent failed; ``exit_code`` is what cli.md makes of it."""
-
-    def __init__(self, message: str, exit_code: int, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-        self.http_status = http_status
-
-    @property
-    def unreachable(self) -> bool:
-        return self.http_status is None
-
-    @property
-    def transient(self) -> bool:
-        """Worth asking again: no answer at all, or the agent failed (5xx, e.g. starting)."""
-        return self.http_status is None or self.http_status >= 500
-
+from sdmesh.cli.errors import AgentError
+from sdmesh.cli.transport import request_url
 
 #: Longest error text taken from a body that is not the agent's (an HTML page from a proxy).
 MAX_FOREIGN_ERROR_CHARS = 160
@@ -75,7 +57,7 @@ def call(
     (a 4xx is the user's input: exit 2), and the URL is named when it cannot be reached."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        agent.rstrip("/") + path,
+        request_url(agent, path),
         data=data,
         method=method,
         headers={"Content-Type": "application/json"} if data else {},

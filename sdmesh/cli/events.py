@@ -18,6 +18,7 @@ import click
 from sdmesh.cli.client import AgentError, error_message, fail, not_an_agent, unreachable
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.mesh import agent_option
+from sdmesh.cli.transport import request_url
 
 #: Seconds without a byte (heartbeats included) before the agent counts as gone.
 SILENCE_SECONDS = 60.0
@@ -71,7 +72,7 @@ def events(as_json: bool, backlog: int, agent: str) -> None:
     One line per event (with --json, the objects the agent sends, one per line) until
     interrupted (Ctrl-C: exit 0); exits 1 when the agent stops or cannot be reached.
     """
-    url = agent.rstrip("/") + "/v1/events" + (f"?backlog={backlog}" if backlog else "")
+    url = request_url(agent, "/v1/events" + (f"?backlog={backlog}" if backlog else ""))
     call = urllib.request.Request(url, headers={"Accept": "application/x-ndjson"})
     try:
         with _open(call, agent) as stream:

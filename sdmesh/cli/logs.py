@@ -145,7 +145,8 @@ def setup_logging(
     """Log to ``stream`` (stderr) in the chosen format; returns the format used.
 
     Without ``level``, warnings and up, plus the agent's own start-up and membership lines
-    (``sdmesh.agent.agent`` at info): quiet, yet an operator sees the agent come up.
+    (``sdmesh.agent.agent`` at info): quiet, yet an operator sees the agent come up. The
+    audit trail (``sdmesh.audit``) is always at info.
     """
     stream = sys.stderr if stream is None else stream
     chosen = choose_format(log_format, os.environ if environ is None else environ, stream)
@@ -159,6 +160,8 @@ def setup_logging(
     root.setLevel(logging.WARNING if level is None else level.upper())
     agent = logging.getLogger("sdmesh.agent.agent")
     agent.setLevel(logging.INFO if level is None else logging.NOTSET)
+    # The audit trail (sdmesh/agent/audit.py) is written whatever the level: who changed what.
+    logging.getLogger("sdmesh.audit").setLevel(logging.INFO)
     return chosen
 
 

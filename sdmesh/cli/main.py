@@ -68,6 +68,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "run",
         "Deploy and start a pool on one hypervisor, and keep managing it.",
     ),
+    "token": (
+        "sdmesh.cli.tokens",
+        "token",
+        "Create, list and revoke the agent's API tokens (admin; secrets are shown once).",
+    ),
     "status": (
         "sdmesh.cli.pools",
         "status",

@@ -18,16 +18,20 @@ from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE
 from sdmesh.cli.logs import FORMATS, LEVELS, setup_logging
 from sdmesh.transport import KeyringError, load_security, permission_warning
 
-DEFAULT_AGENT = "http://127.0.0.1:7948"
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_agent_url(_: click.Context, __: click.Parameter, url: str) -> str:
-    """``--agent`` must be an http(s) URL with a host: anything else is the user's typo (exit
-    2), not an agent that cannot be reached."""
+    """``--agent`` must be ``unix:/PATH`` or an http(s) URL with a host: anything else is the
+    user's typo (exit 2), not an agent that cannot be reached."""
     from urllib.parse import urlsplit
 
+    from sdmesh.cli.transport import is_unix, unix_path
+
+    if is_unix(url):
+        if not unix_path(url).startswith("/"):
+            raise click.BadParameter(f"{url!r}: expected unix:/ABSOLUTE/PATH of the socket")
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -37,14 +41,21 @@ def _check_agent_url(_: click.Context, __: click.Parameter, url: str) -> str:
     return url
 
 
+def _default_agent() -> str:
+    from sdmesh.cli.transport import default_agent
+
+    return default_agent()
+
+
 _agent_url_option = click.option(
     "--agent",
     envvar="SDMESH_AGENT",
-    default=DEFAULT_AGENT,
-    show_default=True,
+    default=_default_agent,
+    show_default="this host's agent socket, unix:/var/lib/sdmesh/api.sock",
     metavar="URL",
     callback=_check_agent_url,
-    help="The agent to talk to, http:// or https:// (also SDMESH_AGENT).",
+    help="The agent to talk to: unix:/PATH (its socket: root and the group sdmesh), "
+    "http:// or https:// with a token (also SDMESH_AGENT).",
 )
 
 
@@ -91,11 +102,17 @@ def agent_option(function: F) -> F:
 @click.option(
     "--state-dir", type=click.Path(file_okay=False), help="Agent state [/var/lib/sdmesh]."
 )
-@click.option("--api", metavar="HOST:PORT", help="Control API address [127.0.0.1:7948].")
+@click.option(
+    "--api",
+    metavar="HOST:PORT",
+    help="Control API over TCP, tokens only [127.0.0.1:7948]; local control is the socket "
+    "<state-dir>/api.sock (api-socket).",
+)
 @click.option(
     "--api-token-file",
     type=click.Path(dir_okay=False),
-    help="File holding the API token non-loopback clients must send (sdmesh keygen --token).",
+    help="File holding an admin API token for TCP clients (sdmesh keygen --token); "
+    "'sdmesh token create' makes tokens with roles.",
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve the API over HTTPS: PEM.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="The --tls-cert's key (PEM).")
@@ -103,7 +120,8 @@ def agent_option(function: F) -> F:
     "--api-insecure",
     is_flag=True,
     default=None,
-    help="Serve a non-loopback --api without a token or TLS (trusted networks only).",
+    help="Serve a non-loopback --api without TLS, and to anyone if no token exists "
+    "(trusted networks only).",
 )
 @click.option("--name", help="Member name [the host name].")
 @click.option(
@@ -137,7 +155,8 @@ def join(
     Joins the mesh through any listed peer, serves the control API, and manages this host's
     share of every pool. SIGINT, SIGTERM or 'sdmesh leave' make it leave the mesh gracefully.
     Refuses to start without a cluster key unless --insecure is given, and with an --api
-    other hosts can reach but no --api-token-file and TLS unless --api-insecure is given.
+    other hosts can reach but no TLS unless --api-insecure is given. Local control is the
+    Unix socket <state-dir>/api.sock (root and the group sdmesh).
 
     Logs go to stderr; under systemd they are journal lines (journalctl -p warning works).
     """
@@ -169,6 +188,9 @@ def join(
         log.warning("%s", warning)
     try:
         asyncio.run(Agent(config, security).run())
+    except ConfigError as error:  # the control socket's place, the token store
+        log.error("%s", error)
+        sys.exit(EXIT_BAD_INPUT)
     except OSError as error:
         log.error("%s (is the port in use?)", error.strerror or error)
         sys.exit(EXIT_FAILURE)

@@ -20,8 +20,9 @@ from sdmesh.cli.common import (
     print_diagnostics,
 )
 from sdmesh.cli.follow import PoolView, components_table, follow, output_mode, pool_path
-from sdmesh.cli.mesh import DEFAULT_AGENT, agent_option
+from sdmesh.cli.mesh import agent_option
 from sdmesh.cli.operator import key_option, load_signing_key
+from sdmesh.cli.transport import default_agent
 
 FINAL_STATES = ("running", "failed", "terminated")
 
@@ -42,7 +43,7 @@ def check_pool(_: click.Context, __: click.Parameter, pool: str | None) -> str |
 def complete_pool(context: click.Context, _: click.Parameter, incomplete: str) -> list[Any]:
     """Pool names for shell completion, from the agent (--agent, SDMESH_AGENT or the
     default): a short timeout, and nothing at all if it does not answer."""
-    agent = context.params.get("agent") or os.environ.get("SDMESH_AGENT") or DEFAULT_AGENT
+    agent = context.params.get("agent") or os.environ.get("SDMESH_AGENT") or default_agent()
     try:
         pools = call(str(agent), "GET", "/v1/pools", timeout=1.0)
         names = [str(item["pool"]) for item in pools]

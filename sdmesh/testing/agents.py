@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
@@ -255,8 +256,10 @@ class SdmeshAgent:
     """``sdmesh join``, driven through the CLI contract of shared/spec/cli.md.
 
     ``sdmesh join --name N --bind ADDR:PORT --peer SEED:PORT... --key-file K --api 127.0.0.1:P
-    --state-dir D`` starts it; its view is ``GET /v1/peers`` on the API (the JSON of
-    ``sdmesh peers --json``: ``[{"name", "address", "state", "incarnation", "meta"}]``).
+    --state-dir D`` starts it; its view is ``GET /v1/peers`` on the agent's control socket,
+    ``D/api.sock`` (the JSON of ``sdmesh peers --json``: ``[{"name", "address", "state",
+    "incarnation", "meta"}]``). A Unix socket is a file, not an address: it is reached from
+    any network namespace, and the harness (root, the agent's user) is ``admin`` on it.
     """
 
     name = "sdmesh"
@@ -303,11 +306,22 @@ class SdmeshAgent:
                 )
         return self._unavailable
 
+    def home(self, host: Host) -> Path:
+        return self.testbed.workdir / f"{host.name}.sdmesh"
+
+    def socket_path(self, host: Host) -> Path:
+        """The agent's control socket (its state directory's ``api.sock``)."""
+        return self.home(host) / "state" / "api.sock"
+
+    def agent_url(self, host: Host) -> str:
+        """``--agent`` for the CLI on ``host``: its agent's socket."""
+        return f"unix:{self.socket_path(host)}"
+
     def start(self, host: Host, seeds: Sequence[Host], *, key: bytes | None = None) -> Proc:
         reason = self.unavailable()
         if reason:
             raise AgentUnavailable(reason)
-        home = self.testbed.workdir / f"{host.name}.sdmesh"
+        home = self.home(host)
         home.mkdir(exist_ok=True)
         key_file = home / "cluster.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -345,7 +359,7 @@ class SdmeshAgent:
         """The same view through ``sdmesh peers --json`` (slow: a Python process per call)."""
         done = self.testbed.exec(
             host,
-            [*self.command, "peers", "--json", "--agent", f"http://127.0.0.1:{self.api_port}"],
+            [*self.command, "peers", "--json", "--agent", self.agent_url(host)],
         )
         return {
             p["name"]: _SDMESH_STATES.get(p["state"], MemberState.UNKNOWN)
@@ -353,11 +367,11 @@ class SdmeshAgent:
         }
 
     def _get(self, host: Host, path: str) -> bytes:
-        """A minimal HTTP/1.0 GET inside the host's namespace (no client library needed)."""
-        with self.testbed.socket(host, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        """A minimal HTTP/1.0 GET on the agent's socket (no client library needed)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.api_timeout)
-            sock.connect(("127.0.0.1", self.api_port))
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            sock.connect(str(self.socket_path(host)))
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
             chunks = []
             while data := sock.recv(1 << 16):
                 chunks.append(data)

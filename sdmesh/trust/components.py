@@ -10,7 +10,7 @@ the API, the CLI and every host decide alike; tests/unit/trust checks it against
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from sdmesh.trust.roles import Role
@@ -54,3 +54,27 @@ def role_for_all(kinds: Iterable[str]) -> Role:
     """The role a whole descriptor needs: the highest any of its components needs (a
     descriptor with no component still needs ``operate``: it creates a pool)."""
     return max((required_role(kind) for kind in kinds), default=Role.OPERATE)
+
+
+#: Prototype names of the built-in shell components (shellscript/components.sf), as a
+#: submitter's tool reports them in ``kinds`` (path -> prototype).
+SHELL_KINDS: Final = frozenset({"Shell", "BashShell", "Script", "Exec", "ShellExec", "BashExec"})
+
+
+def required_role_for_kinds(kinds: Mapping[str, str]) -> Role:
+    """The role a pool with these components (path -> prototype name) needs at submission."""
+    if any(kind in SHELL_KINDS for kind in kinds.values()):
+        return Role.ADMIN
+    return Role.OPERATE
+
+
+def required_role_for(text: str, kinds: Mapping[str, str]) -> Role:
+    """What the API asks of a submitter: ``required_role_for_kinds``, and ``admin`` if the
+    resolved descriptor ``text`` names a shell ``sfClass`` anywhere. Two views, because either
+    could be spoofed alone: ``kinds`` comes from the client, while a prototype that extends
+    ``Script`` under another name still carries the shell ``sfClass`` in the resolved text. A
+    string that merely contains the class name also asks for ``admin``: safe side. Hosts
+    check again, leaf by leaf, with ``required_role`` on the real ``sfClass``."""
+    if any(name in text for name in SHELL_CLASSES):
+        return Role.ADMIN
+    return required_role_for_kinds(kinds)

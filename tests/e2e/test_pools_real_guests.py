@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from e2e_guests import (
 )
 
 from sdmesh.hypervisor.domain_xml import metadata_from_domain_xml
+from sdmesh.testing.api import socket_call
 
 DESCRIPTOR = Path(__file__).parent / "pools" / "twoAgents.sf"
 #: /var/lib/sdmesh, not pytest's tmp: QEMU (libvirt-qemu) cannot enter 0700 directories.
@@ -118,14 +118,15 @@ class Agent:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api}"
+        """``--agent``: the agent's control socket (the test runs as root: admin there)."""
+        return f"unix:{self.state / 'api.sock'}"
 
     def get(self, path: str) -> object:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
-                return json.loads(response.read())
+            status, body = socket_call(self.state / "api.sock", "GET", path)
         except OSError:
             return None
+        return body if status == 200 else None
 
     def tail(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -25,6 +25,8 @@ const state = {
   templates: [],
   descriptorStale: true,
   descriptorTimer: null,
+  // What the caller's role allows (GET /v1/whoami); nothing until the agent says so.
+  actions: {},
 };
 
 const $ = (id) => document.getElementById(id);
@@ -115,6 +117,7 @@ function tokenAccepted() {
 
 function resume() {
   state.needToken = false;
+  scheduleRefresh("whoami", refreshWhoami, 0);
   $("token-panel").hidden = true;
   connectStream();
   if (!state.templates.length) loadTemplates();
@@ -132,6 +135,8 @@ function setupToken() {
   });
   $("token-forget").addEventListener("click", () => {
     storeToken("");
+    state.actions = {};
+    applyRole();
     $("token-input").value = "";
     refreshAll();
   });
@@ -251,8 +256,37 @@ function scheduleRefresh(key, refresh, delay = 250) {
 }
 
 function refreshAll() {
+  scheduleRefresh("whoami", refreshWhoami, 0);
   scheduleRefresh("members", refreshMembers, 0);
   scheduleRefresh("pools", refreshPools, 0);
+}
+
+// ------------------------------------------------------------------------------- roles
+// The agent says who we are and what our role allows; the page offers only that (the
+// agent refuses the rest anyway, with a 403 naming the role needed).
+function can(action) {
+  return state.actions[action] === true;
+}
+
+async function refreshWhoami() {
+  try {
+    const caller = await api("/v1/whoami");
+    state.actions = (caller && caller.actions) || {};
+    $("whoami").textContent = caller ? `${caller.name} (${caller.role})` : "";
+  } catch (error) {
+    state.actions = {};
+    $("whoami").textContent = "";
+    if (error.status === 401) throw error;
+  } finally {
+    applyRole();
+  }
+}
+
+function applyRole() {
+  $("new-pool").hidden = !can("templates");
+  for (const button of document.querySelectorAll("button.terminate")) {
+    button.hidden = !can("terminate");
+  }
 }
 
 // ---------------------------------------------------------------------------- helpers
@@ -378,6 +412,7 @@ function poolCard(name) {
     "aria-label": `Terminate pool ${name}`,
     text: "Terminate",
   });
+  terminate.hidden = !can("terminate");
   terminate.addEventListener("click", () => terminatePool(name, terminate));
   const table = el(
     "table",

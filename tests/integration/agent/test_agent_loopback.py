@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sdmesh.testing.api import bearer, make_token_file
+
 
 def free_port(pair: bool = False) -> int:
     """A free UDP port; with ``pair``, one whose successor is free too (the DHT's port)."""
@@ -38,6 +40,9 @@ class Mesh:
             check=True,
             capture_output=True,
         )
+        # Loopback TCP is no credential: every agent accepts this admin token over TCP (its
+        # api-token-file), and the CLI reaches each agent through its socket instead.
+        self.token_file, self.token = make_token_file(root)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, tuple[int, int]] = {}
         self.hypervisors: dict[str, str] = {}
@@ -80,6 +85,8 @@ class Mesh:
             str(key or self.key),
             "--state-dir",
             str(self.root / name),
+            "--api-token-file",
+            str(self.token_file),
         ]
         if seed is not None:
             args += ["--peer", f"127.0.0.1:{self.ports[seed][0]}"]
@@ -96,12 +103,22 @@ class Mesh:
 
     def api(self, name: str, path: str) -> object:
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.ports[name][1]}{path}", timeout=2
-            ) as r:
+            request = urllib.request.Request(self.url(name) + path, headers=self.headers())
+            with urllib.request.urlopen(request, timeout=2) as r:
                 return json.loads(r.read())
         except OSError:
             return None
+
+    def url(self, name: str) -> str:
+        """The agent's TCP API (send ``headers()`` with every request)."""
+        return f"http://127.0.0.1:{self.ports[name][1]}"
+
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+    def agent(self, name: str) -> str:
+        """``--agent`` for the CLI: the agent's socket (the tests run as its user: admin)."""
+        return f"unix:{self.root / name / 'api.sock'}"
 
     def view(self, name: str) -> dict[str, str]:
         members = self.api(name, "/v1/peers")
@@ -196,9 +213,10 @@ def test_the_dht_spans_the_agents(mesh: Mesh) -> None:
         "DHT routing tables never filled",
     )
     request = urllib.request.Request(
-        f"http://127.0.0.1:{mesh.ports['b'][1]}/v1/dht/pool-42?generation=3",
+        mesh.url("b") + "/v1/dht/pool-42?generation=3",
         data=b"placement v1",
         method="PUT",
+        headers=mesh.headers(),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["stored"] >= 3

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sdmesh.agent import api_auth
 from sdmesh.agent.agent import Agent
 from sdmesh.agent.config import AgentConfig
 from sdmesh.transport import load_security
@@ -148,7 +147,7 @@ def tls_agent(tmp_path: Path, secrets: Secrets) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                https_get(url + "/v1/health", secrets.cert)
+                https_get(url + "/v1/health", secrets.cert, TOKEN)
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -170,19 +169,24 @@ def tls_agent(tmp_path: Path, secrets: Secrets) -> Iterator[str]:
 def test_join_serves_https_and_the_cli_verifies_it_with_ca(
     tls_agent: str, secrets: Secrets
 ) -> None:
-    listed = sdmesh("peers", "--json", "--agent", tls_agent, "--ca", str(secrets.cert))
+    token = ("--token-file", str(secrets.token))  # loopback TCP is no credential
+    listed = sdmesh("peers", "--json", "--agent", tls_agent, "--ca", str(secrets.cert), *token)
     assert listed.returncode == 0, listed.stderr
     (me,) = json.loads(listed.stdout)
     assert me["name"] == "tls"
     assert me["meta"]["api"] == tls_agent, "members advertise the https URL"
 
     # The same through the environment, and through the pools commands.
-    env = {"SDMESH_AGENT": tls_agent, "SDMESH_CA": str(secrets.cert)}
+    env = {
+        "SDMESH_AGENT": tls_agent,
+        "SDMESH_CA": str(secrets.cert),
+        "SDMESH_TOKEN_FILE": str(secrets.token),
+    }
     status = sdmesh("status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout) == []
 
-    described = https_get(tls_agent + "/v1/health", secrets.cert)
+    described = https_get(tls_agent + "/v1/health", secrets.cert, TOKEN)
     assert isinstance(described, dict) and described["name"] == "tls"
 
 
@@ -206,20 +210,18 @@ def test_a_missing_ca_file_is_bad_input(tls_agent: str, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------- refusals
-def test_join_refuses_an_exposed_api_without_token_and_tls(
-    tmp_path: Path, secrets: Secrets
-) -> None:
+def test_join_refuses_an_exposed_api_without_tls(tmp_path: Path, secrets: Secrets) -> None:
     base = ("join", "--insecure", "--bind", "127.0.0.1:0", "--state-dir", str(tmp_path / "s"))
     bare = sdmesh(*base, "--api", "0.0.0.0:0")
     assert bare.returncode == 2
-    assert "api-token-file" in bare.stderr and "tls-cert" in bare.stderr
+    assert "tls-cert" in bare.stderr
     assert "api-insecure" in bare.stderr and "Traceback" not in bare.stderr
 
     token_only = sdmesh(*base, "--api", "0.0.0.0:0", "--api-token-file", str(secrets.token))
     assert token_only.returncode == 2 and "tls-cert" in token_only.stderr
 
     through_env = sdmesh(*base, env={"SDMESH_API": "0.0.0.0:0"})
-    assert through_env.returncode == 2 and "api-token-file" in through_env.stderr
+    assert through_env.returncode == 2 and "tls-cert" in through_env.stderr
 
     missing = sdmesh(*base, "--api-token-file", str(tmp_path / "absent"))
     assert missing.returncode == 2
@@ -234,9 +236,8 @@ def test_join_refuses_an_exposed_api_without_token_and_tls(
 async def remote_agent(
     tmp_path: Path, secrets: Secrets, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
-    """A real agent, in this process so it can be made to see every peer as remote (the
-    only way to test tokens here: every address this test may reach is loopback)."""
-    monkeypatch.setattr(api_auth, "peer_is_loopback", lambda request: False)
+    """A real agent in this process, over HTTPS with a token (loopback TCP is no
+    credential: every address this test reaches is loopback, and each needs the token)."""
     config = AgentConfig(
         name="remote",
         bind=("127.0.0.1", free_port(pair=True)),

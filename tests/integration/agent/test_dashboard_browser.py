@@ -9,6 +9,7 @@ page's content. A screenshot of the running pool goes to ``$SDMESH_ARTIFACTS_DIR
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .test_pools_loopback import PoolMesh
+from sdmesh.testing.api import socket_call
+
+from .test_pools_loopback import PoolMesh, pool_file
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
@@ -92,10 +95,19 @@ def page() -> Iterator[sync_api.Page]:
             browser.close()
 
 
+def with_token(page: sync_api.Page, token: str) -> None:
+    """The page starts with ``token`` stored, as after a user entered it once."""
+    page.add_init_script(
+        f"if (!sessionStorage.getItem('seeded')) {{ sessionStorage.setItem('seeded', '1'); "
+        f"localStorage.setItem('sdmesh.token', {json.dumps(token)}); }}"
+    )
+
+
 def test_submit_watch_and_terminate_a_pool_from_the_dashboard(
     mesh: PoolMesh, page: sync_api.Page
 ) -> None:
     expect = sync_api.expect
+    with_token(page, mesh.token)  # loopback TCP needs a token too (the mesh's admin token)
     page.goto(f"http://127.0.0.1:{mesh.ports['d1'][1]}/")
     assert page.url.endswith("/ui/")
 
@@ -168,43 +180,26 @@ def test_submit_watch_and_terminate_a_pool_from_the_dashboard(
     mesh.wait(lambda: all(mesh.domains(n) == [] for n in NAMES), 30, "VMs left after terminate")
 
 
-TOKEN = "s3cret-token-for-the-dashboard"
-
-
 def test_the_page_asks_for_a_token_keeps_it_and_sends_it(
     one_agent: PoolMesh, page: sync_api.Page
 ) -> None:
-    """Loopback clients need no token, so the browser plays the guard: any /v1 request
-    without the token is answered 401, as the agent answers clients on other hosts."""
+    """The agent answers the page's requests 401 until it has a token (loopback TCP is no
+    credential); once given, the token is kept and sent, the stream's in the query."""
     expect = sync_api.expect
-
-    def guard(route: sync_api.Route) -> None:
-        request = route.request
-        if (
-            request.headers.get("authorization") == f"Bearer {TOKEN}"
-            or f"access_token={TOKEN}" in request.url
-        ):
-            route.continue_()
-        else:
-            route.fulfill(
-                status=401,
-                content_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="sdmesh"'},
-                body='{"error": "this API needs a token"}',
-            )
-
-    page.route("**/v1/**", guard)
     page.goto(f"http://127.0.0.1:{one_agent.ports['t0'][1]}/ui/")
     expect(page.locator("#token-panel")).to_be_visible()
     expect(page.locator("#members tbody tr")).to_have_count(0)
+    expect(page.locator("#new-pool")).to_be_hidden()
 
-    page.get_by_label("Token", exact=True).fill(TOKEN)
+    page.get_by_label("Token", exact=True).fill(one_agent.token)
     with page.expect_request(lambda r: "/v1/events" in r.url and "access_token=" in r.url):
         page.get_by_role("button", name="Use token").click()
     expect(page.locator('#members tr[data-member="t0"]')).to_contain_text("alive")
     expect(page.locator("#token-panel")).to_be_hidden()
     expect(page.locator("#template-select option")).not_to_have_count(0)
-    assert page.evaluate("localStorage.getItem('sdmesh.token')") == TOKEN
+    expect(page.locator("#whoami")).to_contain_text("token:api-token-file (admin)")
+    expect(page.locator("#new-pool")).to_be_visible()
+    assert page.evaluate("localStorage.getItem('sdmesh.token')") == one_agent.token
 
     page.reload()  # remembered: no question this time
     expect(page.locator('#members tr[data-member="t0"]')).to_contain_text("alive")
@@ -216,10 +211,31 @@ def test_the_page_asks_for_a_token_keeps_it_and_sends_it(
     expect(page.locator("#token-reason")).to_contain_text("refused")
 
 
+def test_a_read_token_sees_pools_but_is_offered_no_action(
+    one_agent: PoolMesh, page: sync_api.Page
+) -> None:
+    """The page asks /v1/whoami and hides what the role cannot do: a read token gets no
+    form and no Terminate button (the agent would refuse them with a 403 anyway)."""
+    expect = sync_api.expect
+    status, made = socket_call(
+        one_agent.root / "t0" / "api.sock", "POST", "/v1/tokens", {"name": "viewer", "role": "read"}
+    )
+    assert status == 201
+    one_agent.cli("t0", "submit", pool_file(one_agent.root, 1, memory=128), "--name", "seen")
+    with_token(page, str(made["token"]))
+    page.goto(f"http://127.0.0.1:{one_agent.ports['t0'][1]}/")
+    expect(page.locator("#whoami")).to_contain_text("token:viewer (read)")
+    card = page.locator('article.pool[data-pool="seen"]')
+    expect(card).to_be_visible()
+    expect(card.get_by_role("button", name="Terminate pool seen")).to_be_hidden()
+    expect(page.locator("#new-pool")).to_be_hidden()
+
+
 def test_without_the_event_stream_the_page_polls(one_agent: PoolMesh, page: sync_api.Page) -> None:
     """The stream down (an old agent, a proxy that buffers): the page says so and still
     follows a pool to running by polling."""
     expect = sync_api.expect
+    with_token(page, one_agent.token)
     page.route("**/v1/events*", lambda route: route.abort())
     page.goto(f"http://127.0.0.1:{one_agent.ports['t0'][1]}/")
     expect(page.locator("#connection")).to_contain_text("unavailable")

@@ -47,8 +47,8 @@ class Follower:
 
 
 def metrics(mesh: PoolMesh, name: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    url = f"http://127.0.0.1:{mesh.ports[name][1]}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    request = urllib.request.Request(mesh.url(name) + "/metrics", headers=mesh.headers())
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -76,15 +76,15 @@ def test_a_non_shepherd_follows_a_pool_from_submit_to_terminated(pool_mesh: Pool
     shepherd = shepherd_of(pool, names)
     assert shepherd is not None
     (follower,) = [n for n in names if n != shepherd]
-    api = f"http://127.0.0.1:{pool_mesh.ports[follower][1]}"
+    api = pool_mesh.url(follower)
 
     cli = subprocess.Popen(
-        [sys.executable, "-m", "sdmesh", "events", "--json", "--agent", api],
+        [sys.executable, "-m", "sdmesh", "events", "--json", "--agent", pool_mesh.agent(follower)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     sse_request = urllib.request.Request(
-        f"{api}/v1/events", headers={"Accept": "text/event-stream"}
+        f"{api}/v1/events", headers={"Accept": "text/event-stream", **pool_mesh.headers()}
     )
     sse_stream = urllib.request.urlopen(sse_request, timeout=60)
     assert sse_stream.headers["Content-Type"] == "text/event-stream"

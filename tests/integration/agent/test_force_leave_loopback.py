@@ -16,7 +16,7 @@ def force_leave(
     mesh: Mesh, through: str, node: str, *flags: str
 ) -> subprocess.CompletedProcess[str]:
     """The CLI, as an operator runs it, against ``through``'s agent."""
-    agent = f"http://127.0.0.1:{mesh.ports[through][1]}"
+    agent = mesh.agent(through)
     return subprocess.run(
         [sys.executable, "-m", "sdmesh", "force-leave", node, "--agent", agent, *flags],
         capture_output=True,

@@ -34,7 +34,7 @@ class PoolMesh(Mesh):
                 "sdmesh",
                 *args,
                 "--agent",
-                f"http://127.0.0.1:{self.ports[name][1]}",
+                self.agent(name),
             ],
             capture_output=True,
             text=True,
@@ -45,9 +45,10 @@ class PoolMesh(Mesh):
         return done
 
     def status(self, name: str, pool: str) -> dict[str, object]:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.ports[name][1]}/v1/pools/{pool}", timeout=10
-        ) as r:
+        request = urllib.request.Request(
+            self.url(name) + f"/v1/pools/{pool}", headers=self.headers()
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
             return dict(json.loads(r.read()))
 
     def domains(self, name: str) -> list[str]:
@@ -167,7 +168,7 @@ def test_concurrent_submissions_onto_tight_capacity_never_overcommit(pool_mesh: 
                 "--name",
                 f"p{i}",
                 "--agent",
-                f"http://127.0.0.1:{pool_mesh.ports[names[i]][1]}",
+                pool_mesh.agent(names[i]),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

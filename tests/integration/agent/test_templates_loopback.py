@@ -30,9 +30,9 @@ def two_hosts(tmp_path: Path) -> Iterator[PoolMesh]:
 
 def call(mesh: PoolMesh, agent: str, method: str, path: str, body: object = None) -> object:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{mesh.ports[agent][1]}{path}",
+        mesh.url(agent) + path,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **mesh.headers()},
         method=method,
     )
     with urllib.request.urlopen(request, timeout=30) as response:

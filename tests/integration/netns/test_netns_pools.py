@@ -46,7 +46,6 @@ from sdmesh.testing.pytest_netns import close_testbed, open_testbed
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 MESH_SIZE = 5
-API_PORT = 7948
 TIMEOUT = 60.0
 DESCRIPTORS = Path(__file__).resolve().parents[3] / "descriptors"
 #: (CPUs, MiB) of each host's simulated hypervisor: every host a different size.
@@ -98,15 +97,15 @@ class PoolMesh:
         self.procs[host.name] = self.kind.start(host, [s for s in seeds if s != host])
         return self.procs[host.name]
 
-    # -- the control API, from inside each host's namespace --------------------------------
+    # -- the control API, on each host agent's socket (a file: any namespace reaches it) ------
     def call(
         self, host: Host, method: str, path: str, body: object = None, timeout: float = 15.0
     ) -> tuple[int, Any]:
-        sock = self.testbed.socket(host, socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
-            sock.connect(("127.0.0.1", API_PORT))
-            conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=timeout)
+            sock.connect(str(self.kind.socket_path(host)))
+            conn = http.client.HTTPConnection("localhost", timeout=timeout)
             conn.sock = sock
             data = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -156,7 +155,7 @@ class PoolMesh:
         """The real CLI, run inside the host (it talks to that host's agent)."""
         done = self.testbed.exec(
             host,
-            [sys.executable, "-m", "sdmesh", *args, "--agent", f"http://127.0.0.1:{API_PORT}"],
+            [sys.executable, "-m", "sdmesh", *args, "--agent", self.kind.agent_url(host)],
             timeout=timeout,
             check=False,
         )

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -20,10 +21,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sdmesh.agent import api_input, api_observe
 from sdmesh.agent.agent import Agent
 from sdmesh.agent.api import build_app
-from sdmesh.agent.api_auth import auth_middleware
-from sdmesh.agent.config import AgentConfig
+from sdmesh.agent.api_access import Access, access_middleware
+from sdmesh.agent.api_tokens import TokenStore
 from sdmesh.agent.events import KEEP_ENDED_POOLS, EventHub, _PoolFeed
 from sdmesh.pools.records import PoolSpec
+from sdmesh.testing.api import bearer, secured_config
 from sdmesh.transport import load_security
 
 TOKEN = "s3cret-token-0123456789abcdefghij"
@@ -63,13 +65,15 @@ class FakeDht:
 
 
 @pytest_asyncio.fixture
-async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """The real app of an agent that was not started, with a stand-in pool service."""
-    agent = Agent(AgentConfig(name="n0"), load_security(None, insecure=True))
+    config, token = secured_config(tmp_path)
+    agent = Agent(config, load_security(None, insecure=True))
     app = build_app(agent)
     agent.pools = FakePools()  # type: ignore[assignment]
     agent.dht = FakeDht()  # type: ignore[assignment]
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    server = TestServer(app, host="127.0.0.1")
+    async with TestClient(server, headers=bearer(token)) as test_client:
         test_client.agent = agent  # type: ignore[attr-defined]
         yield test_client
 
@@ -225,12 +229,10 @@ async def ok(request: web.Request) -> web.Response:
 
 
 @pytest_asyncio.fixture
-async def remote_client(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    """Routes behind the token, requests counted as coming from another host."""
-    monkeypatch.setattr("sdmesh.agent.api_auth.peer_is_loopback", lambda _: False)
-    app = web.Application(middlewares=[auth_middleware(TOKEN)])
+async def remote_client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """Routes behind the token (every TCP client presents one, loopback included)."""
+    access = Access(TokenStore(None, TOKEN), {})
+    app = web.Application(middlewares=[access_middleware(access)])
     app.router.add_get("/v1/peers", ok)
     app.router.add_post("/v1/pools", ok)
     app.router.add_delete("/v1/pools/{pool}", ok)

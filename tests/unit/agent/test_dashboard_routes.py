@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sdmesh.agent import dashboard
-from sdmesh.agent.api import AGENT_KEY
+from sdmesh.agent.api import AGENT_KEY, resolve_submission
 from sdmesh.agent.pools import PoolError
 from sdmesh.pools.records import PoolSpec
 
@@ -53,7 +53,7 @@ async def client() -> AsyncIterator[TestClient[Any, Any]]:
     agent = FakeAgent()
     app = web.Application()
     app[AGENT_KEY] = agent
-    dashboard.add_routes(app)
+    dashboard.add_routes(app, resolve_submission, lambda request, spec: None)
     async with TestClient(TestServer(app)) as test_client:
         test_client.agent = agent  # type: ignore[attr-defined]
         yield test_client

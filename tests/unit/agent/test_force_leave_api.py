@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sdmesh.agent.agent import Agent
 from sdmesh.agent.api import build_app
-from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.membership import (
     Dead,
@@ -26,6 +26,7 @@ from sdmesh.membership import (
     Received,
     Suspect,
 )
+from sdmesh.testing.api import bearer, secured_config
 from sdmesh.transport import StreamClient, UdpEndpoint, load_security
 
 Setup = tuple["TestClient[web.Request, web.Application]", Agent, list[MemberEvent]]
@@ -35,9 +36,10 @@ PEERS = {name: ("127.0.0.1", 9) for name in ("dead", "alive", "suspect")}
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[Setup]:
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     security = load_security(None, insecure=True)
-    agent = Agent(AgentConfig(name="me"), security)
+    config, token = secured_config(tmp_path, "me")
+    agent = Agent(config, security)
     udp = await UdpEndpoint.bind(("127.0.0.1", 0), security)
     core = Membership(
         MembershipConfig(randomize_probe_phase=False),
@@ -52,7 +54,7 @@ async def setup() -> AsyncIterator[Setup]:
     node.listeners.append(events.append)
     agent.node = node
     try:
-        async with TestClient(TestServer(build_app(agent))) as client:
+        async with TestClient(TestServer(build_app(agent)), headers=bearer(token)) as client:
             yield client, agent, events
     finally:
         await node.close()

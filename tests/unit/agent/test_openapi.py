@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import sdmesh.agent
 from sdmesh.agent.agent import Agent
 from sdmesh.agent.api import build_app
-from sdmesh.agent.api_auth import is_public
+from sdmesh.agent.api_access import PUBLIC_ROUTES, ROUTE_ROLES, needed_role
 from sdmesh.agent.config import AgentConfig
 from sdmesh.transport import load_security
 
@@ -102,37 +102,21 @@ def test_operations_have_unique_ids_and_document_their_path_parameters() -> None
         assert in_path == declared, f"{method} {path}: path parameters {in_path ^ declared}"
 
 
-def test_public_operations_are_what_the_middleware_lets_through() -> None:
-    """``security: []`` marks what needs no token; every other operation answers 401."""
-    application = app()
+def test_public_operations_are_what_the_guard_lets_through() -> None:
+    """``security: []`` marks what needs no token; every other operation answers 401 and
+    names the role it needs (``x-sdmesh-role``), which is the role the guard asks for."""
     doc = document()
     for (method, path), operation in operations(doc).items():
         public = operation.get("security") == []
-        request = _matched(application, method, path)
-        assert is_public(request) == public, f"{method} {path}"
-        if not public:
-            assert "401" in operation["responses"], f"{method} {path} does not document 401"
-
-
-def _matched(application: web.Application, method: str, path: str) -> Any:
-    """A stand-in request carrying the route ``method path`` would match."""
-    route = next(
-        r
-        for r in application.router.routes()
-        if r.method == method and r.resource is not None and r.resource.canonical == path
-    )
-
-    class MatchInfo:
-        pass
-
-    class Request:
-        pass
-
-    info, request = MatchInfo(), Request()
-    info.route = route  # type: ignore[attr-defined]
-    request.method = method  # type: ignore[attr-defined]
-    request.match_info = info  # type: ignore[attr-defined]
-    return request
+        assert ((method, path) in PUBLIC_ROUTES) == public, f"{method} {path}"
+        if public:
+            assert "x-sdmesh-role" not in operation, f"{method} {path}"
+            continue
+        assert "401" in operation["responses"], f"{method} {path} does not document 401"
+        assert operation.get("x-sdmesh-role") == needed_role((method, path)).label, (
+            f"{method} {path}: x-sdmesh-role"
+        )
+        assert (method, path) in ROUTE_ROLES, f"{method} {path} is missing from ROUTE_ROLES"
 
 
 @pytest.mark.asyncio

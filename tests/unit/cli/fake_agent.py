@@ -16,14 +16,25 @@ Routes = dict[tuple[str, str], Callable[[Any], tuple[int, object]]]
 
 
 class FakeAgent:
-    def __init__(self, routes: Routes) -> None:
-        self.routes = routes
+    def __init__(
+        self, routes: Routes, tokens: tuple[str, ...] = (), proves_for: str | None = None
+    ) -> None:
+        """``tokens``: the agent proves it holds these (``POST /v1/auth/proof``), as a real
+        agent does before the CLI sends a token over plain http; ``proves_for``: the address
+        it proves for, if not its own (a real agent elsewhere, reached through a relay)."""
+        self.proves_for = proves_for
+        self.routes = dict(routes)
+        if tokens:
+            self.routes[("POST", "/v1/auth/proof")] = self._prove(tokens)
         self.requests: list[tuple[str, str, Any]] = []
         self.authorization: list[str | None] = []
         """Each request's Authorization header, in the order of ``requests``."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive when it proves tokens: the proof and the request share a connection.
+            protocol_version = "HTTP/1.1" if tokens else "HTTP/1.0"
+
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
@@ -42,9 +53,25 @@ class FakeAgent:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that hung up: not the test's output
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _prove(self, tokens: tuple[str, ...]) -> Callable[[Any], tuple[int, object]]:
+        from sdmesh.agent.api_tokens import digest, endpoint_label, proof, token_id
+
+        def answer(body: Any) -> tuple[int, object]:
+            for token in tokens:
+                if token_id(digest(token)) == body.get("id"):
+                    here = self.proves_for or endpoint_label(self.server.server_address)
+                    return 200, {"proof": proof(digest(token), body["nonce"], here)}
+            return 404, "no such token"
+
+        return answer
 
     def __enter__(self) -> FakeAgent:
         self._thread.start()

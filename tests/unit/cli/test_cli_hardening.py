@@ -47,15 +47,21 @@ def test_a_token_is_not_sent_over_plain_http_to_another_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sent: list[urllib.request.Request] = []
+    proofs: list[str] = []
 
     def urlopen(request: urllib.request.Request, **_: Any) -> Any:
         sent.append(request)
         raise urllib.error.URLError("no route to host")
 
+    def with_proof(request: urllib.request.Request, token: str, timeout: float) -> Any:
+        proofs.append(request.full_url)
+        raise urllib.error.URLError("no route to host")
+
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr("sdmesh.cli.transport.with_proof", with_proof)
     remote = "http://10.0.0.5:7948"
     refused = run("status", "--agent", remote, "--token", TOKEN)
-    assert refused.exit_code == 2 and sent == []
+    assert refused.exit_code == 2 and sent == [] and proofs == []
     assert "refusing to send the API token to http://10.0.0.5:7948" in refused.output
     assert "https://" in refused.output and "--insecure-token" in refused.output
     for allowed in (
@@ -63,16 +69,48 @@ def test_a_token_is_not_sent_over_plain_http_to_another_host(
         run("peers", "--agent", remote, env={"SDMESH_TOKEN": TOKEN, "SDMESH_INSECURE_TOKEN": "1"}),
     ):
         assert allowed.exit_code == 1 and "cannot reach the agent" in allowed.output
-    assert len(sent) == 2 and sent[0].get_header("Authorization") == f"Bearer {TOKEN}"
-    # No token, or https: nothing to refuse.
+    # Even then, the token waits for the agent's proof: nothing went out with it.
+    assert len(proofs) == 2 and sent == []
+    # No token: nothing to refuse.
     assert run("status", "--agent", remote).exit_code == 1
-    assert len(sent) == 3
+    assert len(sent) == 1 and sent[0].get_header("Authorization") is None
 
 
-def test_a_token_goes_to_a_loopback_agent_over_http() -> None:
-    with FakeAgent({("GET", "/v1/pools"): lambda _: (200, [])}) as fake:
+def test_a_token_goes_to_a_loopback_agent_over_http_after_its_proof() -> None:
+    with FakeAgent({("GET", "/v1/pools"): lambda _: (200, [])}, tokens=(TOKEN,)) as fake:
         result = run("status", "--agent", fake.url, "--token", TOKEN)
     assert result.exit_code == 0 and result.output.strip() == "no pools"
+    assert fake.authorization == [None, f"Bearer {TOKEN}"]
+
+
+def test_a_squatter_on_the_port_never_receives_the_token() -> None:
+    """Something else holds the agent's port (the agent is down): it cannot prove it holds
+    the token, so the CLI stops before sending it (exit 2, and says why)."""
+    with FakeAgent({("GET", "/v1/pools"): lambda _: (200, [])}) as squatter:
+        result = run("status", "--agent", squatter.url, "--token", TOKEN)
+    assert result.exit_code == 2
+    assert "did not prove" in result.output and "the token was not sent" in result.output
+    assert [r[1] for r in squatter.requests] == ["/v1/auth/proof"]
+    assert squatter.authorization == [None]
+    assert all(TOKEN not in str(body) for _, _, body in squatter.requests)
+
+
+def test_a_squatter_that_answers_with_a_made_up_proof_never_receives_the_token() -> None:
+    lie = {("POST", "/v1/auth/proof"): lambda _: (200, {"proof": "00" * 32})}
+    with FakeAgent(lie) as squatter:
+        result = run("status", "--agent", squatter.url, "--token", TOKEN)
+    assert result.exit_code == 1 and "did not prove" in result.output
+    assert squatter.authorization == [None]
+
+
+def test_a_proof_for_another_address_is_refused() -> None:
+    """A squatter relaying the question to the real agent elsewhere gets a proof bound to
+    that agent's own address, not to the one the CLI reached."""
+    routes: Routes = {("GET", "/v1/pools"): lambda _: (200, [])}
+    with FakeAgent(routes, tokens=(TOKEN,), proves_for="127.0.0.1:7948") as relay:
+        result = run("status", "--agent", relay.url, "--token", TOKEN)
+    assert result.exit_code == 1 and "did not prove" in result.output
+    assert relay.authorization == [None]
 
 
 # --------------------------------------------------------------- exit codes (item 7)

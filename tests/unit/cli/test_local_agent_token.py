@@ -1,6 +1,6 @@
-"""The CLI finds the local agent's token by itself (api-trust-loopback = false): through the
+"""The CLI finds the local agent's token by itself for an http loopback --agent: through the
 agent's config file (SDMESH_CONFIG here), for loopback URLs at its api port only, and only
-when no token was given."""
+when no token was given; it sends it only once the agent proved it holds it."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def agent_config(tmp_path: Path, api: str | None, token: str | None = TOKEN) -> 
 
 
 def guarded(fake: list[FakeAgent]) -> Routes:
-    """GET /v1/pools as an agent with api-trust-loopback = false answers it."""
+    """GET /v1/pools as an agent answers it over TCP (a token, loopback included)."""
 
     def pools(_: object) -> tuple[int, object]:
         if fake[0].authorization[-1] != f"Bearer {TOKEN}":
@@ -59,14 +59,16 @@ def test_the_cli_sends_the_local_agents_token_from_its_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     holder: list[FakeAgent] = []
-    with FakeAgent(guarded(holder)) as fake:
+    with FakeAgent(guarded(holder), tokens=(TOKEN, OTHER)) as fake:
         holder.append(fake)
         port = fake.url.rsplit(":", 1)[1]
         monkeypatch.setenv("SDMESH_CONFIG", str(agent_config(tmp_path, f"127.0.0.1:{port}")))
         result = status(fake.url)
         assert result.exit_code == 0, result.output
         assert result.output.strip() == "no pools"
-        assert fake.authorization == [f"Bearer {TOKEN}"]
+        # The proof first (no token in it), then the request with the token.
+        assert [r[1] for r in fake.requests] == ["/v1/auth/proof", "/v1/pools"]
+        assert fake.authorization == [None, f"Bearer {TOKEN}"]
         # localhost is loopback too.
         assert status(f"http://localhost:{port}").exit_code == 0
         # A token given on the command line wins over the config's, and so does a file.

@@ -1,0 +1,65 @@
+"""Talking to an agent under test now that loopback TCP is no credential.
+
+Tests give their agents an ``api-token-file`` (an admin token) and send it, or talk over the
+agent's Unix socket (``<state-dir>/api.sock``; the tests run as the agent's user, so they are
+``admin`` there), over the CLI's own HTTP-over-socket connection.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdmesh.cli.transport import UnixHTTPConnection
+
+if TYPE_CHECKING:
+    from sdmesh.agent.config import AgentConfig
+
+TOKEN_FILE = "api.token"
+
+
+def make_token_file(directory: Path) -> tuple[Path, str]:
+    """A fresh admin token in ``directory/api.token`` (0600): its path and the token."""
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    path = directory / TOKEN_FILE
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return path, token
+
+
+def secured_config(directory: Path, name: str = "n0") -> tuple[AgentConfig, str]:
+    """An agent config whose state lives in ``directory`` and whose ``api-token-file`` holds
+    a fresh admin token; the token. For the API's in-process tests (aiohttp's TestClient)."""
+    from sdmesh.agent.config import AgentConfig
+
+    path, token = make_token_file(directory)
+    return AgentConfig(name=name, state_dir=directory, api_token_file=str(path)), token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def socket_call(
+    path: str | Path, method: str, route: str, body: object = None, timeout: float = 5.0
+) -> tuple[int, Any]:
+    """One request over the agent's socket: (status, decoded JSON or text)."""
+    connection = UnixHTTPConnection(str(path), timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        connection.request(method, route, body=data, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
+
+
+__all__ = ["UnixHTTPConnection", "bearer", "make_token_file", "secured_config", "socket_call"]
