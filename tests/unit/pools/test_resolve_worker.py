@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from sdmesh.language import resolve_text
-from sdmesh.pools.resolve_worker import ResolutionStopped, ResolveWorker, _load_answer
+from sdmesh.language.render import to_sf
+from sdmesh.language.values import Reference
+from sdmesh.pools.resolve_worker import ResolutionStopped, ResolveWorker, _load_answer, _pickled
 from sdmesh.pools.submission import SubmissionError, build_spec_and_tree, request_body
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -188,6 +190,14 @@ def test_the_worker_dies_with_its_agent(how: signal.Signals) -> None:
 def test_the_agent_unpickles_only_the_description_model() -> None:
     with pytest.raises(pickle.UnpicklingError, match=r"names posix\.system"):
         _load_answer(pickle.dumps(("ok", os.system)))
-    spec, tree = build_spec_and_tree({"name": "p", "descriptor": SMALL})
-    status, (spec2, tree2) = _load_answer(pickle.dumps(("ok", (spec, tree)), protocol=5))
+    text = SMALL.replace(
+        "b (a + 1);", "b (a + 1); l LAZY x:y; o LAZY OPTIONAL(3) x:z; n [LAZY OPTIONAL x:w];"
+    )
+    spec, tree = build_spec_and_tree({"name": "p", "descriptor": text})
+    status, (spec2, tree2) = _load_answer(_pickled(("ok", (spec, tree))))
     assert status == "ok" and spec2 == spec and tree2.get("b") == 2
+    assert to_sf(tree2) == to_sf(tree) == spec.text
+    lazy, optional, listed = tree2.get("l"), tree2.get("o"), tree2.get("n")[0]
+    assert isinstance(lazy, Reference) and not lazy.has_default and lazy.lazy
+    assert isinstance(optional, Reference) and optional.has_default and optional.default == 3
+    assert isinstance(listed, Reference) and listed.optional and not listed.has_default
