@@ -209,7 +209,8 @@ class ResolveWorker:
             str(self.cpu_seconds),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            env=worker_environment(),
+            cwd="/",
         )
         return self._process
 
@@ -230,6 +231,24 @@ class ResolveWorker:
             if process.stdin is not None:
                 process.stdin.close()
         return await process.wait()
+
+
+#: What the worker inherits of the agent's environment: how to run Python and find the
+#: library, nothing else (the agent's secrets, tokens or proxies are none of its business).
+_INHERITED = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "PYTHONPATH",
+    "SDMESH_LIBRARY",
+    "SDMESH_MAX_DESCRIPTOR_BYTES",
+)
+
+
+def worker_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
 
 
 def _why_stopped(returncode: int | None, error: BaseException) -> str:

@@ -69,6 +69,27 @@ def test_the_worker_answers_what_the_agent_would_resolve_in_process() -> None:
     assert first is not None and first == second  # warm: one process for both jobs
 
 
+def test_the_worker_inherits_nothing_of_the_agents_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SDMESH_TEST_SECRET", "agent-only-3b7f")
+
+    async def scenario() -> tuple[bytes, str]:
+        worker = ResolveWorker()
+        try:
+            await worker.start()
+            assert worker.pid is not None
+            environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+            cwd = os.readlink(f"/proc/{worker.pid}/cwd")
+            return environ, cwd
+        finally:
+            await worker.close()
+
+    environ, cwd = run(scenario())  # type: ignore[misc]
+    assert b"agent-only-3b7f" not in environ and b"PATH=" in environ
+    assert cwd == "/"
+
+
 def test_refusals_come_back_as_submission_errors_and_keep_the_worker() -> None:
     async def scenario() -> list[str]:
         worker = ResolveWorker()
