@@ -35,6 +35,7 @@ import signal
 import struct
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -63,7 +64,14 @@ _PR_SET_NO_NEW_PRIVS = 38
 
 
 class ResolutionStopped(SubmissionError):
-    """The worker was stopped: the descriptor took more time or memory than allowed."""
+    """The worker was stopped: the descriptor took more time or memory than allowed.
+
+    ``busy`` when only the wall clock ran out (a loaded host may be the cause: a 503, try
+    again); otherwise the descriptor itself used too much CPU or memory (a 400)."""
+
+    def __init__(self, message: str, *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 # ============================================================================ agent side
@@ -115,12 +123,12 @@ class ResolveWorker:
     def __init__(
         self,
         *,
-        timeout: float = RESOLVE_SECONDS,
+        timeout: float | None = None,
         cpu_seconds: int = RESOLVE_CPU_SECONDS,
         memory_bytes: int = WORKER_MEMORY_BYTES,
         jobs_per_worker: int = JOBS_PER_WORKER,
     ) -> None:
-        self.timeout = timeout
+        self.timeout = RESOLVE_SECONDS if timeout is None else timeout
         self.cpu_seconds = cpu_seconds
         self.memory_bytes = memory_bytes
         self.jobs_per_worker = jobs_per_worker
@@ -179,7 +187,9 @@ class ResolveWorker:
                 await self._kill()
                 self.killed += 1
                 raise ResolutionStopped(
-                    f"resolving the descriptor took over {self.timeout:.0f} s and was stopped"
+                    f"resolving the descriptor took over {self.timeout:.0f} s and was stopped "
+                    "(the agent may be busy: try again, or submit through another agent)",
+                    busy=True,
                 ) from None
             except (asyncio.IncompleteReadError, ConnectionError, ResolutionStopped) as error:
                 returncode = await self._kill(grace=1.0)
@@ -259,15 +269,20 @@ def _why_stopped(returncode: int | None, error: BaseException) -> str:
     return "resolving the descriptor ran out of the memory allowed and was stopped"
 
 
-_default: ResolveWorker | None = None
+#: One worker per event loop: its pipes and lock belong to the loop that made them (tests
+#: run one loop after another in a process; an agent has one).
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResolveWorker] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def default_worker() -> ResolveWorker:
-    """The agent's worker (one per process)."""
-    global _default
-    if _default is None:
-        _default = ResolveWorker()
-    return _default
+    """The running loop's worker (the agent's: one per process)."""
+    loop = asyncio.get_running_loop()
+    worker = _workers.get(loop)
+    if worker is None:
+        worker = _workers[loop] = ResolveWorker()
+    return worker
 
 
 async def build_spec_and_tree_in_worker(
@@ -284,9 +299,10 @@ async def spec_tree_in_worker(spec: PoolSpec) -> Any:
 
 
 async def stop_resolver() -> None:
-    """Kill the worker (agent shutdown)."""
-    if _default is not None:
-        await _default.close()
+    """Kill the running loop's worker (agent shutdown)."""
+    worker = _workers.pop(asyncio.get_running_loop(), None)
+    if worker is not None:
+        await worker.close()
 
 
 # ============================================================================ child side

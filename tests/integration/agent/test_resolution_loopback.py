@@ -37,6 +37,27 @@ def post(mesh: Mesh, name: str, descriptor: str) -> tuple[int, str, float]:
         return error.code, error.read().decode(), time.monotonic() - started
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (the agent's resolve worker, once it has one)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
 def peak_rss_mib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -77,7 +98,12 @@ def test_hostile_descriptors_read_nothing_and_sigterm_still_works(
     pid = mesh.procs["a"].pid
     assert peak_rss_mib(pid) < 400
     assert mesh.api("a", "/v1/health") is not None  # still serving
+    helpers = children(pid)
     began = time.monotonic()
     mesh.procs["a"].send_signal(signal.SIGTERM)
     assert mesh.procs["a"].wait(timeout=15) == 0
     assert time.monotonic() - began < 15
+    deadline = time.monotonic() + 10  # its resolve worker, if any, goes with it
+    while not all(gone(child) for child in helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(child) for child in helpers), helpers

@@ -19,7 +19,15 @@ import pytest
 from sdmesh.language import resolve_text
 from sdmesh.language.render import to_sf
 from sdmesh.language.values import Reference
-from sdmesh.pools.resolve_worker import ResolutionStopped, ResolveWorker, _load_answer, _pickled
+from sdmesh.pools.resolve_worker import (
+    ResolutionStopped,
+    ResolveWorker,
+    _load_answer,
+    _pickled,
+    build_spec_and_tree_in_worker,
+    default_worker,
+    stop_resolver,
+)
 from sdmesh.pools.submission import SubmissionError, build_spec_and_tree, request_body
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -133,7 +141,7 @@ def test_a_job_over_its_time_is_killed_and_the_next_gets_a_fresh_worker() -> Non
             assert pid is not None
             with pytest.raises(ResolutionStopped) as info:
                 await worker.build_spec_and_tree(body)
-            assert worker.pid is None and not alive(pid)
+            assert worker.pid is None and not alive(pid) and info.value.busy
             worker.timeout = 60
             spec, _ = await worker.build_spec_and_tree({"name": "p", "descriptor": SMALL})
             assert spec.pool == "p" and worker.pid not in (None, pid)
@@ -151,8 +159,9 @@ def test_a_job_over_its_memory_is_refused() -> None:
     async def scenario() -> None:
         worker = ResolveWorker(memory_bytes=40 * 1024 * 1024)
         try:
-            with pytest.raises(SubmissionError, match="memory"):
+            with pytest.raises(SubmissionError, match="memory") as info:
                 await worker.build_spec_and_tree(body)
+            assert not getattr(info.value, "busy", False)  # the descriptor's fault: a 400
         finally:
             await worker.close()
 
@@ -222,3 +231,17 @@ def test_the_agent_unpickles_only_the_description_model() -> None:
     assert isinstance(lazy, Reference) and not lazy.has_default and lazy.lazy
     assert isinstance(optional, Reference) and optional.has_default and optional.default == 3
     assert isinstance(listed, Reference) and listed.optional and not listed.has_default
+
+
+def test_each_event_loop_gets_its_own_default_worker() -> None:
+    async def submit() -> int | None:
+        spec, _ = await build_spec_and_tree_in_worker({"name": "p", "descriptor": SMALL})
+        assert spec.pool == "p"
+        pid = default_worker().pid
+        await stop_resolver()
+        assert default_worker().pid is None
+        return pid
+
+    first, second = run(submit()), run(submit())
+    assert isinstance(first, int) and isinstance(second, int) and first != second
+    assert not alive(first) and not alive(second)
