@@ -184,16 +184,14 @@ class ResolveWorker:
                         raise ResolutionStopped("the resolver's answer is too large")
                     data = await process.stdout.readexactly(size)
             except TimeoutError:
-                await self._kill()
-                self.killed += 1
+                await self._replace()
                 raise ResolutionStopped(
                     f"resolving the descriptor took over {self.timeout:.0f} s and was stopped "
                     "(the agent may be busy: try again, or submit through another agent)",
                     busy=True,
                 ) from None
             except (asyncio.IncompleteReadError, ConnectionError, ResolutionStopped) as error:
-                returncode = await self._kill(grace=1.0)
-                self.killed += 1
+                returncode = await self._replace(grace=1.0)
                 raise ResolutionStopped(_why_stopped(returncode, error)) from None
             except BaseException:  # cancelled mid-job: the answer would desynchronise
                 await self._kill()
@@ -201,10 +199,20 @@ class ResolveWorker:
             self._jobs += 1
             if self._jobs >= self.jobs_per_worker:
                 await self._kill()
+                await self._ensure()
         status, value = _load_answer(data)
         if status == "error":
             raise SubmissionError(str(value))
         return value
+
+    async def _replace(self, grace: float = 0.0) -> int | None:
+        """Kill a worker that ran over and start the next one now: it warms up (imports)
+        while idle, so the next submission does not pay for it. The old one's exit status."""
+        returncode = await self._kill(grace)
+        self.killed += 1
+        with contextlib.suppress(OSError):
+            await self._ensure()
+        return returncode
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         process = self._process
