@@ -6,8 +6,8 @@ submissions with it, and SIGTERM waited on the thread. Here it is resolved in a 
 interpreter the agent keeps warm, under the agent's policy (built-in library and sent files
 only, :mod:`sdmesh.language.policy`) and the value bounds (:mod:`sdmesh.language.limits`),
 with an address-space limit (RLIMIT_AS), a CPU limit per job (RLIMIT_CPU) and a wall-clock
-timeout. A job over its time or memory is killed with its process; the next job starts a
-fresh one. The child dies with the agent (PR_SET_PDEATHSIG, and end of its input), so
+timeout. A job over its time or memory is killed with its process, and a fresh one is
+started at once. The child dies with the agent (PR_SET_PDEATHSIG, and end of its input), so
 SIGTERM always works.
 
 The child answers with the pool spec and the resolved tree, pickled; the agent unpickles
@@ -359,6 +359,9 @@ def _answer(request: tuple[Any, ...]) -> tuple[str, object]:
         return "error", str(error)
     except MemoryError:
         return "error", _NO_MEMORY
+    except Exception:  # a resolver bug: say so without details, log them for the operator
+        log.exception("the resolver failed")
+        return "error", "the descriptor could not be resolved: internal error (see the agent's log)"
 
 
 def _fields(value: Attr | Part | Placement) -> tuple[object, tuple[object, ...]]:
