@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdmesh.language.limits import LimitExceeded
 from sdmesh.language.loader import Loader
 from sdmesh.language.parser import NestingTooDeep
+from sdmesh.language.policy import LOCAL, ResolutionPolicy, host_readings
 from sdmesh.language.render import to_json, to_sf
 from sdmesh.language.resolver import Resolver, TreeTooLarge
 from sdmesh.language.schema import SchemaChecker
@@ -34,6 +36,7 @@ __all__ = [
     "ComponentDescription",
     "DescriptorError",
     "Diagnostic",
+    "ResolutionPolicy",
     "ResolvedDescriptor",
     "resolve_file",
     "resolve_text",
@@ -70,10 +73,12 @@ def resolve_file(
     include_dirs: Sequence[Path] = (),
     properties: Mapping[str, str] | None = None,
     environment: Mapping[str, str] | None = None,
+    policy: ResolutionPolicy = LOCAL,
 ) -> ResolvedDescriptor:
     reporter = Reporter()
-    loader = Loader(reporter, list(include_dirs))
-    return _resolve(str(path), reporter, lambda: loader.load_file(path), properties, environment)
+    loader = Loader(reporter, list(include_dirs), policy=policy)
+    load = lambda: loader.load_file(path)  # noqa: E731
+    return _resolve(str(path), reporter, load, properties, environment, policy)
 
 
 def resolve_text(
@@ -83,10 +88,14 @@ def resolve_text(
     properties: Mapping[str, str] | None = None,
     environment: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    policy: ResolutionPolicy = LOCAL,
 ) -> ResolvedDescriptor:
+    """Resolve text given directly; ``policy`` says what it may read (an agent passes
+    :func:`sdmesh.language.policy.agent_policy`: nothing of the host's)."""
     reporter = Reporter()
-    loader = Loader(reporter, list(include_dirs), cwd)
-    return _resolve(name, reporter, lambda: loader.load_text(name, text), properties, environment)
+    loader = Loader(reporter, list(include_dirs), cwd, policy)
+    load = lambda: loader.load_text(name, text)  # noqa: E731
+    return _resolve(name, reporter, load, properties, environment, policy)
 
 
 def _resolve(
@@ -95,6 +104,7 @@ def _resolve(
     load: object,
     properties: Mapping[str, str] | None,
     environment: Mapping[str, str] | None,
+    policy: ResolutionPolicy = LOCAL,
 ) -> ResolvedDescriptor:
     assert callable(load)
     config: ComponentDescription | None = None
@@ -107,19 +117,22 @@ def _resolve(
         if root is None:  # unreadable, binary or oversized: nothing to resolve
             raise DescriptorError(reporter.diagnostics)
         assert isinstance(root, ComponentDescription)
-        resolver = Resolver(reporter, properties, environment)
+        resolver = Resolver(reporter, properties, environment, policy=policy)
         resolver.type_tree(root)
         resolver.place_tree(root)
         config = _select_sfconfig(root, reporter)
         if config is not None:
             resolver.link_tree(config)
+            resolver.work.check_tree(config)
+            if not policy.host_environment:
+                _refuse_host_readings(config, reporter)
             SchemaChecker(resolver, reporter).check_tree(config)
             _strip_temporary(config)
     except TooManyErrors:
         pass
     except NestingTooDeep:
         pass
-    except TreeTooLarge as error:  # one error says it all: the rest would only repeat it
+    except (TreeTooLarge, LimitExceeded) as error:  # one error says it all
         with contextlib.suppress(TooManyErrors):
             reporter.error(error.message, error.location)
     except RecursionError:
@@ -134,6 +147,17 @@ def _resolve(
     config.parent = None  # at run time ROOT is the deployed sfConfig (the moving ROOT)
     warnings = [d for d in reporter.sorted() if d.severity != "error"]
     return ResolvedDescriptor(name, config, warnings)
+
+
+def _refuse_host_readings(config: ComponentDescription, reporter: Reporter) -> None:
+    """A LAZY PROPERTY or ENVPROPERTY left in the tree would read the agent's own values
+    when the pool deploys; an agent's policy refuses it here."""
+    for reference in host_readings(config):
+        reporter.error(
+            f"LAZY {reference.path()} would read this agent's properties or environment when "
+            "the pool deploys; agents lend neither: resolve it where you submit (drop LAZY)",
+            reference.location,
+        )
 
 
 def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> ComponentDescription | None:

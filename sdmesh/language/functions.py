@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from sdmesh.language.limits import DEFAULT_LIMITS
 from sdmesh.language.values import NULL, ComponentDescription, Float32, Long, Reference
 
 
@@ -249,11 +250,20 @@ def _format_string(args: Args) -> object:
     if not isinstance(template, str):
         raise FunctionError("formatString needs a 'format' string")
 
+    written = [len(template)]
+
     def slot(match: re.Match[str]) -> str:
         key = f"s{match.group(1)}"
         if key not in named:
             raise FunctionError(f"formatString: no attribute '{key}' for ${match.group(1)}")
-        return to_text(named[key])
+        text = to_text(named[key])
+        written[0] += len(text)  # a slot repeated many times multiplies its value
+        if written[0] > DEFAULT_LIMITS.max_string:
+            raise FunctionError(
+                f"formatString makes a string over {DEFAULT_LIMITS.max_string:,} characters "
+                "(max_string)"
+            )
+        return text
 
     return _FORMAT_SLOT.sub(slot, template)
 

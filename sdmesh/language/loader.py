@@ -5,6 +5,11 @@ attribute list, at top level or inside a body. Lookup order (issue 2): absolute 
 ``file:`` URL; the including file's directory; the working directory; ``-I``/``SDMESH_PATH``
 roots; the built-in library. A leading ``/`` that is not an existing absolute path is
 stripped, as SmartFrog's class-path lookup does. Include cycles are errors, not hangs.
+
+Under a policy without ``host_files`` (a descriptor that reached an agent,
+:mod:`sdmesh.language.policy`) an include is looked up among the files sent with the
+descriptor, then in the built-in library, and nowhere else: nothing of the host's filesystem
+is opened, tested or named in a message.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from sdmesh.language.lexer import Token, tokenize
 from sdmesh.language.library import env_search_path, library_dir
 from sdmesh.language.parser import ParseContext, Parser
+from sdmesh.language.policy import AGENT_READS_NOTHING, LOCAL, ResolutionPolicy, include_key
 from sdmesh.language.source import Location, Reporter, Source
 from sdmesh.language.values import ComponentDescription
 
@@ -65,10 +71,16 @@ class Loader:
         reporter: Reporter,
         include_dirs: list[Path] | None = None,
         cwd: Path | None = None,
+        policy: ResolutionPolicy = LOCAL,
     ) -> None:
         self.reporter = reporter
-        self.cwd = cwd or Path.cwd()
-        self.roots = [*(include_dirs or []), *env_search_path()]
+        self.policy = policy
+        if policy.host_files:
+            self.cwd = cwd or Path.cwd()
+            self.roots = [*(include_dirs or []), *env_search_path()]
+        else:  # never the agent's working directory, -I or SDMESH_PATH
+            self.cwd = Path("/nonexistent-sdmesh-cwd")
+            self.roots = []
         self.library = library_dir()
         self.context = ParseContext(reporter, self._include)
         self._stack: list[str] = []
@@ -84,7 +96,8 @@ class Loader:
     def load_text(self, name: str, text: str) -> ComponentDescription:
         """Parse text given directly (stdin, the HTTP API); includes resolve from ``cwd``."""
         source = Source(name, text)
-        return self._parse_root(source, tokenize(source, self.reporter), str(self.cwd / name))
+        identity = str(self.cwd / name) if self.policy.host_files else f"<sent>/{name}"
+        return self._parse_root(source, tokenize(source, self.reporter), identity)
 
     def _parse_root(
         self, source: Source, tokens: list[Token], identity: str
@@ -110,6 +123,9 @@ class Loader:
         if name.startswith(("http:", "https:", "ftp:")):
             self.reporter.error("#include of a URL is not supported; use a file path", at)
             return
+        if not self.policy.host_files:
+            self._include_sent_or_library(name, optional, at, store, owner)
+            return
         including = Path(self._stack[-1]).parent if self._stack else self.cwd
         found, searched = self.find_include(name, including)
         if found is None:
@@ -118,16 +134,31 @@ class Loader:
                 self.reporter.error(f'include file "{name}" not found (searched {shown})', at)
             return
         identity = str(found.resolve())
+        if not self._may_enter(identity, at):
+            return
+        loaded = self._read_tokens(found, name if self._in_library(found) else str(found), at)
+        if loaded is not None:
+            self._splice(identity, name, loaded, at, store, owner)
+
+    def _may_enter(self, identity: str, at: Location) -> bool:
         if identity in self._stack:
             chain = " -> ".join(Path(p).name for p in [*self._stack, identity])
             self.reporter.error(f"include cycle: {chain}", at)
-            return
+            return False
         if len(self._stack) >= MAX_INCLUDE_DEPTH:
             self.reporter.error(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", at)
-            return
-        loaded = self._read_tokens(found, name if self._in_library(found) else str(found), at)
-        if loaded is None:
-            return
+            return False
+        return True
+
+    def _splice(
+        self,
+        identity: str,
+        name: str,
+        loaded: tuple[Source, list[Token]],
+        at: Location,
+        store: ComponentDescription,
+        owner: ComponentDescription,
+    ) -> None:
         self._stack.append(identity)
         self.reporter.context.append((f'in file included from "{name}" here', at))
         try:
@@ -135,6 +166,46 @@ class Loader:
         finally:
             self.reporter.context.pop()
             self._stack.pop()
+
+    def _include_sent_or_library(
+        self,
+        name: str,
+        optional: bool,
+        at: Location,
+        store: ComponentDescription,
+        owner: ComponentDescription,
+    ) -> None:
+        """An include under a policy without host files: sent files, then the library."""
+        key = include_key(name)
+        sent = self.policy.sent_files
+        path = None if key is None or key in sent else self._library_file(key)
+        if key is None or (key not in sent and path is None):
+            if not optional:
+                self.reporter.error(
+                    f'include file "{name}" is neither in the built-in library nor among the '
+                    f"files sent with the descriptor; {AGENT_READS_NOTHING}",
+                    at,
+                )
+            return
+        identity = f"<sent>/{key}" if path is None else str(path)
+        if not self._may_enter(identity, at):
+            return
+        if path is None:
+            source = Source(name, sent[key])
+            loaded: tuple[Source, list[Token]] | None = source, tokenize(source, self.reporter)
+        else:
+            loaded = self._read_tokens(path, name, at)
+        if loaded is not None:
+            self._splice(identity, name, loaded, at, store, owner)
+
+    def _library_file(self, key: str) -> Path | None:
+        """A regular file of the built-in library named by a relative key, or None; the
+        resolved path must stay inside the library (no symlink out of it)."""
+        library = self.library.resolve()
+        path = (library / key).resolve()
+        if not path.is_relative_to(library) or not path.is_file():
+            return None
+        return path
 
     def _in_library(self, path: Path) -> bool:
         return path.is_relative_to(self.library)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from sdmesh.language import functions
+from sdmesh.language.limits import LimitExceeded, Work
+from sdmesh.language.policy import AGENT_READS_NOTHING, LOCAL, ResolutionPolicy
 from sdmesh.language.source import Location, Reporter
 from sdmesh.language.values import (
     NULL,
@@ -139,13 +141,19 @@ class Resolver:
         properties: Mapping[str, str] | None = None,
         environment: Mapping[str, str] | None = None,
         max_components: int = MAX_COMPONENTS,
+        policy: ResolutionPolicy = LOCAL,
     ) -> None:
         self.reporter = reporter
         self.budget = Budget(max_components)
-        self.properties = dict(default_properties())
+        self.policy = policy
+        self.work = Work(policy.limits)  # bounds on values and steps (limits.py)
+        # Under an agent's policy only values sent with the submission, none of the host's.
+        self.properties = dict(default_properties()) if policy.host_environment else {}
         if properties:
             self.properties.update(properties)
-        self.environment = os.environ if environment is None else environment
+        if environment is None:
+            environment = os.environ if policy.host_environment else {}
+        self.environment = environment
         self._typing: list[CD] = []
         # Attributes being linked right now (ids are safe: these objects are alive).
         self._linking: list[tuple[CD, str]] = []
@@ -400,7 +408,13 @@ class Resolver:
         self._linking.append((cd, name))
         self._linking_keys.add(key)
         try:
-            return compute()
+            self.work.step()
+            result = compute()
+            self.work.check(result)
+            return result
+        except LimitExceeded as error:
+            error.location = error.location or cd.attrs[name].location
+            raise
         except ResolveFailure as failure:
             if len(self._linking) > 1:
                 raise  # report once, at the outermost attribute being linked
@@ -514,10 +528,13 @@ class Resolver:
         if lazy:
             # A function with a LAZY argument is evaluated at run time (LAZY propagation).
             return Apply(apply.function if apply else function_name, args, location, lazy=True)
+        self.work.check_arguments([value for _, value in values])
         try:
-            return function(values)
+            result = function(values)
         except functions.FunctionError as exc:
             raise ResolveFailure(str(exc), location) from None
+        self.work.create(result)
+        return result
 
     # ==================================================================== reference walk
     def _walk(self, reference: Reference, holder: CD, linking: bool) -> object:
@@ -526,6 +543,7 @@ class Resolver:
         parts = reference.parts
         last = len(parts) - 1
         for index, part in enumerate(parts):
+            self.work.step()
             kind = part.kind
             if kind in ("PROPERTY", "IPROPERTY", "ENVPROPERTY", "IENVPROPERTY"):
                 if index != last:
@@ -618,7 +636,8 @@ class Resolver:
         source = self.properties if kind in ("PROPERTY", "IPROPERTY") else self.environment
         if name not in source:
             where = "property" if kind in ("PROPERTY", "IPROPERTY") else "environment variable"
-            raise ResolveFailure(f"{where} '{name}' is not set")
+            why = "" if self.policy.host_environment else f": {AGENT_READS_NOTHING}"
+            raise ResolveFailure(f"{where} '{name}' is not set{why}")
         text = source[name]
         if kind.startswith("I"):
             try:

@@ -5,6 +5,11 @@ canonical SmartFrog syntax plus the prototype each component extended (canonical
 values and LAZY links but not ``extends`` names). The agent resolves that text again, so
 every agent holds the same tree with the same digest, and a hand-written request (curl, the
 dashboard) works too: its descriptor is resolved against the built-in library.
+
+On an agent, resolution follows :func:`sdmesh.language.policy.agent_policy`: the built-in
+library and the files sent with the descriptor (``"includes"``: name -> text), none of the
+agent's files or environment; the agent runs it in a worker it can stop
+(:mod:`sdmesh.pools.resolve_worker`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdmesh.language import DescriptorError, ResolvedDescriptor, resolve_text
+from sdmesh.language.policy import agent_policy, include_key
 from sdmesh.pools.layout import LayoutError, layout, skeleton, walk
 from sdmesh.pools.records import PoolSpec, check_pool_id
 
@@ -60,7 +66,8 @@ def build_spec_and_tree(body: Mapping[str, Any], submitted_by: str = "") -> tupl
     text = body.get("descriptor")
     if not isinstance(text, str) or not text.strip():
         raise SubmissionError("'descriptor' must be the descriptor's text")
-    if len(text) > MAX_DESCRIPTOR_CHARS:
+    includes = _sent_includes(body.get("includes"))
+    if len(text) + sum(len(k) + len(v) for k, v in includes.items()) > MAX_DESCRIPTOR_CHARS:
         raise SubmissionError(
             f"the descriptor is larger than {MAX_DESCRIPTOR_CHARS // (1024 * 1024)} MiB"
         )
@@ -72,10 +79,9 @@ def build_spec_and_tree(body: Mapping[str, Any], submitted_by: str = "") -> tupl
     except ValueError as error:
         raise SubmissionError(str(error)) from None
     try:
-        resolved = resolve_text(text, f"<pool {name}>")
+        resolved = resolve_text(text, f"<pool {name}>", policy=agent_policy(includes))
     except DescriptorError as error:
-        shown = "\n".join(d.format() for d in error.diagnostics[:20])
-        raise SubmissionError(f"the descriptor does not resolve:\n{shown}") from None
+        raise SubmissionError(_not_resolved(error)) from None
     try:
         layout(resolved.root)
     except LayoutError as error:
@@ -86,3 +92,37 @@ def build_spec_and_tree(body: Mapping[str, Any], submitted_by: str = "") -> tupl
         kinds.update({str(k): str(v) for k, v in given.items() if str(k) in kinds})
     spec = PoolSpec(name, resolved.to_sf(), resolved.digest(), kinds, submitted_by)
     return spec, resolved.root
+
+
+def resolve_spec_tree(spec: PoolSpec) -> Any:
+    """The tree of a spec resolved elsewhere (another agent), under the agent's policy;
+    SubmissionError when it does not resolve, or resolves to another digest here."""
+    try:
+        resolved = resolve_text(spec.text, f"<pool {spec.pool}>", policy=agent_policy())
+    except DescriptorError as error:
+        raise SubmissionError(_not_resolved(error)) from None
+    if resolved.digest() != spec.digest:
+        raise SubmissionError(f"pool {spec.pool}: its descriptor resolves differently here")
+    return resolved.root
+
+
+def _not_resolved(error: DescriptorError) -> str:
+    shown = "\n".join(d.format() for d in error.diagnostics[:20])
+    return f"the descriptor does not resolve:\n{shown}"
+
+
+def _sent_includes(value: object) -> dict[str, str]:
+    """``"includes"``: the files a hand-written request sends with its descriptor."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SubmissionError("'includes' must map file names to their text")
+    sent: dict[str, str] = {}
+    for name, text in value.items():
+        key = include_key(name)
+        if key is None:
+            raise SubmissionError(f"'includes': {name!r} is not a relative file name")
+        sent[key] = text
+    return sent
