@@ -178,6 +178,13 @@ class Agent:
             await dht.start((config.bind[0], bound[1] + 1), self.security)
             stack.callback(dht.stop)
 
+            # Descriptors are resolved in a worker process (issue 11.5), started now so the
+            # first submission does not pay its cold start.
+            from sdmesh.pools.resolve_worker import default_worker, stop_resolver
+
+            await default_worker().start()
+            stack.push_async_callback(stop_resolver)
+
             # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
             from sdmesh.agent.pools import PoolService
 

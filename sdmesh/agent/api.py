@@ -19,10 +19,8 @@ from sdmesh.agent.api_context import AGENT_KEY, agent_of, failed, pool_service
 from sdmesh.agent.api_docs import openapi_document
 from sdmesh.agent.api_input import (
     MAX_REQUEST_BYTES,
-    RESOLVE_TIMEOUT,
     BadInput,
     json_object,
-    off_loop,
 )
 from sdmesh.membership import ForceLeaveOutcome
 from sdmesh.trust.components import required_role_for
@@ -171,26 +169,23 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def resolve_submission(body: Mapping[str, Any], submitted_by: str) -> PoolSpec:
-    """``build_spec`` in a worker thread under a time limit (the loop keeps serving probes
-    and gossip), which also resolves the pool's tree once for the pool service's cache, so it
-    is not resolved again on the loop; 400 for a descriptor that does not make a pool."""
+    """``build_spec`` in the resolver worker process (issue 11.5: bounded, killable, under the
+    agent's resolution policy), which also resolves the pool's tree once for the pool
+    service's cache; 400 for a descriptor that does not make a pool, 503 when the worker is
+    busy or was stopped."""
     from sdmesh.agent.pools import remember_tree
-    from sdmesh.pools.submission import SubmissionError, build_spec_and_tree
-
-    def work() -> PoolSpec:
-        spec, tree = build_spec_and_tree(body, submitted_by=submitted_by)
-        remember_tree(spec, tree)
-        return spec
+    from sdmesh.pools.resolve_worker import ResolutionStopped, build_spec_and_tree_in_worker
+    from sdmesh.pools.submission import SubmissionError
 
     try:
-        return await off_loop(work, RESOLVE_TIMEOUT)
+        spec, tree = await build_spec_and_tree_in_worker(body, submitted_by)
+    except ResolutionStopped as error:
+        failure = web.HTTPServiceUnavailable if error.busy else web.HTTPBadRequest
+        raise failure(text=str(error)) from None
     except SubmissionError as error:
         raise web.HTTPBadRequest(text=str(error)) from None
-    except TimeoutError:
-        raise web.HTTPServiceUnavailable(
-            text=f"resolving the descriptor took over {RESOLVE_TIMEOUT:.0f} s; the agent is "
-            "busy or the descriptor too large: try again, or submit through another agent"
-        ) from None
+    remember_tree(spec, tree)
+    return spec
 
 
 async def list_pools(request: web.Request) -> web.Response:
