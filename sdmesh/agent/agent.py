@@ -46,7 +46,13 @@ from sdmesh.membership import (
     MetaUpdated,
     Start,
 )
-from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpEndpoint
+from sdmesh.transport import (
+    PeerBook,
+    StreamClient,
+    StreamServer,
+    TransportSecurity,
+    UdpEndpoint,
+)
 
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
@@ -116,13 +122,17 @@ class Agent:
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
             # Membership first, with what we know without the hypervisor (see the docstring).
-            udp = await UdpEndpoint.bind(config.bind, self.security)
+            # Frames name their recipient: who listens where comes from membership (mesh.py).
+            peers = PeerBook()
+            udp = await UdpEndpoint.bind(
+                config.bind, self.security, identity=config.name, peers=peers
+            )
             stack.push_async_callback(_close_udp, udp)
             bound = udp.local_address
             advertised = config.advertised()
             if config.bind[1] == 0:
                 advertised = (advertised[0], bound[1])
-            client = StreamClient(self.security)
+            client = StreamClient(self.security, identity=config.name, peers=peers)
             core = Membership(
                 MembershipConfig(max_datagram_bytes=udp.max_payload),
                 Member(
@@ -137,7 +147,11 @@ class Agent:
             node.listeners.append(_log_member_event)
             follow_members(self.events, node)
             server = self._server = await StreamServer.start(
-                (config.bind[0], bound[1]), self.security, self._handle_stream
+                (config.bind[0], bound[1]),
+                self.security,
+                self._handle_stream,
+                identity=config.name,
+                accepts_unaddressed=_is_membership_request,
             )
             stack.push_async_callback(_close_server, server)
             node.feed(Start())
@@ -280,6 +294,13 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _is_membership_request(request: object) -> bool:
+    """Unaddressed stream requests served: membership's push-pull (a join through a seed
+    whose name we do not know yet; its content is gossip every member gets anyway), never a
+    pool RPC, whose replay to another member would act twice."""
+    return not (isinstance(request, dict) and "rpc" in request)
 
 
 def _leave_on_error(node: MeshNode) -> Callable[..., Awaitable[None]]:
