@@ -99,6 +99,11 @@ class Agent:
                 totals[reason] = totals.get(reason, 0) + count
         return totals
 
+    def dht_drops(self) -> dict[str, int]:
+        """DHT datagrams refused, by reason (``misdirected``: gossip sent to the DHT port, or a
+        frame for another node)."""
+        return self.dht.counters.drops.as_dict() if self.dht is not None else {}
+
     def peers(self) -> list[dict[str, object]]:
         assert self.node is not None
         return [
@@ -121,6 +126,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
+            # SIGHUP (systemctl reload) used to kill the agent without a leave; until reloading
+            # keys and tokens exists (issue 12, item 5) it is logged and otherwise ignored.
+            loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             # Membership first, with what we know without the hypervisor (see the docstring).
             # Frames name their recipient: who listens where comes from membership (mesh.py).
             peers = PeerBook()
@@ -203,14 +212,21 @@ class Agent:
             await _import("sdmesh.agent.api")
             from aiohttp import web
 
+            from sdmesh.agent import api_limits
             from sdmesh.agent.api import build_app
             from sdmesh.agent.api_auth import server_ssl_context
 
-            runner = web.AppRunner(build_app(self), access_log=None)
+            limits = api_limits.ApiLimits()  # connection caps, header timeout (api_limits.py)
+            runner = web.AppRunner(
+                build_app(self), access_log=None, keepalive_timeout=limits.header_timeout
+            )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             tls = server_ssl_context(config)
-            await web.TCPSite(runner, config.api[0], config.api[1], ssl_context=tls).start()
+            listener, _ = await api_limits.serve(
+                runner, config.api[0], config.api[1], ssl_context=tls, limits=limits
+            )
+            stack.callback(listener.close)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
@@ -294,6 +310,10 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _reload_not_supported() -> None:
+    log.warning("SIGHUP received: reloading is not supported yet; nothing changed")
 
 
 def _is_membership_request(request: object) -> bool:

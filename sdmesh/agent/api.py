@@ -20,6 +20,7 @@ from sdmesh.agent.api_input import (
     json_object,
     off_loop,
 )
+from sdmesh.agent.api_limits import install_api_limits
 from sdmesh.membership import ForceLeaveOutcome
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ async def health(request: web.Request) -> web.Response:
             "name": agent.config.name,
             "status": agent.status,
             "drops": agent.drops(),
+            "dht_drops": agent.dht_drops(),
             "dht_contacts": len(agent.dht.contacts()) if agent.dht else 0,
             "domains": sorted(d.name for d in await agent.hypervisor.list_managed())
             if agent.hypervisor
@@ -225,6 +227,7 @@ def build_app(agent: Agent) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[AGENT_KEY] = agent
     install_auth(app, agent.config)  # the token for non-loopback peers (api_auth.py)
+    install_api_limits(app)  # event streams per client, PUT /v1/dht rate (api_limits.py)
     app.router.add_get("/v1/openapi.yaml", openapi_document)
     app.router.add_get("/v1/peers", peers)
     app.router.add_post("/v1/leave", leave)
