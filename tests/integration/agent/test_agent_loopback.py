@@ -220,3 +220,16 @@ def test_an_agent_started_before_its_seed_joins_once_the_seed_is_up(mesh: Mesh) 
         30,
         "the early agent never joined its late seed",
     )
+
+
+def test_sighup_no_longer_kills_the_agent(mesh: Mesh) -> None:
+    """systemctl reload sends SIGHUP (ExecReload=); until reloading exists the agent logs it
+    and carries on, still a member (it used to die without leaving the mesh)."""
+    mesh.start("a")
+    mesh.start("b", seed="a")
+    mesh.wait(lambda: len(mesh.view("a")) == 2, 15, "no convergence")
+    mesh.procs["b"].send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert mesh.procs["b"].poll() is None
+    assert mesh.view("a") == {"a": "alive", "b": "alive"}
+    assert "SIGHUP" in (mesh.root / "b.log").read_text(errors="replace")
