@@ -29,7 +29,8 @@ frame counter. Nonces are unique by construction; the same counter is the replay
 Associated data binds the whole header (channel and tags included), the cluster name, and an
 optional context (a stream response is bound to the request it answers). Opening checks, in
 order: size, version, key id (only the indicated key is tried: the id is a hash of the key and
-is authenticated, so no other key could open the frame), the AEAD tag, then the binding
+is authenticated, so no other key could open the frame), the replay window (a look only, so
+a bulk replay is cheap to refuse), the AEAD tag, then the binding
 (channel and recipient: ``misdirected``; these are checked after the tag so the counter only
 counts authentic frames, i.e. replays or misroutes, never junk), the clock
 (``max_clock_skew``; this closes the replay gap left by a receiver that restarted or evicted a
@@ -265,6 +266,11 @@ class SealedCodec:
         key = self.keyring.find(kid)
         if key is None:
             raise Dropped(DropReason.UNKNOWN_KEY, f"key id {kid.hex()} not installed")
+        if not self._replay.check(session, seq):
+            # Before the tag: a frame already taken from this session (or too old for its
+            # window) is refused either way, and a sniffed frame replayed in bulk then costs
+            # no more than a rejected key id. Only ``accept`` below changes the window.
+            raise Dropped(DropReason.REPLAY, f"seq {seq} already seen or too old")
         cipher = self._opening.get((key, session))
         if cipher is None:
             cipher = _session_cipher(key, session)

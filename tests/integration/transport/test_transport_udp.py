@@ -94,7 +94,9 @@ async def test_replays_and_forgeries_from_a_raw_socket_are_dropped(
     assert (await recv(a))[1] == {"type": "suspect", "node": "c"}
     for _ in range(3):
         raw.sendto(frame, a.local_address)
-    tampered = frame[:-1] + bytes([frame[-1] ^ 0x80])
+    await b.send(raw.getsockname(), "second")  # tamper with a frame a has not seen
+    second, _ = await asyncio.to_thread(raw.recvfrom, 2048)
+    tampered = second[:-1] + bytes([second[-1] ^ 0x80])
     raw.sendto(tampered, a.local_address)
     raw.sendto(b"\x03garbage", a.local_address)
     raw.sendto(b"", a.local_address)

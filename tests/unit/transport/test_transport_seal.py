@@ -348,3 +348,14 @@ def test_version_one_frames_are_refused_with_a_reason() -> None:
     old[0] = seal_module.SEALED_V1
     with pytest.raises(Dropped, match="upgrade"):
         codec(K1).open(bytes(old), channel=DGRAM, now=NOW)
+
+
+def test_a_replay_is_refused_before_the_tag_and_a_forgery_cannot_move_the_window() -> None:
+    alice, bob = codec(K1), codec(K1)
+    frame = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
+    bob.open(frame, channel=DGRAM, now=NOW)
+    tampered = frame[:-1] + bytes([frame[-1] ^ 1])
+    assert reason(bob, tampered) == DropReason.REPLAY  # same (session, seq): no AEAD spent
+    later = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
+    assert reason(bob, later[:-1] + bytes([later[-1] ^ 1])) == DropReason.AUTH_FAILED
+    assert bob.open(later, channel=DGRAM, now=NOW).obj == MESSAGE  # the forgery took no seq
