@@ -4,10 +4,14 @@ What a client without a token, or one token holder, could do to the agent's HTTP
 what stops it:
 
 - *Descriptors.* 1,100 half-sent connections exhausted the default 1,024 descriptors and
-  starved everyone (token holders and the gossip port alike). Now a source (an IP address)
-  holds at most ``max_connections_per_source`` connections and the port at most
-  ``max_connections``; past either a new connection is closed at once, before aiohttp sees
-  it (:func:`serve`). The systemd unit raises ``LimitNOFILE`` well above the sum.
+  starved everyone (token holders and the gossip port alike). Now :func:`serve` puts the
+  gossip port's :class:`~sdmesh.transport.gate.ConnectionGate` in front of aiohttp: a source
+  (an IP address) holds at most ``max_connections_per_source`` connections, of which at most
+  ``max_pending_per_source`` still sending their first request head, and the port at most
+  a quarter of the descriptor limit. A newcomer takes the place of the oldest connection that
+  has not sent a request head yet (so a half-sent flood from the same address as a real
+  client, loopback included, delays it by one eviction instead of locking it out), and is
+  refused only when every connection is a real one. The systemd unit raises ``LimitNOFILE``.
 - *Slow or idle clients.* aiohttp arms its keep-alive timer when a connection opens and
   does not re-arm it for partial data, so ``keepalive_timeout`` (``header_timeout`` here) is
   also how long a client may take to send a request's headers; the runner is built with it.
@@ -16,8 +20,10 @@ what stops it:
 - *The debug DHT route.* 2,203 ``PUT /v1/dht`` in 4 s evicted a pool's record everywhere; the
   route is rate-limited (a token bucket shared by all clients: it is a debugging aid).
 
-The decisions (:class:`SourceSlots`, :class:`TokenBucket`) are plain code fed with ``now``;
-the aiohttp parts only call them.
+The decisions (the gate, :class:`SourceSlots`, :class:`TokenBucket`) are plain code fed
+with events and ``now``; the aiohttp parts only call them. Not covered: a TLS handshake is
+bounded in time (``header_timeout``) but not counted, since aiohttp sees the connection only
+after it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import resource
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +40,8 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+
+from sdmesh.transport.gate import ConnectionGate
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,11 @@ DHT_PREFIX = "/v1/dht/"
 @dataclasses.dataclass(frozen=True)
 class ApiLimits:
     max_connections: int = 2048
+    """At most; a quarter of the descriptor limit if that is lower (see connection_budget)."""
     max_connections_per_source: int = 64
+    max_pending_per_source: int = 16
+    """Connections of a source still sending their first request head; past it (or at the
+    per-source cap) the source's oldest such connection gives way to the newcomer."""
     header_timeout: float = 10.0
     """Seconds to send a request's headers (and to idle between two requests)."""
     max_event_streams_per_client: int = 4
@@ -151,46 +164,79 @@ def limits_middleware(limits: ApiLimits, clock: Callable[[], float] = time.monot
     return middleware
 
 
-class _Guard(asyncio.Protocol):
-    """Counts a connection against its source before handing it to aiohttp's handler, and
-    closes it at once when the source (or the port) has too many."""
+_HEAD_END = b"\r\n\r\n"
 
-    def __init__(self, inner: asyncio.Protocol, slots: SourceSlots) -> None:
+
+class _Guard(asyncio.Protocol):
+    """Admits a connection through the gate before handing it to aiohttp's handler; it stays
+    "pending" (the first to give way to newcomers) until it has sent a complete request head.
+    """
+
+    def __init__(
+        self,
+        inner: asyncio.Protocol,
+        gate: ConnectionGate,
+        open_connections: dict[int, asyncio.Transport],
+    ) -> None:
         self._inner = inner
-        self._slots = slots
-        self._source: str | None = None
+        self._gate = gate
+        self._open = open_connections
+        self._ticket: int | None = None
+        self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        source = str(peer[0]) if peer else ""
-        if not self._slots.acquire(source):
-            log.debug("API connection from %s refused: too many connections", source)
-            cast(asyncio.Transport, transport).abort()  # no lingering socket for the refused
+        admission = self._gate.admit(str(peer[0]) if peer else "")
+        if admission.evict is not None:
+            evicted = self._open.pop(admission.evict, None)
+            if evicted is not None:
+                evicted.abort()
+        if admission.ticket is None:
+            log.debug("API connection from %s refused: too many connections", peer)
+            stream.abort()  # no lingering socket for the refused
             return
-        self._source = source
+        self._ticket = admission.ticket
+        self._open[admission.ticket] = stream
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._source is None:
+        if self._ticket is None:
             return
-        self._slots.release(self._source)
-        self._source = None
+        self._gate.closed(self._ticket)
+        self._open.pop(self._ticket, None)
+        self._ticket = None
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._source is not None:
-            self._inner.data_received(data)
+        if self._ticket is None:
+            return
+        if self._gate.is_pending(self._ticket):
+            seen = self._tail + data
+            if _HEAD_END in seen:
+                self._gate.authenticated(self._ticket)
+            self._tail = seen[-3:]
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._source is not None else None
+        return self._inner.eof_received() if self._ticket is not None else None
 
     def pause_writing(self) -> None:
-        if self._source is not None:
+        if self._ticket is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._source is not None:
+        if self._ticket is not None:
             self._inner.resume_writing()
+
+
+def connection_budget(limits: ApiLimits) -> int:
+    """The total cap, kept to a quarter of the descriptor limit (the rest is for the gossip
+    port, libvirt, disks): outside the systemd unit the default limit is often 1,024."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections
+    return max(16, min(limits.max_connections, soft // 4))
 
 
 async def serve(
@@ -200,8 +246,8 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     limits: ApiLimits | None = None,
-) -> tuple[asyncio.Server, SourceSlots]:
-    """Listen like ``web.TCPSite``, with per-source and total connection caps in front.
+) -> tuple[asyncio.Server, ConnectionGate]:
+    """Listen like ``web.TCPSite``, with the connection gate in front.
 
     Build the runner with ``keepalive_timeout=limits.header_timeout``. Close the returned
     server before ``runner.cleanup()``.
@@ -210,16 +256,27 @@ async def serve(
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() first")
-    slots = SourceSlots(limits.max_connections_per_source, limits.max_connections)
+    gate = ConnectionGate(
+        max_connections=connection_budget(limits),
+        max_pending_per_source=limits.max_pending_per_source,
+        max_per_source=limits.max_connections_per_source,
+    )
     factory: Callable[[], Any] = server
+    open_connections: dict[int, asyncio.Transport] = {}
 
     def guarded() -> asyncio.Protocol:
-        return _Guard(factory(), slots)
+        return _Guard(factory(), gate, open_connections)
 
     listener = await asyncio.get_running_loop().create_server(
-        guarded, host, port, ssl=ssl_context, reuse_address=True, backlog=128
+        guarded,
+        host,
+        port,
+        ssl=ssl_context,
+        ssl_handshake_timeout=limits.header_timeout if ssl_context else None,
+        reuse_address=True,
+        backlog=128,
     )
-    return listener, slots
+    return listener, gate
 
 
 __all__ = [

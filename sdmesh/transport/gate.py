@@ -13,7 +13,12 @@ closed, and does what the answers say. The rules:
   many sources delay peers by one eviction, never lock them out; if every connection has
   authenticated, the newcomer is refused;
 - authenticated connections are never evicted for anyone: an attacker without the key cannot
-  push a peer out.
+  push a peer out;
+- optionally (``max_per_source``) a source holds at most that many connections of any kind;
+  past it, its own oldest pending one gives way, else the newcomer is refused.
+
+The API (sdmesh/agent/api_limits.py) uses the same gate, a connection counting as
+"authenticated" once it has sent a complete request head.
 
 Timeouts (how long an unauthenticated connection may stay) are the driver's: see stream.py.
 """
@@ -46,11 +51,16 @@ class ConnectionGate:
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_pending_per_source: int = DEFAULT_MAX_PENDING_PER_SOURCE,
+        max_per_source: int | None = None,
     ) -> None:
         if max_connections < 1 or max_pending_per_source < 1:
             raise ValueError("connection limits must be positive")
+        if max_per_source is not None and max_per_source < 1:
+            raise ValueError("connection limits must be positive")
         self.max_connections = max_connections
         self.max_pending_per_source = max_pending_per_source
+        self.max_per_source = max_per_source
+        self._by_source: dict[str, int] = {}
         self._tickets = itertools.count(1)
         self._pending: OrderedDict[int, str] = OrderedDict()  # oldest first
         self._pending_by_source: dict[str, int] = {}
@@ -68,8 +78,16 @@ class ConnectionGate:
     def admit(self, source: str) -> Admission:
         """Admit a connection from ``source``, maybe in place of an older pending one."""
         evict = None
-        if self._pending_by_source.get(source, 0) >= self.max_pending_per_source:
+        own_pending = self._pending_by_source.get(source, 0)
+        at_source_cap = (
+            self.max_per_source is not None
+            and self._by_source.get(source, 0) >= self.max_per_source
+        )
+        if own_pending >= self.max_pending_per_source or (at_source_cap and own_pending):
             evict = next(ticket for ticket, owner in self._pending.items() if owner == source)
+        elif at_source_cap:
+            self.refused += 1
+            return Admission(None)
         elif len(self) >= self.max_connections:
             if not self._pending:
                 self.refused += 1
@@ -81,7 +99,12 @@ class ConnectionGate:
         ticket = next(self._tickets)
         self._pending[ticket] = source
         self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
+        self._by_source[source] = self._by_source.get(source, 0) + 1
         return Admission(ticket, evict)
+
+    def held(self, source: str) -> int:
+        """Connections ``source`` holds now, pending or not."""
+        return self._by_source.get(source, 0)
 
     def authenticated(self, ticket: int) -> None:
         """The connection's first frame opened: it is a peer's from now on."""
@@ -94,8 +117,15 @@ class ConnectionGate:
 
     def closed(self, ticket: int) -> None:
         """Forget a connection (idempotent)."""
-        self._drop_pending(ticket)
-        self._authenticated.pop(ticket, None)
+        source = self._drop_pending(ticket)
+        if source is None:
+            source = self._authenticated.pop(ticket, None)
+        if source is not None:
+            left = self._by_source[source] - 1
+            if left:
+                self._by_source[source] = left
+            else:
+                del self._by_source[source]
 
     def _drop_pending(self, ticket: int) -> str | None:
         source = self._pending.pop(ticket, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,9 +17,11 @@ from sdmesh.agent.api_limits import (
     ApiLimits,
     SourceSlots,
     TokenBucket,
+    connection_budget,
     install_api_limits,
     serve,
 )
+from sdmesh.transport.gate import ConnectionGate
 
 
 def test_source_slots_cap_each_source_and_the_total() -> None:
@@ -47,6 +50,7 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
 LIMITS = ApiLimits(
     max_connections=50,
     max_connections_per_source=5,
+    max_pending_per_source=3,
     header_timeout=0.5,
     max_event_streams_per_client=2,
     dht_writes_per_second=1.0,
@@ -73,7 +77,7 @@ async def ok(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[tuple[str, int, SourceSlots]]:
+async def api() -> AsyncIterator[tuple[str, int, ConnectionGate]]:
     app = web.Application()
     app.router.add_get("/v1/events", forever)
     app.router.add_get("/v1/health", ok)
@@ -81,10 +85,10 @@ async def api() -> AsyncIterator[tuple[str, int, SourceSlots]]:
     install_api_limits(app, LIMITS)
     runner = web.AppRunner(app, keepalive_timeout=LIMITS.header_timeout)
     await runner.setup()
-    listener, slots = await serve(runner, "127.0.0.1", 0, limits=LIMITS)
+    listener, gate = await serve(runner, "127.0.0.1", 0, limits=LIMITS)
     port = listener.sockets[0].getsockname()[1]
     try:
-        yield "127.0.0.1", port, slots
+        yield "127.0.0.1", port, gate
     finally:
         listener.close()
         await runner.cleanup()
@@ -105,30 +109,58 @@ async def get(port: int, path: str, method: str = "GET") -> int:
 
 
 async def test_half_sent_connections_are_capped_per_source_and_time_out(
-    api: tuple[str, int, SourceSlots],
+    api: tuple[str, int, ConnectionGate],
 ) -> None:
-    host, port, slots = api
+    host, port, gate = api
     writers: list[asyncio.StreamWriter] = []
     readers: list[asyncio.StreamReader] = []
-    for _ in range(20):  # 4x the per-source cap, each with half a request line
+    for _ in range(20):  # each with half a request line, from the clients' own address
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"GET /v1/hea")
         readers.append(reader)
         writers.append(writer)
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
-    assert slots.held(host) <= LIMITS.max_connections_per_source
-    assert slots.refused >= 15
-    async with asyncio.timeout(5):  # every one is closed: refused, or after header_timeout
+    assert gate.held(host) <= LIMITS.max_pending_per_source
+    assert gate.evicted >= 20 - LIMITS.max_pending_per_source
+    # A real request from the same address still gets in, in place of a half-sent one.
+    assert await get(port, "/v1/health") == 200
+    async with asyncio.timeout(5):  # every one is closed: evicted, or after header_timeout
         for reader in readers:
             await closed(reader)
     await asyncio.sleep(0.1)
-    assert slots.held(host) == 0
-    assert await get(port, "/v1/health") == 200  # and the port serves again
+    assert gate.held(host) == 0
     for writer in writers:
         writer.close()
 
 
-async def test_event_streams_are_bounded_per_client(api: tuple[str, int, SourceSlots]) -> None:
+async def test_established_connections_are_capped_per_source(
+    api: tuple[str, int, ConnectionGate],
+) -> None:
+    host, port, gate = api
+    async with aiohttp.ClientSession() as session:
+        streams = []
+        for _ in range(2):  # two long requests (the per-client stream cap is 2)
+            response = await session.get(f"http://127.0.0.1:{port}/v1/events")
+            streams.append(response)
+        idle = []
+        for _ in range(LIMITS.max_connections_per_source - 2):  # complete heads, then idle
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.append((reader, writer))
+        await asyncio.sleep(0.2)
+        assert gate.held(host) == LIMITS.max_connections_per_source and gate.pending == 0
+        reader, writer = await asyncio.open_connection(host, port)
+        await closed(reader)  # refused: every connection of this source sent a request
+        assert gate.refused >= 1
+        writer.close()
+        for _, idle_writer in idle:
+            idle_writer.close()
+        for stream in streams:
+            stream.close()
+
+
+async def test_event_streams_are_bounded_per_client(api: tuple[str, int, ConnectionGate]) -> None:
     _, port, _ = api
     async with aiohttp.ClientSession() as session:
         streams: list[Any] = []
@@ -149,9 +181,17 @@ async def test_event_streams_are_bounded_per_client(api: tuple[str, int, SourceS
             stream.close()
 
 
-async def test_the_debug_dht_route_is_rate_limited(api: tuple[str, int, SourceSlots]) -> None:
+async def test_the_debug_dht_route_is_rate_limited(api: tuple[str, int, ConnectionGate]) -> None:
     _, port, _ = api
     statuses = [await get(port, "/v1/dht/k", "PUT") for _ in range(LIMITS.dht_write_burst + 2)]
     assert statuses[: LIMITS.dht_write_burst] == [200] * LIMITS.dht_write_burst
     assert statuses[-1] == 429
     assert await get(port, "/v1/health") == 200  # other routes are not affected
+
+
+def test_the_connection_budget_leaves_most_descriptors_to_the_rest() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = connection_budget(ApiLimits())
+    assert 16 <= budget <= ApiLimits().max_connections
+    if soft != resource.RLIM_INFINITY:
+        assert budget <= max(16, soft // 4)

@@ -48,3 +48,20 @@ def test_closing_forgets_and_is_idempotent() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ConnectionGate(max_connections=0)
+
+
+def test_a_per_source_cap_counts_every_connection_and_evicts_pending_first() -> None:
+    gate = ConnectionGate(max_connections=100, max_pending_per_source=10, max_per_source=3)
+    first, second = gate.admit("a").ticket, gate.admit("a").ticket
+    assert first is not None and second is not None
+    gate.authenticated(first)
+    gate.authenticated(second)
+    third = gate.admit("a")
+    assert third.ticket is not None and third.evict is None and gate.held("a") == 3
+    fourth = gate.admit("a")  # at the cap: its pending one gives way
+    assert fourth.evict == third.ticket and fourth.ticket is not None
+    gate.authenticated(fourth.ticket)
+    assert gate.admit("a").ticket is None  # three established: refused
+    assert gate.admit("b").ticket is not None
+    gate.closed(first)
+    assert gate.held("a") == 2 and gate.admit("a").ticket is not None
