@@ -41,13 +41,12 @@ comparisons and a dictionary lookup.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
 import secrets
 import struct
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -102,13 +101,13 @@ def identity_tag(identity: str | bytes) -> bytes:
     return tag if tag != UNADDRESSED else b"\x00" * (IDENTITY_TAG_SIZE - 1) + b"\x01"
 
 
-@dataclasses.dataclass(frozen=True)
-class Opened:
+class Opened(NamedTuple):
     """A frame that authenticated, was fresh, and decoded.
 
     ``sender`` is the tag the sender put in the header (authenticated, but any key holder
     can claim any tag until hosts have keys of their own); ``addressed`` is false for a frame
-    sent to no one in particular, which drivers accept only where a replay is harmless.
+    sent to no one in particular, which drivers accept only where a replay is harmless. A
+    named tuple: built for every frame, and a frozen dataclass costs a microsecond more.
     """
 
     obj: Any
@@ -262,10 +261,11 @@ class SealedCodec:
             raise Dropped(DropReason.BAD_VERSION, _describe_version(frame[0]))
         if len(frame) < OVERHEAD:
             raise Dropped(DropReason.MALFORMED, f"{len(frame)} bytes, shorter than a header")
-        _, kid, session, seq, sent_ms, sent_on, sender, recipient = HEADER.unpack_from(frame)
+        kid = bytes(frame[1:5])  # before unpacking the rest: most junk stops here
         key = self.keyring.find(kid)
         if key is None:
             raise Dropped(DropReason.UNKNOWN_KEY, f"key id {kid.hex()} not installed")
+        _, _, session, seq, sent_ms, sent_on, sender, recipient = HEADER.unpack_from(frame)
         if not self._replay.check(session, seq):
             # Before the tag: a frame already taken from this session (or too old for its
             # window) is refused either way, and a sniffed frame replayed in bulk then costs
