@@ -9,9 +9,11 @@ what stops it:
   (an IP address) holds at most ``max_connections_per_source`` connections, of which at most
   ``max_pending_per_source`` still sending their first request head, and the port at most
   a quarter of the descriptor limit. A newcomer takes the place of the oldest connection that
-  has not sent a request head yet (so a half-sent flood from the same address as a real
-  client, loopback included, delays it by one eviction instead of locking it out), and is
-  refused only when every connection is a real one. The systemd unit raises ``LimitNOFILE``.
+  has not sent a request head yet, and is refused only when every connection is a real one.
+  A client on the same address as a flood (loopback included) cannot be told from it before
+  it sends its request head: it may lose its place while the flood's connections are still
+  arriving, and gets in on a retry once they have (it is never locked out for long; local
+  users get their own socket in issue 11). The systemd unit raises ``LimitNOFILE``.
 - *Slow or idle clients.* aiohttp arms its keep-alive timer when a connection opens and
   does not re-arm it for partial data, so ``keepalive_timeout`` (``header_timeout`` here) is
   also how long a client may take to send a request's headers; the runner is built with it.
