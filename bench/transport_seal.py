@@ -1,15 +1,25 @@
 """Seal+open throughput and latency of transport frames (figures only, never asserted).
 
-Run: .venv/bin/python bench/transport_seal.py [--seconds S]
+Run: .venv/bin/python bench/transport_seal.py [--seconds S] [--baseline CHECKOUT]
+
+``--baseline /work/main`` runs this same script against another checkout's ``sdmesh`` first
+(before/after in one run: same machine, same load). The "junk" table is what a datagram costs
+the receiver when it is refused at each step, against opening a genuine one (issue 12: junk
+must cost about what a rejected key id costs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from sdmesh.transport.keyring import Keyring
 from sdmesh.transport.seal import Channel, FrameCodec, InsecureCodec, SealedCodec
@@ -81,10 +91,69 @@ def big_frame(size: int) -> tuple[float, float]:
     return (t1 - t0) * 1000, (t2 - t1) * 1000
 
 
+def refused_cost(frames: list[bytes], receiver: FrameCodec) -> float:
+    """Median µs per ``open`` over distinct frames, each refused (or opened) once."""
+    clock = time.perf_counter_ns
+    costs = []
+    for frame in frames:
+        t0 = clock()
+        with contextlib.suppress(Exception):  # Dropped, whatever this checkout calls it
+            receiver.open(frame, channel=DGRAM, now=NOW)
+        costs.append(clock() - t0)
+    return statistics.median(costs) / 1000
+
+
+def junk_table(count: int = 20_000) -> None:
+    sender, receiver = pair(True)
+    payload = PAYLOADS["gossip (~500 B)"]
+    genuine = [sender.seal(payload, channel=DGRAM, now=NOW) for _ in range(count)]
+    size = len(genuine[0])
+    head = genuine[0][:5]  # version and key id of a genuine frame (sniffed)
+    rows = {
+        "random bytes (bad version)": [b"\xee" + os.urandom(size - 1) for _ in range(count)],
+        "right version, unknown key id": [head[:1] + os.urandom(size - 1) for _ in range(count)],
+        "real key id, forged body (new session)": [
+            head + os.urandom(size - 5) for _ in range(count)
+        ],
+        "replay of a genuine frame": genuine[:count],
+        "genuine frame (opened)": None,
+    }
+    fresh = pair(True)
+    for frame in genuine:  # the receiver has seen them all: the replay row refuses each
+        receiver.open(frame, channel=DGRAM, now=NOW)
+    print(f"\n{'junk datagram (~' + str(size) + ' B), refused at':<42} {'µs p50':>7}")
+    for name, frames in rows.items():
+        if frames is None:
+            other_sender, other_receiver = fresh
+            frames = [other_sender.seal(payload, channel=DGRAM, now=NOW) for _ in range(count)]
+            cost = refused_cost(frames, other_receiver)
+        else:
+            cost = refused_cost(frames, receiver)
+        print(f"{name:<42} {cost:>7.2f}")
+    if "recipient" in inspect.signature(sender.seal).parameters:
+        from sdmesh.transport.seal import identity_tag
+
+        bob = SealedCodec(sender.keyring, max_frame=1400, identity="b")  # type: ignore[attr-defined]
+        to_c = [
+            sender.seal(payload, channel=DGRAM, now=NOW, recipient=identity_tag("c"))  # type: ignore[call-arg]
+            for _ in range(count)
+        ]
+        misdirected = refused_cost(to_c, bob)
+        print(f"{'authentic, for another member (misdirected)':<42} {misdirected:>7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=1.0, help="per throughput figure")
+    parser.add_argument("--baseline", type=Path, help="also run against this checkout, first")
     args = parser.parse_args()
+    if args.baseline is not None:
+        print(f"## baseline: {args.baseline}", flush=True)
+        env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        subprocess.run(
+            [sys.executable, __file__, "--seconds", str(args.seconds)], env=env, check=True
+        )
+        print(f"\n## this checkout: {Path(__file__).resolve().parents[1]}", flush=True)
     print(f"# python {platform.python_version()} on {platform.machine()}, one core")
     print(
         f"{'payload':<24} {'mode':<9} {'frame B':>7} {'seal+open/s':>12} "
@@ -104,6 +173,7 @@ def main() -> None:
         print(
             f"stream frame {size / (1 << 20):.0f} MiB: seal {seal_ms:.1f} ms, open {open_ms:.1f} ms"
         )
+    junk_table()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,13 @@ from sdmesh.membership import (
     Start,
 )
 from sdmesh.safeio import ensure_private_dir
-from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpEndpoint
+from sdmesh.transport import (
+    PeerBook,
+    StreamClient,
+    StreamServer,
+    TransportSecurity,
+    UdpEndpoint,
+)
 
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
@@ -94,6 +100,11 @@ class Agent:
                 totals[reason] = totals.get(reason, 0) + count
         return totals
 
+    def dht_drops(self) -> dict[str, int]:
+        """DHT datagrams refused, by reason (``misdirected``: gossip sent to the DHT port, or a
+        frame for another node)."""
+        return self.dht.counters.drops.as_dict() if self.dht is not None else {}
+
     def peers(self) -> list[dict[str, object]]:
         assert self.node is not None
         return [
@@ -117,14 +128,22 @@ class Agent:
         loop = asyncio.get_running_loop()
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
+            # SIGHUP (systemctl reload) used to kill the agent without a leave; until reloading
+            # keys and tokens exists (issue 12, item 5) it is logged and otherwise ignored.
+            loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             # Membership first, with what we know without the hypervisor (see the docstring).
-            udp = await UdpEndpoint.bind(config.bind, self.security)
+            # Frames name their recipient: who listens where comes from membership (mesh.py).
+            peers = PeerBook()
+            udp = await UdpEndpoint.bind(
+                config.bind, self.security, identity=config.name, peers=peers
+            )
             stack.push_async_callback(_close_udp, udp)
             bound = udp.local_address
             advertised = config.advertised()
             if config.bind[1] == 0:
                 advertised = (advertised[0], bound[1])
-            client = StreamClient(self.security)
+            client = StreamClient(self.security, identity=config.name, peers=peers)
             core = Membership(
                 MembershipConfig(max_datagram_bytes=udp.max_payload),
                 Member(
@@ -141,7 +160,11 @@ class Agent:
             node.listeners.append(_log_member_event)
             follow_members(self.events, node)
             server = self._server = await StreamServer.start(
-                (config.bind[0], bound[1]), self.security, self._handle_stream
+                (config.bind[0], bound[1]),
+                self.security,
+                self._handle_stream,
+                identity=config.name,
+                accepts_unaddressed=_is_membership_request,
             )
             stack.push_async_callback(_close_server, server)
             node.feed(Start())
@@ -202,11 +225,15 @@ class Agent:
             await _import("sdmesh.agent.api")
             from aiohttp import web
 
+            from sdmesh.agent import api_limits
             from sdmesh.agent.api import build_app
             from sdmesh.agent.api_auth import server_ssl_context, socket_path
             from sdmesh.agent.api_socket import bind_control_socket, remove_socket
 
-            runner = web.AppRunner(build_app(self), access_log=None)
+            limits = api_limits.ApiLimits()  # connection caps, header timeout (api_limits.py)
+            runner = web.AppRunner(
+                build_app(self), access_log=None, keepalive_timeout=limits.header_timeout
+            )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             # Local control: the Unix socket (api_socket.py), then tokens over TCP.
@@ -215,7 +242,10 @@ class Agent:
             await web.SockSite(runner, control.sock).start()
             _log_socket(control.path, control.group, config.api_socket_group)
             tls = server_ssl_context(config)
-            await web.TCPSite(runner, config.api[0], config.api[1], ssl_context=tls).start()
+            listener, _ = await api_limits.serve(
+                runner, config.api[0], config.api[1], ssl_context=tls, limits=limits
+            )
+            stack.callback(listener.close)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
@@ -301,6 +331,17 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _reload_not_supported() -> None:
+    log.warning("SIGHUP received: reloading is not supported yet; nothing changed")
+
+
+def _is_membership_request(request: object) -> bool:
+    """Unaddressed stream requests served: membership's push-pull (a join through a seed
+    whose name we do not know yet; its content is gossip every member gets anyway), never a
+    pool RPC, whose replay to another member would act twice."""
+    return not (isinstance(request, dict) and "rpc" in request)
 
 
 def _leave_on_error(node: MeshNode) -> Callable[..., Awaitable[None]]:

@@ -22,6 +22,7 @@ from sdmesh.agent.api_input import (
     BadInput,
     json_object,
 )
+from sdmesh.agent.api_limits import install_api_limits
 from sdmesh.membership import ForceLeaveOutcome
 from sdmesh.trust.components import required_role_for
 
@@ -94,6 +95,7 @@ async def health(request: web.Request) -> web.Response:
             "name": agent.config.name,
             "status": agent.status,
             "drops": agent.drops(),
+            "dht_drops": agent.dht_drops(),
             "dht_contacts": len(agent.dht.contacts()) if agent.dht else 0,
             "domains": sorted(d.name for d in await agent.hypervisor.list_managed())
             if agent.hypervisor
@@ -217,6 +219,7 @@ def build_app(agent: AgentView) -> web.Application:
     app[AGENT_KEY] = agent
     tokens = install_access(app, agent.config)  # who may call what (api_access.py)
     api_callers.add_routes(app, tokens)  # /v1/whoami, /v1/tokens, /v1/auth/proof
+    install_api_limits(app)  # event streams per client, PUT /v1/dht rate (api_limits.py)
     app.router.add_get("/v1/openapi.yaml", openapi_document)
     app.router.add_get("/v1/peers", peers)
     app.router.add_post("/v1/leave", leave)

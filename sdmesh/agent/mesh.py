@@ -90,6 +90,11 @@ class MeshNode:
         self._stream_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._receiver = self._loop.create_task(self._receive())
+        # Frames are addressed by name: tell the transport who listens at each address (the
+        # stream client shares the UDP endpoint's book). Ourselves first: pools call us too.
+        udp.peers.introduce(core.address, core.name)
+        for member in core.members():
+            udp.peers.introduce(member.addr, member.name)
 
     def publish(self, topic: str, key: str, payload: bytes) -> None:
         """Tell the whole mesh ``payload`` is the latest for ``(topic, key)``.
@@ -141,6 +146,7 @@ class MeshNode:
             if handle is not None:
                 handle.cancel()
         elif isinstance(action, MemberEvent):
+            self.udp.peers.introduce(action.member.addr, action.member.name)
             for listener in self.listeners:
                 listener(action)
         elif isinstance(action, RumorLearned):

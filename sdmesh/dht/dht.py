@@ -47,7 +47,8 @@ class Dht:
         if self._server is not None:
             raise RuntimeError("already started")
         _require_ip(bind_addr)
-        codec = security.new_codec(max_frame=self.config.max_datagram)
+        # Frames are addressed to node ids: ours names this node (dropped elsewhere).
+        codec = security.new_codec(max_frame=self.config.max_datagram, identity=self.node_id)
         server = DhtServer(
             self.config,
             node_id=self.node_id,

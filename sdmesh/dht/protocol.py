@@ -121,14 +121,19 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
         and handle it inline; rpcudp parses umsgpack from anyone in a new task."""
         if self.transport is None:
             return
-        ok, message = self.transport.open(data)
-        if not ok:
+        opened = self.transport.open(data)
+        if opened is None:
             return
         try:
-            rpc = wire.parse(message)
+            rpc = wire.parse(opened.obj)
         except wire.MalformedRpc as exc:
             self.counters.malformed += 1
             logger.debug("malformed DHT message from %s: %s", addr, exc)
+            return
+        if not opened.addressed and not (isinstance(rpc, wire.Request) and rpc.method == wire.PING):
+            # Only a bootstrap ping goes out before its target's id is known; anything else
+            # unaddressed is a frame replayed from elsewhere (or a broken peer).
+            self.transport.refuse_unaddressed()
             return
         address: Address = (addr[0], addr[1])
         if isinstance(rpc, wire.Response):
@@ -161,7 +166,7 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
             return
         assert self.transport is not None
         reply = wire.response(msg_id, self.source_node.id, result)
-        if self.transport.sendto(reply, address):
+        if self.transport.sendto(reply, address, request.sender):
             self.counters.responses_sent += 1
         else:
             self.counters.send_errors += 1
@@ -223,7 +228,7 @@ class DhtProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia is untype
         future: asyncio.Future[wire.Response | None] = loop.create_future()
         msg_id = secrets.token_bytes(wire.MSG_ID_SIZE)
         message = wire.request(msg_id, method, self.source_node.id, *args)
-        if self.transport is None or not self.transport.sendto(message, address):
+        if self.transport is None or not self.transport.sendto(message, address, node_id):
             self.counters.send_errors += 1
             future.set_result(None)
             return future

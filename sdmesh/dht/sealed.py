@@ -3,8 +3,13 @@
 ``rpcudp`` talks to ``self.transport.sendto(bytes, addr)`` directly. Wrapping the transport
 (rather than the socket) keeps the ``kademlia`` protocol class in charge of its event loop
 plumbing while every byte on the wire goes through sdmesh's codec: a frame that fails to
-open (wrong key, replay, stale, malformed) is counted in the codec's drop counters and never
-reaches a handler.
+open (wrong key, replay, stale, malformed, sent to another node or port) is counted in the
+codec's drop counters and never reaches a handler.
+
+Frames travel on their own channel (``Channel.DHT``), so a gossip datagram sent to the DHT
+port is ``misdirected``, and each is addressed to the node id it is meant for: a request to
+the contact's id (a bootstrap ping, whose target is not known yet, goes unaddressed), a
+response to the id its request named.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from sdmesh.transport import (
     Dropped,
     DropReason,
     FrameCodec,
+    Opened,
     PayloadTooLarge,
 )
+from sdmesh.transport.seal import UNADDRESSED, identity_tag
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +60,17 @@ class SealedDatagramTransport:
     def max_payload(self) -> int:
         return self._codec.max_payload
 
-    def sendto(self, message: object, addr: Address) -> bool:
-        """Seal and send; False (and counted) if it could not be sent."""
+    def sendto(self, message: object, addr: Address, node_id: bytes | None = None) -> bool:
+        """Seal for ``node_id`` (unaddressed if ``None``) and send; False (and counted) if it
+        could not be sent."""
         if self._transport.is_closing():
             self.send_errors += 1
             return False
+        recipient = identity_tag(node_id) if node_id else UNADDRESSED
         try:
-            frame = self._codec.seal(message, channel=Channel.DATAGRAM, now=self._clock())
+            frame = self._codec.seal(
+                message, channel=Channel.DHT, now=self._clock(), recipient=recipient
+            )
         except (PayloadTooLarge, TypeError) as exc:
             self.send_errors += 1
             logger.warning("not sending a DHT message to %s: %s", addr, exc)
@@ -67,20 +78,24 @@ class SealedDatagramTransport:
         self._transport.sendto(frame, addr)
         return True
 
-    def open(self, data: bytes) -> tuple[bool, Any]:
-        """``(True, message)`` for a frame that authenticated and decoded, else ``(False, None)``.
+    def open(self, data: bytes) -> Opened | None:
+        """The frame if it authenticated, was meant for us and decoded, else ``None``.
 
         Failures are already counted by the codec.
         """
         try:
-            return True, self._codec.open(data, channel=Channel.DATAGRAM, now=self._clock()).obj
+            return self._codec.open(data, channel=Channel.DHT, now=self._clock())
         except Dropped as dropped:
             logger.debug("dropped DHT datagram: %s", dropped)
-            return False, None
+            return None
         except Exception:  # a decoding bug must not reach the protocol
             logger.exception("bug: unexpected error opening a DHT datagram")
             self._codec.counters.count(DropReason.MALFORMED)
-            return False, None
+            return None
+
+    def refuse_unaddressed(self) -> None:
+        """Count an unaddressed frame the protocol will not act on."""
+        self._codec.counters.count(DropReason.UNADDRESSED)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()

@@ -11,13 +11,25 @@ Layers above (membership, DHT) use only what is exported here::
     state = await StreamClient(security).request(("10.0.0.5", 7946), request, timeout=10)
 
 Everything that fails to open is dropped and counted in ``.counters`` (a
-:class:`DropCounters`), never delivered.
+:class:`DropCounters`), never delivered. Frames name their sender, recipient and channel:
+give each driver the member name (``identity=``) and a shared :class:`PeerBook` that says who
+listens where.
 """
 
 from sdmesh.transport.codec import MalformedPacket, OversizePacket, PayloadTooLarge
 from sdmesh.transport.drops import DropCounters, Dropped, DropReason
+from sdmesh.transport.gate import ConnectionGate
 from sdmesh.transport.keyring import Keyring, KeyringError, key_id, permission_warning
-from sdmesh.transport.seal import Channel, FrameCodec, InsecureCodec, Opened, SealedCodec
+from sdmesh.transport.peers import PeerBook
+from sdmesh.transport.seal import (
+    UNADDRESSED,
+    Channel,
+    FrameCodec,
+    InsecureCodec,
+    Opened,
+    SealedCodec,
+    identity_tag,
+)
 from sdmesh.transport.security import TransportSecurity, load_security
 from sdmesh.transport.stream import (
     StreamClient,
@@ -28,7 +40,9 @@ from sdmesh.transport.stream import (
 from sdmesh.transport.udp import EndpointClosed, UdpEndpoint
 
 __all__ = [
+    "UNADDRESSED",
     "Channel",
+    "ConnectionGate",
     "DropCounters",
     "DropReason",
     "Dropped",
@@ -41,6 +55,7 @@ __all__ = [
     "Opened",
     "OversizePacket",
     "PayloadTooLarge",
+    "PeerBook",
     "SealedCodec",
     "StreamClient",
     "StreamError",
@@ -48,6 +63,7 @@ __all__ = [
     "StreamTimeout",
     "TransportSecurity",
     "UdpEndpoint",
+    "identity_tag",
     "key_id",
     "load_security",
     "permission_warning",

@@ -2,7 +2,7 @@
 
 Every frame that fails to open or decode is dropped and counted, never acted on; the counters
 are how an operator tells a wrong key (``unknown_key``/``auth_failed``) from an attack
-(``replay``) or a version skew (``bad_version``) before metrics exist.
+(``replay``, ``misdirected``) or a version skew (``bad_version``) before metrics exist.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class DropReason(enum.StrEnum):
     MALFORMED = "malformed"
     OVERSIZE = "oversize"
     OVERLOAD = "overload"
+    MISDIRECTED = "misdirected"
+    """Authentic, but sent to another member or on another channel (port): a replay."""
+    UNADDRESSED = "unaddressed"
+    """Authentic and sent to no one in particular, where only an addressed frame will do."""
 
 
 class Dropped(Exception):
@@ -45,6 +49,8 @@ class DropCounters:
     malformed: int = 0
     oversize: int = 0
     overload: int = 0
+    misdirected: int = 0
+    unaddressed: int = 0
 
     def count(self, reason: DropReason) -> None:
         setattr(self, reason.value, getattr(self, reason.value) + 1)

@@ -46,8 +46,18 @@ class TransportSecurity:
     def is_insecure(self) -> bool:
         return self.keyring is None
 
-    def new_codec(self, *, max_frame: int, counters: DropCounters | None = None) -> FrameCodec:
-        """A codec with a fresh sender session; one per driver, never shared between them."""
+    def new_codec(
+        self,
+        *,
+        max_frame: int,
+        counters: DropCounters | None = None,
+        identity: str | bytes = "",
+    ) -> FrameCodec:
+        """A codec with a fresh sender session; one per driver, never shared between them.
+
+        ``identity`` names the endpoint in frame headers (the member name for gossip, the node
+        id for the DHT): frames addressed to another identity are dropped as ``misdirected``.
+        """
         if self.keyring is None:
             return InsecureCodec(max_frame=max_frame, counters=counters)
         return SealedCodec(
@@ -58,6 +68,7 @@ class TransportSecurity:
             replay_window=self.replay_window,
             max_senders=self.max_senders,
             counters=counters,
+            identity=identity,
         )
 
     def reload(self) -> None:

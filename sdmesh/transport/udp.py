@@ -4,6 +4,12 @@ A reader task opens every datagram as soon as it arrives and queues only the one
 authenticated and decoded; the rest are counted and forgotten. Keeping the raw socket queue
 drained this way leaves backpressure to the kernel's socket buffer, and the queue of accepted
 messages is bounded (overflow is counted as ``overload``), so a flood cannot grow memory.
+
+Frames are addressed to whoever the :class:`PeerBook` says listens at the destination, and
+frames addressed to another member are dropped (``misdirected``). Unaddressed frames (joins
+through a seed, a relayed ping to a member not known yet) are accepted: gossip is broadcast
+to every member by design, so replaying one to another member tells it nothing it would not
+hear anyway, and the clock window bounds how old it can be.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Final, cast
 import asyncio_dgram
 
 from sdmesh.transport.drops import DropCounters, Dropped, DropReason
+from sdmesh.transport.peers import PeerBook
 from sdmesh.transport.seal import Channel, FrameCodec
 from sdmesh.transport.security import TransportSecurity
 
@@ -51,10 +58,13 @@ class UdpEndpoint:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         clock: Callable[[], float] = time.time,
+        peers: PeerBook | None = None,
     ) -> None:
         """Prefer :meth:`bind`; this wires an already bound socket."""
         self._stream = stream
         self._codec = codec
+        self.peers = peers if peers is not None else PeerBook()
+        """Who listens where: the recipient of what ``send`` seals."""
         self._clock = clock
         self._inbox: asyncio.Queue[tuple[Address, Any] | object] = asyncio.Queue(queue_size)
         self._closed = False
@@ -71,14 +81,19 @@ class UdpEndpoint:
         max_datagram: int = DEFAULT_MAX_DATAGRAM,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         clock: Callable[[], float] = time.time,
+        identity: str = "",
+        peers: PeerBook | None = None,
     ) -> UdpEndpoint:
-        """Bind ``addr`` (port 0 picks a free one) and start receiving."""
+        """Bind ``addr`` (port 0 picks a free one) and start receiving.
+
+        ``identity`` is this member's name: frames addressed to another name are dropped.
+        """
         if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
             raise ValueError(f"max_datagram must be in 1..{MAX_UDP_PAYLOAD}")
         _require_ip(addr)
-        codec = security.new_codec(max_frame=max_datagram)
+        codec = security.new_codec(max_frame=max_datagram, identity=identity)
         stream = await asyncio_dgram.bind(addr)
-        return cls(stream, codec, queue_size=queue_size, clock=clock)
+        return cls(stream, codec, queue_size=queue_size, clock=clock, peers=peers)
 
     @property
     def local_address(self) -> Address:
@@ -108,7 +123,9 @@ class UdpEndpoint:
         if self._closed:
             raise EndpointClosed()
         _require_ip(addr)
-        frame = self._codec.seal(obj, channel=Channel.DATAGRAM, now=self._clock())
+        frame = self._codec.seal(
+            obj, channel=Channel.DATAGRAM, now=self._clock(), recipient=self.peers.recipient(addr)
+        )
         self._discard_reported_errors()
         try:
             await self._stream.send(frame, addr)

@@ -68,7 +68,11 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing(tmp_path: Path) -> None:
     assert "== A mesh of 5 agents on 127.0.0.1" in output
     assert output.count(" alive ") >= 5  # sdmesh peers: all five
     assert "pool tutorial running" in section(output, "Submit the SmartDomains tutorial pool")
-    assert re.search(r"^Dashboard \(while the demo runs\): http://127\.0\.0\.1:\d+/$", output, re.M)
+    assert re.search(
+        r"^Dashboard \(while the demo runs\): http://127\.0\.0\.1:\d+/  token: \S{16,}$",
+        output,
+        re.M,
+    )
 
     victim = re.search(r"^== kill -9 (host\d)", output, re.M)
     assert victim is not None

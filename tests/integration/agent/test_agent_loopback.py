@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -238,3 +239,46 @@ def test_an_agent_started_before_its_seed_joins_once_the_seed_is_up(mesh: Mesh) 
         30,
         "the early agent never joined its late seed",
     )
+
+
+def test_sighup_no_longer_kills_the_agent(mesh: Mesh) -> None:
+    """systemctl reload sends SIGHUP (ExecReload=); until reloading exists the agent logs it
+    and carries on, still a member (it used to die without leaving the mesh)."""
+    mesh.start("a")
+    mesh.start("b", seed="a")
+    mesh.wait(lambda: len(mesh.view("a")) == 2, 15, "no convergence")
+    mesh.procs["b"].send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert mesh.procs["b"].poll() is None
+    assert mesh.view("a") == {"a": "alive", "b": "alive"}
+    assert "SIGHUP" in (mesh.root / "b.log").read_text(errors="replace")
+
+
+def test_an_order_for_another_member_or_for_no_one_is_dropped_and_counted(mesh: Mesh) -> None:
+    """Issue 12: an order sniffed on its way from a to c and replayed to b started a duplicate
+    VM on b. A pool RPC addressed to c is now dropped at b (``misdirected``), and one
+    addressed to no one too (``unaddressed``: only membership's push-pull may be)."""
+    import asyncio
+
+    from sdmesh.transport import StreamClient, StreamError, TransportSecurity
+
+    mesh.start("a")
+    mesh.start("b", seed="a")
+    mesh.wait(lambda: len(mesh.view("a")) == 2, 15, "no convergence")
+    security = TransportSecurity.from_key_file(mesh.key)
+    b_address = ("127.0.0.1", mesh.ports["b"][0])
+    order = {"rpc": "status", "pool": "nothing"}
+
+    async def send(client: StreamClient) -> None:
+        with contextlib.suppress(StreamError):
+            await client.request(b_address, order, timeout=3)
+
+    to_c = StreamClient(security, identity="a")
+    to_c.peers.introduce(b_address, "c")
+    asyncio.run(send(to_c))
+    asyncio.run(send(StreamClient(security, identity="a")))
+    to_b = StreamClient(security, identity="a")
+    to_b.peers.introduce(b_address, "b")
+    asyncio.run(to_b.request(b_address, order, timeout=3))  # addressed to b: answered
+    drops = mesh.api("b", "/v1/health")["drops"]  # type: ignore[index]
+    assert drops["misdirected"] == 1 and drops["unaddressed"] == 1, drops

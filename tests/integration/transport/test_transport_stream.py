@@ -123,15 +123,70 @@ async def test_an_oversize_announcement_is_cut_off() -> None:
     async with await StreamServer.start(LOCAL, SECURITY, echo, max_frame=1000) as srv:
         assert await raw_exchange(srv.local_address, struct.pack(">I", 1001)) == b""
         assert srv.counters.oversize == 1
-        assert await raw_exchange(srv.local_address, struct.pack(">I", 5) + b"\x01abcd") == b""
+        assert await raw_exchange(srv.local_address, struct.pack(">I", 5) + b"\x03abcd") == b""
         assert srv.counters.malformed == 1
 
 
-async def test_connection_limit() -> None:
+async def test_an_idle_connection_gives_way_to_a_peer() -> None:
+    """Issue 12: idle sockets filled the table and a pool failed. Now a newcomer takes the
+    place of the oldest connection that has not authenticated."""
     async with await StreamServer.start(LOCAL, SECURITY, echo, max_connections=1) as srv:
-        _, hog = await asyncio.open_connection(*srv.local_address[:2])
+        hog_reader, hog = await asyncio.open_connection(*srv.local_address[:2])
         await eventually(lambda: len(srv._connections) == 1)
+        reply = await StreamClient(SECURITY).request(srv.local_address, "x", timeout=2)
+        assert reply["echo"] == "x"
+        assert srv.gate.evicted == 1
+        assert await asyncio.wait_for(hog_reader.read(), 2) == b""  # the hog was cut off
+        hog.close()
+
+
+async def test_a_full_table_of_peers_refuses_newcomers() -> None:
+    async with await StreamServer.start(LOCAL, SECURITY, echo, max_connections=1) as srv:
+        slow = asyncio.ensure_future(
+            StreamClient(SECURITY).request(srv.local_address, "slow", timeout=5)
+        )
+        await eventually(lambda: len(srv.gate) == 1 and srv.gate.pending == 0)
         with pytest.raises(StreamError):
             await StreamClient(SECURITY).request(srv.local_address, "x", timeout=2)
         assert srv.counters.overload == 1
-        hog.close()
+        slow.cancel()
+
+
+async def test_idle_connections_are_closed_after_the_handshake_timeout() -> None:
+    async with await StreamServer.start(LOCAL, SECURITY, echo, handshake_timeout=0.2) as srv:
+        reader, writer = await asyncio.open_connection(*srv.local_address[:2])
+        writer.write(b"\x00\x00")  # half a length prefix, then nothing
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        await eventually(lambda: len(srv.gate) == 0)
+
+
+async def test_no_big_frame_is_read_before_authentication(server: StreamServer) -> None:
+    """A stranger may announce 64 KiB at most; a peer's big request comes after a hello."""
+    assert await raw_exchange(server.local_address, struct.pack(">I", 64 * 1024 + 1)) == b""
+    assert server.counters.oversize == 1
+    big = {"blob": os.urandom(200_000)}
+    assert (await StreamClient(SECURITY).request(server.local_address, big, timeout=5))[
+        "echo"
+    ] == big
+    assert server.counters.oversize == 1
+
+
+async def test_requests_are_bound_to_their_recipient() -> None:
+    """A request addressed to member c does not open at b; unaddressed ones obey the policy."""
+    async with await StreamServer.start(
+        LOCAL, SECURITY, echo, identity="b", accepts_unaddressed=lambda r: r != "order"
+    ) as srv:
+        to_c = StreamClient(SECURITY, identity="a")
+        to_c.peers.introduce(srv.local_address, "c")
+        with pytest.raises(StreamError, match="without a response"):
+            await to_c.request(srv.local_address, "order", timeout=2)
+        assert srv.counters.misdirected == 1
+        anonymous = StreamClient(SECURITY, identity="a")
+        with pytest.raises(StreamError, match="without a response"):
+            await anonymous.request(srv.local_address, "order", timeout=2)
+        assert srv.counters.unaddressed == 1
+        assert (await anonymous.request(srv.local_address, "push-pull", timeout=2))["echo"]
+        to_b = StreamClient(SECURITY, identity="a")
+        to_b.peers.introduce(srv.local_address, "b")
+        assert (await to_b.request(srv.local_address, "order", timeout=2))["echo"] == "order"

@@ -94,9 +94,11 @@ async def test_replays_and_forgeries_from_a_raw_socket_are_dropped(
     assert (await recv(a))[1] == {"type": "suspect", "node": "c"}
     for _ in range(3):
         raw.sendto(frame, a.local_address)
-    tampered = frame[:-1] + bytes([frame[-1] ^ 0x80])
+    await b.send(raw.getsockname(), "second")  # tamper with a frame a has not seen
+    second, _ = await asyncio.to_thread(raw.recvfrom, 2048)
+    tampered = second[:-1] + bytes([second[-1] ^ 0x80])
     raw.sendto(tampered, a.local_address)
-    raw.sendto(b"\x01garbage", a.local_address)
+    raw.sendto(b"\x03garbage", a.local_address)
     raw.sendto(b"", a.local_address)
     await eventually(lambda: a.counters.total == 6)
     assert a.counters.as_dict() == {
@@ -107,6 +109,26 @@ async def test_replays_and_forgeries_from_a_raw_socket_are_dropped(
     }
     await b.send(a.local_address, "after the attack")
     assert (await recv(a))[1] == "after the attack"
+
+
+async def test_a_datagram_sniffed_on_its_way_to_one_member_opens_at_no_other(
+    raw: socket.socket,
+) -> None:
+    """Issue 12: b sends to c (c's name is in b's book); the frame replayed to a is dropped
+    as ``misdirected``, while c opens it."""
+    security = secured(K1)
+    async with (
+        await UdpEndpoint.bind(LOCAL, security, identity="a") as a,
+        await UdpEndpoint.bind(LOCAL, security, identity="b") as b,
+    ):
+        b.peers.introduce(raw.getsockname(), "c")
+        await b.send(raw.getsockname(), "for c only")
+        frame, _ = await asyncio.to_thread(raw.recvfrom, 2048)
+        raw.sendto(frame, a.local_address)
+        await eventually(lambda: a.counters.misdirected == 1)
+        b.peers.introduce(a.local_address, "a")
+        await b.send(a.local_address, "for a")
+        assert (await recv(a))[1] == "for a"
 
 
 async def test_oversize_datagrams_are_refused_both_ways(

@@ -23,6 +23,7 @@ from sdmesh.agent.api import build_app
 from sdmesh.agent.api_access import Access, access_middleware
 from sdmesh.agent.api_tokens import TokenStore
 from sdmesh.agent.events import KEEP_ENDED_POOLS, EventHub, _PoolFeed
+from sdmesh.dht.counters import DhtCounters
 from sdmesh.pools.records import PoolSpec
 from sdmesh.testing.api import bearer, secured_config
 from sdmesh.transport import load_security
@@ -54,6 +55,7 @@ class FakePools:
 class FakeDht:
     def __init__(self) -> None:
         self.stored: dict[str, bytes] = {}
+        self.counters = DhtCounters()
 
     def contacts(self) -> list[object]:
         return []

@@ -16,7 +16,13 @@ from sdmesh.dht.protocol import DhtProtocol
 from sdmesh.dht.records import RecordAuthority
 from sdmesh.dht.rtt import RttConfig, RttTable
 from sdmesh.dht.storage import RecordStore
-from sdmesh.transport import Channel, FrameCodec, Keyring, TransportSecurity
+from sdmesh.transport import (
+    Channel,
+    FrameCodec,
+    Keyring,
+    TransportSecurity,
+    identity_tag,
+)
 
 SECURITY = TransportSecurity(Keyring([b"\x01" * 32]))
 OWN = b"o" * 20
@@ -50,7 +56,7 @@ def setup() -> tuple[DhtProtocol, FakeTransport, FrameCodec]:
         Node(OWN),
         RecordStore(OWN, authority),
         4,
-        codec=SECURITY.new_codec(max_frame=65000),
+        codec=SECURITY.new_codec(max_frame=65000, identity=OWN),
         authority=authority,
         rtt=RttTable(RttConfig(initial=0.05, minimum=0.01)),
         failures=FailureCounter(),
@@ -58,16 +64,16 @@ def setup() -> tuple[DhtProtocol, FakeTransport, FrameCodec]:
     )
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
-    peer_codec = SECURITY.new_codec(max_frame=65000)
+    peer_codec = SECURITY.new_codec(max_frame=65000, identity=PEER)
     return protocol, transport, peer_codec
 
 
-def seal(codec: FrameCodec, message: Any) -> bytes:
-    return codec.seal(message, channel=Channel.DATAGRAM, now=time.time())
+def seal(codec: FrameCodec, message: Any, channel: Channel = Channel.DHT) -> bytes:
+    return codec.seal(message, channel=channel, now=time.time(), recipient=identity_tag(OWN))
 
 
 def opened(codec: FrameCodec, frame: bytes) -> Any:
-    return codec.open(frame, channel=Channel.DATAGRAM, now=time.time()).obj
+    return codec.open(frame, channel=Channel.DHT, now=time.time()).obj
 
 
 async def test_a_sealed_ping_is_answered_sealed_and_the_sender_welcomed(
@@ -155,3 +161,25 @@ def test_unknown_attributes_are_errors_not_remote_calls(
     with pytest.raises(AttributeError):
         protocol.stun  # noqa: B018 - rpcudp would have made this a remote call
     assert transport.sent == []
+
+
+async def test_frames_for_another_node_or_port_or_no_one_are_dropped_and_counted(
+    setup: tuple[DhtProtocol, FakeTransport, FrameCodec],
+) -> None:
+    """The replays issue 12 found: gossip frames sent to the DHT port, and frames sniffed on
+    their way to another node; only a bootstrap ping may come unaddressed."""
+    protocol, transport, peer = setup
+    find = wire.request(b"m" * 20, "find_node", PEER, b"k" * 20)
+    now = time.time()
+    protocol.datagram_received(seal(peer, find, channel=Channel.DATAGRAM), PEER_ADDR)
+    to_other = peer.seal(find, channel=Channel.DHT, now=now, recipient=identity_tag(b"x" * 20))
+    protocol.datagram_received(to_other, PEER_ADDR)
+    protocol.datagram_received(peer.seal(find, channel=Channel.DHT, now=now), PEER_ADDR)
+    assert transport.sent == []
+    drops = protocol.counters.drops
+    assert drops.misdirected == 2 and drops.unaddressed == 1
+    ping = wire.request(b"n" * 20, "ping", PEER)
+    protocol.datagram_received(peer.seal(ping, channel=Channel.DHT, now=now), PEER_ADDR)
+    assert len(transport.sent) == 1  # a bootstrap ping is answered, addressed to its sender
+    assert opened(peer, transport.sent[0][0])[1] == b"n" * 20
+    protocol.close()

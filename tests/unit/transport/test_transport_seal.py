@@ -16,6 +16,7 @@ from sdmesh.transport.seal import (
     Channel,
     InsecureCodec,
     SealedCodec,
+    identity_tag,
 )
 
 K1, K2, K3 = (bytes([n]) * KEY_SIZE for n in (1, 2, 3))
@@ -90,11 +91,18 @@ def test_a_forged_key_id_fails_authentication() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("session", b"\x00" * 16), ("seq", 7), ("sent_ms", int(NOW * 1000) + 1)],
+    [
+        ("session", b"\x00" * 16),
+        ("seq", 7),
+        ("sent_ms", int(NOW * 1000) + 1),
+        ("channel", Channel.DHT),
+        ("sender", b"\x01" * 8),
+        ("recipient", b"\x00" * 8),
+    ],
 )
 def test_forged_header_fields_fail_authentication(field: str, value: object) -> None:
-    frame = codec(K1).seal(MESSAGE, channel=DGRAM, now=NOW)
-    names = ("version", "kid", "session", "seq", "sent_ms")
+    frame = codec(K1).seal(MESSAGE, channel=DGRAM, now=NOW, recipient=identity_tag("b"))
+    names = ("version", "kid", "session", "seq", "sent_ms", "channel", "sender", "recipient")
     fields = dict(zip(names, HEADER.unpack_from(frame), strict=True))
     fields[field] = value
     forged = HEADER.pack(*fields.values()) + frame[HEADER.size :]
@@ -159,7 +167,7 @@ def test_channel_cluster_and_context_are_bound() -> None:
     alice = codec(K1, cluster="prod")
     frame = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
     assert reason(codec(K1, cluster="prod"), frame, channel=Channel.STREAM_REQUEST) == (
-        DropReason.AUTH_FAILED
+        DropReason.MISDIRECTED
     )
     assert reason(codec(K1, cluster="test"), frame) == DropReason.AUTH_FAILED
     assert reason(codec(K1, cluster="prod"), frame, context=b"request") == DropReason.AUTH_FAILED
@@ -311,3 +319,43 @@ def test_fuzz_authentic_garbage_is_dropped_as_malformed(plaintext: bytes) -> Non
     except Dropped as dropped:
         assert dropped.reason == DropReason.MALFORMED
     assert bob.counters.total in (0, 1)
+
+
+def test_frames_name_their_recipient_and_channel() -> None:
+    """Issue 12: a frame sniffed on its way to one member opens nowhere else, and not on
+    another channel (the DHT port); both are counted as ``misdirected``, after the tag."""
+    alice, bob, carol = codec(K1, identity="a"), codec(K1, identity="b"), codec(K1, identity="c")
+    frame = alice.seal(MESSAGE, channel=DGRAM, now=NOW, recipient=identity_tag("c"))
+    assert reason(bob, frame) == DropReason.MISDIRECTED
+    assert reason(codec(K1, identity="c"), frame, channel=Channel.DHT) == DropReason.MISDIRECTED
+    opened = carol.open(frame, channel=DGRAM, now=NOW)
+    assert opened.obj == MESSAGE and opened.addressed and opened.sender == identity_tag("a")
+    assert bob.counters.misdirected == 1 and carol.counters.total == 0
+    anyone = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
+    assert not bob.open(anyone, channel=DGRAM, now=NOW).addressed
+    with pytest.raises(ValueError):
+        alice.seal(MESSAGE, channel=DGRAM, now=NOW, recipient=b"c")
+
+
+def test_identity_tags_are_fixed_size_and_never_unaddressed() -> None:
+    assert identity_tag("") == seal_module.UNADDRESSED
+    assert len(identity_tag("a" * 300)) == seal_module.IDENTITY_TAG_SIZE
+    assert identity_tag("a") == identity_tag(b"a") != identity_tag("b")
+
+
+def test_version_one_frames_are_refused_with_a_reason() -> None:
+    old = bytearray(codec(K1).seal(MESSAGE, channel=DGRAM, now=NOW))
+    old[0] = seal_module.SEALED_V1
+    with pytest.raises(Dropped, match="upgrade"):
+        codec(K1).open(bytes(old), channel=DGRAM, now=NOW)
+
+
+def test_a_replay_is_refused_before_the_tag_and_a_forgery_cannot_move_the_window() -> None:
+    alice, bob = codec(K1), codec(K1)
+    frame = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
+    bob.open(frame, channel=DGRAM, now=NOW)
+    tampered = frame[:-1] + bytes([frame[-1] ^ 1])
+    assert reason(bob, tampered) == DropReason.REPLAY  # same (session, seq): no AEAD spent
+    later = alice.seal(MESSAGE, channel=DGRAM, now=NOW)
+    assert reason(bob, later[:-1] + bytes([later[-1] ^ 1])) == DropReason.AUTH_FAILED
+    assert bob.open(later, channel=DGRAM, now=NOW).obj == MESSAGE  # the forgery took no seq
