@@ -35,6 +35,7 @@ from sdmesh.agent.meta import (
     member_meta,
     preliminary_meta,
     settled_disk_free,
+    witness_meta,
 )
 from sdmesh.membership import (
     JoinRequested,
@@ -72,6 +73,7 @@ class Agent:
         self.dht: Dht | None = None
         self.pools: PoolService | None = None
         self.hypervisor: HypervisorDriver | None = None
+        self.hypervisor_uri = ""
         self.events = EventHub()
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
@@ -128,7 +130,9 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
-                    meta=preliminary_meta(config.hypervisor, config.labels, images, api),
+                    meta=witness_meta(config.labels, api)
+                    if config.witness
+                    else preliminary_meta(config.hypervisor, config.labels, images, api),
                 ),
                 random.Random(),
             )
@@ -147,43 +151,8 @@ class Agent:
             # leave gracefully rather than let the others find us dead.
             stack.push_async_exit(_leave_on_error(node))
 
-            # Then the hypervisor (libvirt); the mesh learns our capacity as soon as we do.
-            await _import("sdmesh.hypervisor")
-            from sdmesh.hypervisor import LibvirtDriver
-            from sdmesh.hypervisor.simulated_host import hypervisor_uri
-
-            uri = hypervisor_uri(config.hypervisor, config.state_dir)
-            hypervisor = await stack.enter_async_context(LibvirtDriver(uri, owner=config.name))
-            self.hypervisor = hypervisor
-            caps = await hypervisor.capabilities()
-            capacity = await hypervisor.capacity()
-            disk = disk_free_mib(config.state_dir / "volumes")
-            meta = member_meta(caps, capacity, config.labels, images, api, disk)
-            node.feed(MetaUpdated(meta))
-            refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
-            stack.callback(refresh.cancel)
-
-            # The DHT (kademlia) listens on the gossip port + 1 of every member.
-            await _import("sdmesh.dht")
-            from sdmesh.dht import Dht
-            from sdmesh.dht.ids import node_id_for
-
-            dht = self.dht = Dht(node_id=node_id_for(config.name))
-            await dht.start((config.bind[0], bound[1] + 1), self.security)
-            stack.callback(dht.stop)
-
-            # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
-            from sdmesh.agent.pools import PoolService
-
-            pools = PoolService(config.name, node, dht, client, hypervisor, caps, config.state_dir)
-            await pools.start()
-            stack.push_async_callback(pools.close)
-            self.pools = pools
-            follow_pools(self.events, pools)
-            if config.peers:
-                seeds = [(host, port + 1) for host, port in config.peers]
-                bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
-                stack.callback(bootstrap.cancel)
+            # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
+            pools = None if config.witness else await self._start_host(stack, node, api, images)
 
             # The control API (aiohttp) last: once it answers, the agent is fully up.
             await _import("sdmesh.agent.api")
@@ -209,30 +178,64 @@ class Agent:
                 advertised[1],
                 config.api[0],
                 config.api[1],
-                uri,
+                "none (witness)" if pools is None else self.hypervisor_uri,
             )
             _notify_systemd("READY=1")
             await self._leave.wait()
             self.status = "leaving"
             _notify_systemd("STOPPING=1")
-            # Pools first (cli.md): this agent's pools go to their successors while it is
-            # still a member; its host's VMs stay. Bounded, so SIGTERM always ends.
-            try:
-                handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
-                for pool, successor in sorted(handed.items()):
-                    log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
-            except TimeoutError:
-                log.warning(
-                    "handing pools over took more than %.0f s: leaving anyway; their "
-                    "successors take them over from the saved records",
-                    HANDOVER_BUDGET,
-                )
-            except Exception:
-                log.exception("handing pools over failed: leaving anyway")
+            if pools is not None:  # a witness shepherds nothing: no hand-over
+                await _hand_over(pools)
             node.feed(LeaveRequested())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
         self.status = "stopped"
+
+    async def _start_host(
+        self, stack: contextlib.AsyncExitStack, node: MeshNode, api: str, images: list[str]
+    ) -> PoolService:
+        """A hypervisor host's parts: libvirt, the DHT and the pool service."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        bound = node.udp.local_address
+        # Then the hypervisor (libvirt); the mesh learns our capacity as soon as we do.
+        await _import("sdmesh.hypervisor")
+        from sdmesh.hypervisor import LibvirtDriver
+        from sdmesh.hypervisor.simulated_host import hypervisor_uri
+
+        uri = self.hypervisor_uri = hypervisor_uri(config.hypervisor, config.state_dir)
+        hypervisor = await stack.enter_async_context(LibvirtDriver(uri, owner=config.name))
+        self.hypervisor = hypervisor
+        caps = await hypervisor.capabilities()
+        capacity = await hypervisor.capacity()
+        disk = disk_free_mib(config.state_dir / "volumes")
+        meta = member_meta(caps, capacity, config.labels, images, api, disk)
+        node.feed(MetaUpdated(meta))
+        refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
+        stack.callback(refresh.cancel)
+
+        # The DHT (kademlia) listens on the gossip port + 1 of every member.
+        await _import("sdmesh.dht")
+        from sdmesh.dht import Dht
+        from sdmesh.dht.ids import node_id_for
+
+        dht = self.dht = Dht(node_id=node_id_for(config.name))
+        await dht.start((config.bind[0], bound[1] + 1), self.security)
+        stack.callback(dht.stop)
+
+        # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
+        from sdmesh.agent.pools import PoolService
+
+        pools = PoolService(config.name, node, dht, node.client, hypervisor, caps, config.state_dir)
+        await pools.start()
+        stack.push_async_callback(pools.close)
+        self.pools = pools
+        follow_pools(self.events, pools)
+        if config.peers:
+            seeds = [(host, port + 1) for host, port in config.peers]
+            bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
+            stack.callback(bootstrap.cancel)
+        return pools
 
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
@@ -280,6 +283,23 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def _hand_over(pools: PoolService) -> None:
+    """Pools first (cli.md): this agent's pools go to their successors while it is still a
+    member; its host's VMs stay. Bounded, so SIGTERM always ends."""
+    try:
+        handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
+        for pool, successor in sorted(handed.items()):
+            log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
+    except TimeoutError:
+        log.warning(
+            "handing pools over took more than %.0f s: leaving anyway; their "
+            "successors take them over from the saved records",
+            HANDOVER_BUDGET,
+        )
+    except Exception:
+        log.exception("handing pools over failed: leaving anyway")
 
 
 def _leave_on_error(node: MeshNode) -> Callable[..., Awaitable[None]]:
