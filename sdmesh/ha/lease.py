@@ -275,6 +275,11 @@ class LeaseCore:
             self._start(event)
         elif self._started_at is None:
             return []
+        elif self._fence_at is not None and not self._isolated and now >= self._fence_at:
+            # Any event checks the deadline: a driver's timer can fire late (a suspend).
+            self._lapse("no majority of the mesh answered within the isolation timeout")
+        if isinstance(event, Start):
+            pass
         elif isinstance(event, VotersChanged):
             self.voters = event.voters | {self.name}
             self._recount()
@@ -386,6 +391,8 @@ class LeaseCore:
     # ------------------------------------------------------------ voter
     def _on_request(self, request: LeaseRequest) -> None:
         holder = request.holder
+        if request.term > self.timing.leave_term:
+            return  # longer than any lease we promise: no grant (it would block reclaims)
         tickets = self._revoked.get(holder)
         if tickets is not None:
             if tickets & set(request.acked):

@@ -149,6 +149,18 @@ def test_a_planned_leave_asks_for_the_leave_term() -> None:
     assert valid[0].until == pytest.approx(2.0 + T.leave_term)
 
 
+def test_any_event_past_the_deadline_fences_even_if_the_timer_is_late() -> None:
+    a, b = started("a"), started("b")
+    exchange(a, {"b": b}, 1.0)
+    out = a.handle(ls.VotersChanged(VOTERS), 30.0)  # woke from a suspend: no timer yet
+    assert of(out, ls.Isolated) and not a.may_run(30.0)
+
+
+def test_a_voter_grants_no_lease_longer_than_it_promises() -> None:
+    b = started("b")
+    assert b.handle(ls.Received(ls.LeaseRequest("a", 1, T.leave_term + 1)), 1.0) == []
+
+
 def test_inherited_deadline_covers_leftovers_no_longer_than_it_did() -> None:
     core = ls.LeaseCore("a", T)
     out = core.handle(ls.Start(VOTERS, 12.0), 10.0)
@@ -161,12 +173,12 @@ def test_two_hosts_and_a_witness_the_side_with_the_witness_wins() -> None:
     for t in range(1, 8):
         exchange(a, {"b": b, "w": w}, float(t))
         exchange(b, {"a": a, "w": w}, float(t))
+    b_out: list[ls.Action] = []
     for t in range(8, 16):  # a and b cut apart; only a reaches the witness
         exchange(a, {"w": w}, float(t))
-        exchange(b, {}, float(t))
+        b_out += exchange(b, {}, float(t))
     assert a.may_run(15.5)
-    assert of(b.handle(ls.TimerFired(ls.FENCE), 15.5), ls.Isolated)
-    assert not b.may_run(15.5)
+    assert of(b_out, ls.Isolated) and not b.may_run(15.5)
     out = a.handle(ls.Reclaim("b"), 16.0)
     query = to(out, "w")
     answer = of(w.handle(ls.Received(query.message), 16.0), ls.Send)[0].message
