@@ -52,6 +52,7 @@ from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpE
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
+    from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Agent:
         self.pools: PoolService | None = None
         self.hypervisor: HypervisorDriver | None = None
         self.hypervisor_uri = ""
+        self.lease: LeaseService | None = None
         self.events = EventHub()
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
@@ -151,6 +153,9 @@ class Agent:
             # leave gracefully rather than let the others find us dead.
             stack.push_async_exit(_leave_on_error(node))
 
+            # Leases (docs/ha.md): every member votes, a witness too; hosts hold them.
+            if config.leases:
+                self.lease = await _start_lease(stack, node, config, self._fenceable)
             # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
             pools = None if config.witness else await self._start_host(stack, node, api, images)
 
@@ -184,12 +189,19 @@ class Agent:
             await self._leave.wait()
             self.status = "leaving"
             _notify_systemd("STOPPING=1")
+            if self.lease is not None:  # before the hand-over: the guard keeps the VMs
+                await self.lease.leave()
             if pools is not None:  # a witness shepherds nothing: no hand-over
                 await _hand_over(pools)
             node.feed(LeaveRequested())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
         self.status = "stopped"
+
+    def _fenceable(self) -> frozenset[tuple[str, str]]:
+        """This host's fenceable (pool, component) pairs, for the fence guard. Empty until
+        the pool service provides them (hook: docs/ha.md, sdmesh.ha.policy.fenceable)."""
+        return frozenset()
 
     async def _start_host(
         self, stack: contextlib.AsyncExitStack, node: MeshNode, api: str, images: list[str]
@@ -239,6 +251,9 @@ class Agent:
 
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if isinstance(request, dict) and request.get("rpc") == "lease" and self.lease is not None:
+            assert self.node is not None
+            return await self.lease.handle_rpc(request, _sent_by(self.node, peer))
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "starting"}
@@ -283,6 +298,59 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def _start_lease(
+    stack: contextlib.AsyncExitStack,
+    node: MeshNode,
+    config: AgentConfig,
+    fenceable: Callable[[], frozenset[tuple[str, str]]],
+) -> LeaseService:
+    """The lease service (sdmesh.ha): renews over stream RPCs to each member's gossip port,
+    follows the membership view for its voters, keeps the fence guard armed. A previous
+    agent's guard deadline bounds how long leftovers are kept before the first renewal."""
+    from sdmesh.ha.guard_client import GuardClient
+    from sdmesh.ha.lease_service import LeaseService, voters_of
+    from sdmesh.ha.timing import LeaseTiming
+
+    timing = LeaseTiming(isolation_timeout=config.isolation_timeout)
+    guard = GuardClient(config.fence_guard_socket) if config.fence_guard_socket else None
+    inherited = None
+    if guard is not None:
+        status = await asyncio.to_thread(guard.status, 1.0)
+        if status is not None and status.get("mode") == "armed":
+            with contextlib.suppress(TypeError, ValueError):
+                inherited = float(status["fence_at"])
+
+    async def rpc(member: str, payload: dict[str, object]) -> object:
+        found = node.core.member(member)
+        if found is None:
+            raise LookupError(f"{member} is not a member")
+        return await node.client.request(found.addr, payload, timeout=timing.renew_interval)
+
+    def lost(reason: str) -> None:
+        log.warning("isolation response due (%s): pools stop their restartable VMs", reason)
+
+    lease = LeaseService(
+        config.name, rpc, config.state_dir, timing=timing, guard=guard,
+        fenceable=fenceable, on_isolated=lost,
+    )  # fmt: skip
+    lease.start(voters_of(node.core.members()), inherited)
+    node.listeners.append(lambda _event: lease.voters_changed(voters_of(node.core.members())))
+    stack.push_async_callback(lease.close)
+    if guard is not None:
+        stack.callback(guard.close)
+    return lease
+
+
+def _sent_by(node: MeshNode, peer: tuple[str, int]) -> Callable[[str], bool]:
+    """Whether a stream request from ``peer`` can come from member ``name`` (same host)."""
+
+    def check(name: str) -> bool:
+        member = node.core.member(name)
+        return member is not None and member.addr[0] == peer[0]
+
+    return check
 
 
 async def _hand_over(pools: PoolService) -> None:

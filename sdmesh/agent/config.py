@@ -64,6 +64,8 @@ class AgentConfig:
     # no hypervisor; the isolation timeout is the lease term (sdmesh.ha.timing); the fence
     # guard's socket (none: the agent fences only while it lives); an opt-in watchdog device
     # the guard pets (sdmesh-fence-guard --watchdog; named here so the agent can report it).
+    # ``leases`` turns the lease service on (off until the pool service consults it).
+    leases: bool = False
     witness: bool = False
     isolation_timeout: float = 6.0
     fence_guard_socket: str | None = "/run/sdmesh-fence-guard/guard.sock"
@@ -147,7 +149,7 @@ def _coerce_ha(name: str, value: Any) -> Any:
     return text or None
 
 
-_HA_FIELDS = ("witness", "isolation_timeout", "fence_guard_socket", "watchdog_device")
+_HA_FIELDS = ("leases", "witness", "isolation_timeout", "fence_guard_socket", "watchdog_device")
 
 
 def _coerce(name: str, value: Any) -> Any:

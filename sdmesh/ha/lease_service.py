@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from sdmesh.ha import lease as ls
@@ -24,12 +24,19 @@ from sdmesh.ha.guard_client import GuardClient
 from sdmesh.ha.guard_wire import boottime
 from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
 from sdmesh.ha.timing import LeaseTiming
+from sdmesh.membership import Member, State
 from sdmesh.safeio import read_private, write_private
 
 log = logging.getLogger(__name__)
 
 Rpc = Callable[[str, dict[str, object]], Awaitable[object]]
 VOTER_FILE = "lease-voter.json"
+
+
+def voters_of(members: Iterable[Member]) -> frozenset[str]:
+    """Who votes: every member that has not left (dead ones may be alive across a cut),
+    witnesses included; the same members the pools' majority rule counts."""
+    return frozenset(m.name for m in members if m.state is not State.LEFT)
 
 
 def load_voter_state(state_dir: Path) -> ls.VoterState:
@@ -98,12 +105,33 @@ class LeaseService:
             future.cancel()
         self._feed(ls.CancelReclaim(holder))
 
-    def planned_leave(self) -> None:
-        """Before ``leave``: a lease of the away grace, and the guard armed with it."""
+    async def leave(self, timeout: float = 2.0) -> None:
+        """A planned stop (``sdmesh leave``, a restart, an upgrade): ask for a lease of the
+        away grace so the guard, armed with it, keeps the VMs that long; with nothing
+        fenceable here, disarm the guard instead. Never fences."""
+        fenceable = self._fenceable()
+        if not fenceable:
+            if self._guard is not None:
+                self._guard.disarm("planned stop: nothing fenceable on this host")
+            return
         self._feed(ls.PlannedLeave())
+        wanted = self._clock() + self.timing.leave_term - self.timing.isolation_timeout
+        deadline = self._loop.time() + timeout
+        while self._loop.time() < deadline:
+            until = self.core.valid_until
+            if until is not None and until >= wanted:
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "no majority granted the leave's lease: the fence guard stops this host's "
+            "restartable VMs at the usual isolation timeout"
+        )
 
-    async def handle_rpc(self, request: object) -> object:
-        """A peer's lease request or reclaim query; the answer is the RPC's response."""
+    async def handle_rpc(
+        self, request: object, sender: Callable[[str], bool] | None = None
+    ) -> object:
+        """A peer's lease request or reclaim query; the answer is the RPC's response.
+        ``sender(name)``: whether the request really comes from that member (refused if not)."""
         try:
             message = decode(request)
         except LeaseWireError as error:
@@ -112,6 +140,9 @@ class LeaseService:
         if not isinstance(message, ls.LeaseRequest | ls.ReclaimQuery):
             return None
         asker = message.holder if isinstance(message, ls.LeaseRequest) else message.asker
+        if sender is not None and not sender(asker):
+            log.warning("lease RPC in the name of %s from another address: refused", asker)
+            return None
         replies = [
             action.message
             for action in self._feed(ls.Received(message))

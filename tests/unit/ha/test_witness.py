@@ -101,3 +101,48 @@ async def test_a_witness_agent_starts_without_a_hypervisor(tmp_path: Path, witne
         agent.request_leave()
         await asyncio.wait_for(task, 20)
     assert agent.status == "stopped"
+
+
+async def _running(agent: Agent, task: asyncio.Task[None]) -> None:
+    for _ in range(400):
+        if agent.status == "running" or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert agent.status == "running", task.exception() if task.done() else agent.status
+
+
+async def test_a_host_and_a_witness_hold_leases_over_the_mesh(tmp_path: Path) -> None:
+    security = load_security(None, insecure=True)
+
+    def config(name: str, **extra: object) -> AgentConfig:
+        (tmp_path / name).mkdir()
+        return AgentConfig(
+            name=name,
+            bind=("127.0.0.1", 0),
+            api=("127.0.0.1", 0),
+            state_dir=tmp_path / name,
+            insecure=True,
+            leases=True,
+            fence_guard_socket=None,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    witness = Agent(config("w", witness=True), security)
+    tasks = [asyncio.create_task(witness.run())]
+    try:
+        await _running(witness, tasks[0])
+        assert witness.node is not None
+        host = Agent(config("h", peers=(witness.node.udp.local_address,)), security)
+        tasks.append(asyncio.create_task(host.run()))
+        await _running(host, tasks[1])
+        assert host.lease is not None and witness.lease is not None
+        for _ in range(100):
+            if host.lease.core.voters == {"h", "w"} and host.lease.may_run():
+                break
+            await asyncio.sleep(0.05)
+        assert host.lease.core.voters == {"h", "w"} and host.lease.may_run()
+        assert witness.lease.may_run()  # the witness holds one too (it runs nothing)
+    finally:
+        for agent in (witness, *([host] if len(tasks) > 1 else [])):
+            agent.request_leave()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
