@@ -78,6 +78,10 @@ class LeaseService:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reclaimed: dict[str, asyncio.Future[None]] = {}
+        self._armed: tuple[float, float] | None = None
+        self.lapses = 0
+        """How many times the lease ran out: an operation that began under one count and
+        ends under another must not leave a fenceable VM running (it began before a fence)."""
 
     # ------------------------------------------------------------ the agent's calls
     def start(self, voters: frozenset[str], inherited_fence_at: float | None) -> None:
@@ -90,6 +94,11 @@ class LeaseService:
     def may_run(self) -> bool:
         """Consult before starting, and while keeping, a fenceable VM."""
         return self.core.may_run(self._clock())
+
+    def rearm(self) -> None:
+        """Tell the guard the fenceable set changed (call *before* starting such a VM)."""
+        if self._guard is not None and self._armed is not None and self.may_run():
+            self._guard.arm(*self._armed, self._fenceable())
 
     async def reclaim(self, holder: str) -> None:
         """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""
@@ -182,9 +191,12 @@ class LeaseService:
                 delay, self._feed, ls.TimerFired(action.name)
             )
         elif isinstance(action, ls.LeaseValid):
+            self._armed = (action.fence_at, action.until)
             if self._guard is not None:
                 self._guard.arm(action.fence_at, action.until, self._fenceable())
         elif isinstance(action, ls.Isolated):
+            self._armed = None
+            self.lapses += 1
             log.warning("lease lost: %s; applying the isolation response", action.reason)
             self._on_isolated(action.reason)
         elif isinstance(action, ls.Reclaimed):
