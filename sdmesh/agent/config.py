@@ -131,7 +131,7 @@ def guess_local_ip(toward: str) -> str:
 
 def _coerce_ha(name: str, value: Any) -> Any:
     """The HA block's settings (track h14-lease)."""
-    if name == "witness":
+    if name in ("witness", "leases"):
         return (
             value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
         )

@@ -191,13 +191,16 @@ class LeaseService:
                 delay, self._feed, ls.TimerFired(action.name)
             )
         elif isinstance(action, ls.LeaseValid):
+            if self._armed is None:
+                log.info("lease held: restartable VMs may run on this host")
             self._armed = (action.fence_at, action.until)
             if self._guard is not None:
                 self._guard.arm(action.fence_at, action.until, self._fenceable())
         elif isinstance(action, ls.Isolated):
+            level = logging.WARNING if self._armed is not None else logging.DEBUG
+            log.log(level, "lease lost: %s; applying the isolation response", action.reason)
             self._armed = None
             self.lapses += 1
-            log.warning("lease lost: %s; applying the isolation response", action.reason)
             self._on_isolated(action.reason)
         elif isinstance(action, ls.Reclaimed):
             future = self._reclaimed.pop(action.holder, None)

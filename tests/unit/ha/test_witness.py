@@ -55,13 +55,16 @@ def test_witness_meta_offers_no_capacity() -> None:
 
 
 def test_ha_settings_parse_and_refuse_bad_values(tmp_path: Path) -> None:
-    config = load_config(None, {}, {"SDMESH_WITNESS": "yes", "SDMESH_ISOLATION_TIMEOUT": "8"})
-    assert config.witness is True and config.isolation_timeout == 8.0
+    env = {"SDMESH_WITNESS": "yes", "SDMESH_ISOLATION_TIMEOUT": "8", "SDMESH_LEASES": "1"}
+    config = load_config(None, {}, env)
+    assert config.witness is True and config.isolation_timeout == 8.0 and config.leases
     assert AgentConfig().witness is False and AgentConfig().isolation_timeout == 6.0
     path = tmp_path / "agent.toml"
-    path.write_text('witness = true\nwatchdog-device = "/dev/watchdog"\nfence-guard-socket = ""\n')
+    path.write_text(
+        'witness = true\nleases = true\nwatchdog-device = "/dev/watchdog"\nfence-guard-socket = ""\n'
+    )
     config = load_config(path, {}, {})
-    assert config.witness and config.watchdog_device == "/dev/watchdog"
+    assert config.witness and config.leases and config.watchdog_device == "/dev/watchdog"
     assert config.fence_guard_socket is None
     for env, message in (
         ({"SDMESH_ISOLATION_TIMEOUT": "1"}, "outside 3-600"),
