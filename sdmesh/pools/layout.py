@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from sdmesh.ha.policy import IsolationError, IsolationResponse, isolation_response
 from sdmesh.language.values import NULL, ComponentDescription, Reference
 from sdmesh.lifecycle.behaviours import BEHAVIOURS, behaviour_for
 from sdmesh.lifecycle.model import Node
@@ -50,6 +51,7 @@ class Unit:
     leaves: tuple[str, ...]
     demand: Demand
     restart: str = "never"
+    isolation: IsolationResponse = "stop"  # what its host does on losing its lease (docs/ha.md)
 
 
 @dataclass
@@ -107,7 +109,11 @@ def layout(description: ComponentDescription) -> Layout:
                 )
             claimed[disk] = vm.path
         demand = _demand(root, vm, _disk_mib(root, [nodes[disk] for disk in disks]))
-        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), demand, _restart(vm))
+        try:
+            isolation = isolation_response(vm)
+        except IsolationError as error:
+            raise LayoutError(str(error)) from None
+        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), demand, _restart(vm), isolation)
         for leaf in (*disks, vm.path):
             result.unit_of[leaf] = vm.path
     for node in walk(root):

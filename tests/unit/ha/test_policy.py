@@ -41,3 +41,22 @@ def test_keep_from_the_vm_or_a_container_is_neither_fenced_nor_rebuilt() -> None
 def test_a_wrong_value_names_the_component() -> None:
     with pytest.raises(IsolationError, match=r"sfConfig:pool:vm: isolation must be"):
         isolation_response(pool('isolation "kep";'))
+
+
+def test_layout_carries_the_isolation_and_refuses_a_wrong_one() -> None:
+    from sdmesh.language import resolve_text as resolve
+    from sdmesh.pools.layout import LayoutError, layout
+
+    def text(extra: str) -> str:
+        return f"""
+#include "org/smartfrog/components.sf"
+#include "ch/cern/openlab/smartdomains/components.sf"
+sfConfig extends Compound {{
+    vm extends KvmDomain {{ memory 256; restart "always"; {extra} }}
+}}
+"""
+
+    assert layout(resolve(text("")).root).units["sfConfig:vm"].isolation == "stop"
+    assert layout(resolve(text('isolation "keep";')).root).units["sfConfig:vm"].isolation == "keep"
+    with pytest.raises(LayoutError, match="isolation must be"):
+        layout(resolve(text('isolation "maybe";')).root)
