@@ -124,3 +124,44 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
         for service in mesh.services.values():
             await service.close()
         listener.close()
+
+
+async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
+    tmp_path: Path,
+) -> None:
+    guard_path = tmp_path / "guard.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(guard_path))
+    listener.setblocking(False)
+    mesh = Mesh()
+    fenceable: dict[str, frozenset[tuple[str, str]]] = {"a": frozenset({("ha", "*")})}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        mesh.services[name] = LeaseService(
+            name,
+            mesh.rpc_for(name),
+            tmp_path / name,
+            timing=FAST,
+            guard=GuardClient(guard_path) if name == "a" else None,
+            fenceable=lambda name=name: fenceable.get(name, frozenset()),  # type: ignore[misc]
+        )
+    try:
+        for service in mesh.services.values():
+            service.start(frozenset({"a", "b"}), None)
+        await asyncio.sleep(0.5)
+        await mesh.services["a"].leave()
+        arms = []
+        while True:
+            try:
+                arms.append(json.loads(listener.recv(65536)))
+            except BlockingIOError:
+                break
+        assert arms[-1]["op"] == "arm"
+        assert arms[-1]["until"] >= boottime() + FAST.leave_term - FAST.isolation_timeout
+        fenceable["a"] = frozenset()  # nothing fenceable: a planned stop disarms instead
+        await mesh.services["a"].leave()
+        assert json.loads(listener.recv(65536))["op"] == "disarm"
+    finally:
+        for service in mesh.services.values():
+            await service.close()
+        listener.close()
