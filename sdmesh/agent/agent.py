@@ -35,6 +35,7 @@ from sdmesh.agent.meta import (
     member_meta,
     preliminary_meta,
     settled_disk_free,
+    witness_meta,
 )
 from sdmesh.membership import (
     JoinRequested,
@@ -58,6 +59,7 @@ from sdmesh.transport import (
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
+    from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Agent:
         self.dht: Dht | None = None
         self.pools: PoolService | None = None
         self.hypervisor: HypervisorDriver | None = None
+        self.hypervisor_uri = ""
+        self.lease: LeaseService | None = None
         self.events = EventHub()
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
@@ -149,7 +153,9 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
-                    meta=preliminary_meta(
+                    meta=witness_meta(config.labels, api)
+                    if config.witness
+                    else preliminary_meta(
                         config.hypervisor, config.labels, images, api, config.allow_shell
                     ),
                 ),
@@ -174,52 +180,11 @@ class Agent:
             # leave gracefully rather than let the others find us dead.
             stack.push_async_exit(_leave_on_error(node))
 
-            # Then the hypervisor (libvirt); the mesh learns our capacity as soon as we do.
-            await _import("sdmesh.hypervisor")
-            from sdmesh.hypervisor import LibvirtDriver
-            from sdmesh.hypervisor.simulated_host import hypervisor_uri
-
-            uri = hypervisor_uri(config.hypervisor, config.state_dir)
-            hypervisor = await stack.enter_async_context(LibvirtDriver(uri, owner=config.name))
-            self.hypervisor = hypervisor
-            caps = await hypervisor.capabilities()
-            capacity = await hypervisor.capacity()
-            disk = disk_free_mib(config.state_dir / "volumes")
-            meta = member_meta(
-                caps, capacity, config.labels, images, api, disk, shell=config.allow_shell
-            )
-            node.feed(MetaUpdated(meta))
-            refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
-            stack.callback(refresh.cancel)
-
-            # The DHT (kademlia) listens on the gossip port + 1 of every member.
-            await _import("sdmesh.dht")
-            from sdmesh.dht import Dht
-            from sdmesh.dht.ids import node_id_for
-
-            dht = self.dht = Dht(node_id=node_id_for(config.name))
-            await dht.start((config.bind[0], bound[1] + 1), self.security)
-            stack.callback(dht.stop)
-
-            # Descriptors are resolved in a worker process (issue 11.5), started now so the
-            # first submission does not pay its cold start.
-            from sdmesh.pools.resolve_worker import default_worker, stop_resolver
-
-            await default_worker().start()
-            stack.push_async_callback(stop_resolver)
-
-            # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
-            from sdmesh.agent.pools import PoolService
-
-            pools = PoolService(config.name, node, dht, client, hypervisor, caps, config.state_dir)
-            await pools.start()
-            stack.push_async_callback(pools.close)
-            self.pools = pools
-            follow_pools(self.events, pools)
-            if config.peers:
-                seeds = [(host, port + 1) for host, port in config.peers]
-                bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
-                stack.callback(bootstrap.cancel)
+            # Leases (docs/ha.md): every member votes, a witness too; hosts hold them.
+            if config.leases:
+                self.lease = await _start_lease(stack, node, config, self._fenceable)
+            # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
+            pools = None if config.witness else await self._start_host(stack, node, api, images)
 
             # The control API (aiohttp) last: once it answers, the agent is fully up.
             await _import("sdmesh.agent.api")
@@ -258,33 +223,86 @@ class Agent:
                 advertised[1],
                 config.api[0],
                 config.api[1],
-                uri,
+                "none (witness)" if pools is None else self.hypervisor_uri,
             )
             _notify_systemd("READY=1")
             await self._leave.wait()
             self.status = "leaving"
             _notify_systemd("STOPPING=1")
-            # Pools first (cli.md): this agent's pools go to their successors while it is
-            # still a member; its host's VMs stay. Bounded, so SIGTERM always ends.
-            try:
-                handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
-                for pool, successor in sorted(handed.items()):
-                    log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
-            except TimeoutError:
-                log.warning(
-                    "handing pools over took more than %.0f s: leaving anyway; their "
-                    "successors take them over from the saved records",
-                    HANDOVER_BUDGET,
-                )
-            except Exception:
-                log.exception("handing pools over failed: leaving anyway")
+            if self.lease is not None:  # before the hand-over: the guard keeps the VMs
+                await self.lease.leave()
+            if pools is not None:  # a witness shepherds nothing: no hand-over
+                await _hand_over(pools)
             node.feed(LeaveRequested())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(node.left.wait(), LEAVE_TIMEOUT)
         self.status = "stopped"
 
+    def _fenceable(self) -> frozenset[tuple[str, str]]:
+        """This host's fenceable (pool, component) pairs, for the fence guard. Empty until
+        the pool service provides them (hook: docs/ha.md, sdmesh.ha.policy.fenceable)."""
+        return frozenset()
+
+    async def _start_host(
+        self, stack: contextlib.AsyncExitStack, node: MeshNode, api: str, images: list[str]
+    ) -> PoolService:
+        """A hypervisor host's parts: libvirt, the DHT and the pool service."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        bound = node.udp.local_address
+        # Then the hypervisor (libvirt); the mesh learns our capacity as soon as we do.
+        await _import("sdmesh.hypervisor")
+        from sdmesh.hypervisor import LibvirtDriver
+        from sdmesh.hypervisor.simulated_host import hypervisor_uri
+
+        uri = self.hypervisor_uri = hypervisor_uri(config.hypervisor, config.state_dir)
+        hypervisor = await stack.enter_async_context(LibvirtDriver(uri, owner=config.name))
+        self.hypervisor = hypervisor
+        caps = await hypervisor.capabilities()
+        capacity = await hypervisor.capacity()
+        disk = disk_free_mib(config.state_dir / "volumes")
+        meta = member_meta(
+            caps, capacity, config.labels, images, api, disk, shell=config.allow_shell
+        )
+        node.feed(MetaUpdated(meta))
+        refresh = loop.create_task(self._refresh_capacity(meta, caps, images, api, disk))
+        stack.callback(refresh.cancel)
+
+        # The DHT (kademlia) listens on the gossip port + 1 of every member.
+        await _import("sdmesh.dht")
+        from sdmesh.dht import Dht
+        from sdmesh.dht.ids import node_id_for
+
+        dht = self.dht = Dht(node_id=node_id_for(config.name))
+        await dht.start((config.bind[0], bound[1] + 1), self.security)
+        stack.callback(dht.stop)
+
+        # Descriptors are resolved in a worker process (issue 11.5), started now so the
+        # first submission does not pay its cold start.
+        from sdmesh.pools.resolve_worker import default_worker, stop_resolver
+
+        await default_worker().start()
+        stack.push_async_callback(stop_resolver)
+
+        # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
+        from sdmesh.agent.pools import PoolService
+
+        pools = PoolService(config.name, node, dht, node.client, hypervisor, caps, config.state_dir)
+        await pools.start()
+        stack.push_async_callback(pools.close)
+        self.pools = pools
+        follow_pools(self.events, pools)
+        if config.peers:
+            seeds = [(host, port + 1) for host, port in config.peers]
+            bootstrap = loop.create_task(self._bootstrap_dht(dht, seeds))
+            stack.callback(bootstrap.cancel)
+        return pools
+
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if isinstance(request, dict) and request.get("rpc") == "lease" and self.lease is not None:
+            assert self.node is not None
+            return await self.lease.handle_rpc(request, _sent_by(self.node, peer))
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "starting"}
@@ -342,6 +360,76 @@ def _is_membership_request(request: object) -> bool:
     whose name we do not know yet; its content is gossip every member gets anyway), never a
     pool RPC, whose replay to another member would act twice."""
     return not (isinstance(request, dict) and "rpc" in request)
+
+
+async def _start_lease(
+    stack: contextlib.AsyncExitStack,
+    node: MeshNode,
+    config: AgentConfig,
+    fenceable: Callable[[], frozenset[tuple[str, str]]],
+) -> LeaseService:
+    """The lease service (sdmesh.ha): renews over stream RPCs to each member's gossip port,
+    follows the membership view for its voters, keeps the fence guard armed. A previous
+    agent's guard deadline bounds how long leftovers are kept before the first renewal."""
+    from sdmesh.ha.guard_client import GuardClient
+    from sdmesh.ha.lease_service import LeaseService, voters_of
+    from sdmesh.ha.timing import LeaseTiming
+
+    timing = LeaseTiming(isolation_timeout=config.isolation_timeout)
+    guard = GuardClient(config.fence_guard_socket) if config.fence_guard_socket else None
+    inherited = None
+    if guard is not None:
+        status = await asyncio.to_thread(guard.status, 1.0)
+        if status is not None and status.get("mode") == "armed":
+            with contextlib.suppress(TypeError, ValueError):
+                inherited = float(status["fence_at"])
+
+    async def rpc(member: str, payload: dict[str, object]) -> object:
+        found = node.core.member(member)
+        if found is None:
+            raise LookupError(f"{member} is not a member")
+        return await node.client.request(found.addr, payload, timeout=timing.renew_interval)
+
+    def lost(reason: str) -> None:
+        log.warning("isolation response due (%s): pools stop their restartable VMs", reason)
+
+    lease = LeaseService(
+        config.name, rpc, config.state_dir, timing=timing, guard=guard,
+        fenceable=fenceable, on_isolated=lost,
+    )  # fmt: skip
+    lease.start(voters_of(node.core.members()), inherited)
+    node.listeners.append(lambda _event: lease.voters_changed(voters_of(node.core.members())))
+    stack.push_async_callback(lease.close)
+    if guard is not None:
+        stack.callback(guard.close)
+    return lease
+
+
+def _sent_by(node: MeshNode, peer: tuple[str, int]) -> Callable[[str], bool]:
+    """Whether a stream request from ``peer`` can come from member ``name`` (same host)."""
+
+    def check(name: str) -> bool:
+        member = node.core.member(name)
+        return member is not None and member.addr[0] == peer[0]
+
+    return check
+
+
+async def _hand_over(pools: PoolService) -> None:
+    """Pools first (cli.md): this agent's pools go to their successors while it is still a
+    member; its host's VMs stay. Bounded, so SIGTERM always ends."""
+    try:
+        handed = await asyncio.wait_for(pools.leave(), HANDOVER_BUDGET)
+        for pool, successor in sorted(handed.items()):
+            log.info("pool %s: handed over to %s", pool, successor or "nobody yet")
+    except TimeoutError:
+        log.warning(
+            "handing pools over took more than %.0f s: leaving anyway; their "
+            "successors take them over from the saved records",
+            HANDOVER_BUDGET,
+        )
+    except Exception:
+        log.exception("handing pools over failed: leaving anyway")
 
 
 def _leave_on_error(node: MeshNode) -> Callable[..., Awaitable[None]]:

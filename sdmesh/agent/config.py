@@ -86,6 +86,16 @@ class AgentConfig:
     api_socket: Path | None = None
     api_socket_group: str = "sdmesh"
     api_socket_roles: tuple[tuple[str, str], ...] = (("sdmesh", "operate"),)
+    # HA (issue 14, track h14-lease; docs/ha.md): a witness votes and holds leases but runs
+    # no hypervisor; the isolation timeout is the lease term (sdmesh.ha.timing); the fence
+    # guard's socket (none: the agent fences only while it lives); an opt-in watchdog device
+    # the guard pets (sdmesh-fence-guard --watchdog; named here so the agent can report it).
+    # ``leases`` turns the lease service on (off until the pool service consults it).
+    leases: bool = False
+    witness: bool = False
+    isolation_timeout: float = 6.0
+    fence_guard_socket: str | None = "/run/sdmesh-fence-guard/guard.sock"
+    watchdog_device: str | None = None
 
     @property
     def dht_bind(self) -> Address:
@@ -211,9 +221,34 @@ def host_policy(config: AgentConfig, config_file: Path | None = None) -> HostPol
 # --- end of host policy ---
 
 
+def _coerce_ha(name: str, value: Any) -> Any:
+    """The HA block's settings (track h14-lease)."""
+    if name in ("witness", "leases"):
+        return (
+            value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        )
+    if name == "isolation_timeout":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"isolation-timeout: {value!r} is not a number of seconds") from None
+        if not 3.0 <= seconds <= 600.0:
+            raise ConfigError(f"isolation-timeout: {seconds} s is outside 3-600 s")
+        return seconds
+    text = str(value).strip()
+    if text and not text.startswith("/"):
+        raise ConfigError(f"{name.replace('_', '-')}: {text!r} is not an absolute path")
+    return text or None
+
+
+_HA_FIELDS = ("leases", "witness", "isolation_timeout", "fence_guard_socket", "watchdog_device")
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name in _POLICY_SETTINGS:
         return _coerce_policy(name, value)
+    if name in _HA_FIELDS:
+        return _coerce_ha(name, value)
     if name in ("bind", "advertise"):
         return ip_address_of(parse_address(str(value), DEFAULT_BIND[1], name), name)
     if name == "api":

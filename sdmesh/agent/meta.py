@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from sdmesh.pools.ownership import WITNESS_KEY
+
 if TYPE_CHECKING:  # importing sdmesh.hypervisor loads libvirt: the agent does it later
     from sdmesh.hypervisor import HostCapabilities, HostCapacity
 
@@ -98,6 +100,19 @@ def preliminary_meta(
     if shell:
         meta["shell"] = True
     return meta
+
+
+def witness_meta(labels: tuple[str, ...], api: str) -> dict[str, object]:
+    """A witness's metadata: no capacity and no hypervisor (placement finds nothing to offer
+    there), and the flag that keeps it from shepherding (sdmesh.pools.ownership)."""
+    return {
+        "capacity": {},
+        "hypervisor": "none",
+        "labels": list(labels),
+        "images": [],
+        "api": api,
+        WITNESS_KEY: True,
+    }
 
 
 def uri_driver_kind(uri: str) -> str:

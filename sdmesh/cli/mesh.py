@@ -125,6 +125,13 @@ def agent_option(function: F) -> F:
 )
 @click.option("--name", help="Member name [the host name].")
 @click.option(
+    "--witness",
+    is_flag=True,
+    default=None,
+    help="Join as a witness: vote and hold leases, run no VM (two hosts + a witness fail "
+    "over safely; docs/ha.md).",
+)
+@click.option(
     "--label", "labels", multiple=True, help="A label placement can ask for (repeatable)."
 )
 @click.option(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sdmesh.components.policy import needs_shell
+from sdmesh.ha.policy import IsolationError, IsolationResponse, isolation_response
 from sdmesh.language.values import NULL, ComponentDescription, Reference
 from sdmesh.lifecycle.behaviours import BEHAVIOURS, behaviour_for
 from sdmesh.lifecycle.model import Node
@@ -51,6 +52,7 @@ class Unit:
     leaves: tuple[str, ...]
     demand: Demand
     restart: str = "never"
+    isolation: IsolationResponse = "stop"  # what its host does on losing its lease (docs/ha.md)
 
 
 @dataclass
@@ -109,7 +111,11 @@ def layout(description: ComponentDescription) -> Layout:
                 )
             claimed[disk] = vm.path
         demand = _demand(root, vm, _disk_mib(root, [nodes[disk] for disk in disks]))
-        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), demand, _restart(vm))
+        try:
+            isolation = isolation_response(vm)
+        except IsolationError as error:
+            raise LayoutError(str(error)) from None
+        result.units[vm.path] = Unit(vm.path, (*disks, vm.path), demand, _restart(vm), isolation)
         for leaf in (*disks, vm.path):
             result.unit_of[leaf] = vm.path
     for node in walk(root):

@@ -25,6 +25,22 @@ from functools import lru_cache
 #: death seen without a majority pauses at once (:class:`QuorumGate`).
 QUORUM_HOLD = 1.5
 
+#: Member metadata flag of a witness (``sdmesh join --witness``): a member with no
+#: hypervisor that votes (majority, leases) but never shepherds a pool or hosts a VM.
+WITNESS_KEY = "witness"
+
+
+def is_witness(meta: object) -> bool:
+    """True for a member whose gossiped metadata says it is a witness."""
+    return isinstance(meta, dict) and meta.get(WITNESS_KEY) is True
+
+
+def shepherd_candidates(members: Iterable[tuple[str, object]]) -> frozenset[str]:
+    """The names among ``(name, meta)`` pairs that may shepherd a pool: witnesses only vote.
+    Pass these, not every live member, to :func:`shepherd`, :class:`Owners` and
+    :func:`successors`; the majority rule (:func:`has_quorum`) still counts witnesses."""
+    return frozenset(name for name, meta in members if not is_witness(meta))
+
 
 @lru_cache(maxsize=1 << 16)
 def key_of(text: str) -> int:

@@ -40,6 +40,7 @@ class HostOffer:
     labels: frozenset[str] = frozenset()
     disk_free_mib: int | None = None  # None: the member did not say (no disk check there)
     shell: bool = False  # the member allows shell components (its allow-shell; deny by default)
+    witness: bool = False  # a witness (sdmesh join --witness) votes but never hosts a VM
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def place(
             offer, offer.memory_free_mib, int(offer.vcpus * vcpu_ratio), offer.disk_free_mib
         )
         for offer in sorted(offers, key=lambda o: o.name)
-        if offer.name not in excluded
+        if offer.name not in excluded and not offer.witness
     }
     plan = Plan()
     placed = dict(already or {})

@@ -1,0 +1,231 @@
+"""The asyncio driver of the lease core: one per agent, next to the pool service.
+
+It feeds the core with ``CLOCK_BOOTTIME`` (the fence guard's clock too), sends lease
+requests and reclaim queries as stream RPCs (``rpc(member, payload)``, the agent's
+``StreamClient.request`` to the member's address) and feeds the answers back, answers the
+same RPCs from peers (``handle_rpc``), keeps the fence guard armed with each renewal, calls
+``on_isolated`` when the lease runs out, and writes the voter's promises to the state
+directory (``lease-voter.json``) so a restart keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from sdmesh.ha import lease as ls
+from sdmesh.ha.guard import Fenceable
+from sdmesh.ha.guard_client import GuardClient
+from sdmesh.ha.guard_wire import boottime
+from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
+from sdmesh.ha.timing import LeaseTiming
+from sdmesh.membership import Member, State
+from sdmesh.safeio import read_private, write_private
+
+log = logging.getLogger(__name__)
+
+Rpc = Callable[[str, dict[str, object]], Awaitable[object]]
+VOTER_FILE = "lease-voter.json"
+
+
+def voters_of(members: Iterable[Member]) -> frozenset[str]:
+    """Who votes: every member that has not left (dead ones may be alive across a cut),
+    witnesses included; the same members the pools' majority rule counts."""
+    return frozenset(m.name for m in members if m.state is not State.LEFT)
+
+
+def load_voter_state(state_dir: Path) -> ls.VoterState:
+    """What this agent promised as a voter before it restarted (nothing if unreadable)."""
+    data = read_private(state_dir / VOTER_FILE)
+    if data is None:
+        return ls.VoterState()
+    try:
+        raw = json.loads(data)
+        revoked = tuple((str(h), str(t)) for h, t in raw["revoked"])
+        grants = tuple((str(h), float(r)) for h, r in raw["long_grants"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("%s is unreadable: voter promises start empty", state_dir / VOTER_FILE)
+        return ls.VoterState()
+    return ls.VoterState(revoked, grants)
+
+
+class LeaseService:
+    def __init__(
+        self,
+        name: str,
+        rpc: Rpc,
+        state_dir: Path,
+        *,
+        timing: LeaseTiming | None = None,
+        guard: GuardClient | None = None,
+        fenceable: Callable[[], Fenceable] = frozenset,
+        on_isolated: Callable[[str], None] = lambda reason: None,
+        clock: Callable[[], float] = boottime,
+    ) -> None:
+        self.name = name
+        self.timing = timing or LeaseTiming()
+        self.core = ls.LeaseCore(
+            name, self.timing, load_voter_state(state_dir), secrets.token_hex(8)
+        )
+        self._rpc, self._state_dir, self._guard = rpc, state_dir, guard
+        self._fenceable, self._on_isolated, self._clock = fenceable, on_isolated, clock
+        self._loop = asyncio.get_running_loop()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reclaimed: dict[str, asyncio.Future[None]] = {}
+        self._armed: tuple[float, float] | None = None
+        self.lapses = 0
+        """How many times the lease ran out: an operation that began under one count and
+        ends under another must not leave a fenceable VM running (it began before a fence)."""
+
+    # ------------------------------------------------------------ the agent's calls
+    def start(self, voters: frozenset[str], inherited_fence_at: float | None) -> None:
+        """``inherited_fence_at``: the guard's deadline from before this agent started."""
+        self._feed(ls.Start(voters, inherited_fence_at))
+
+    def voters_changed(self, voters: frozenset[str]) -> None:
+        self._feed(ls.VotersChanged(voters))
+
+    def may_run(self) -> bool:
+        """Consult before starting, and while keeping, a fenceable VM."""
+        return self.core.may_run(self._clock())
+
+    def rearm(self) -> None:
+        """Tell the guard the fenceable set changed (call *before* starting such a VM)."""
+        if self._guard is not None and self._armed is not None and self.may_run():
+            self._guard.arm(*self._armed, self._fenceable())
+
+    async def reclaim(self, holder: str) -> None:
+        """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""
+        future = self._reclaimed.get(holder)
+        if future is None or future.done():
+            future = self._reclaimed[holder] = self._loop.create_future()
+            self._feed(ls.Reclaim(holder))
+        await asyncio.shield(future)
+
+    def cancel_reclaim(self, holder: str) -> None:
+        future = self._reclaimed.pop(holder, None)
+        if future is not None and not future.done():
+            future.cancel()
+        self._feed(ls.CancelReclaim(holder))
+
+    async def leave(self, timeout: float = 2.0) -> None:
+        """A planned stop (``sdmesh leave``, a restart, an upgrade): ask for a lease of the
+        away grace so the guard, armed with it, keeps the VMs that long; with nothing
+        fenceable here, disarm the guard instead. Never fences."""
+        fenceable = self._fenceable()
+        if not fenceable:
+            if self._guard is not None:
+                self._guard.disarm("planned stop: nothing fenceable on this host")
+            return
+        self._feed(ls.PlannedLeave())
+        wanted = self._clock() + self.timing.leave_term - self.timing.isolation_timeout
+        deadline = self._loop.time() + timeout
+        while self._loop.time() < deadline:
+            until = self.core.valid_until
+            if until is not None and until >= wanted:
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "no majority granted the leave's lease: the fence guard stops this host's "
+            "restartable VMs at the usual isolation timeout"
+        )
+
+    async def handle_rpc(
+        self, request: object, sender: Callable[[str], bool] | None = None
+    ) -> object:
+        """A peer's lease request or reclaim query; the answer is the RPC's response.
+        ``sender(name)``: whether the request really comes from that member (refused if not)."""
+        try:
+            message = decode(request)
+        except LeaseWireError as error:
+            log.debug("lease RPC refused: %s", error)
+            return None
+        if not isinstance(message, ls.LeaseRequest | ls.ReclaimQuery):
+            return None
+        asker = message.holder if isinstance(message, ls.LeaseRequest) else message.asker
+        if sender is not None and not sender(asker):
+            log.warning("lease RPC in the name of %s from another address: refused", asker)
+            return None
+        replies = [
+            action.message
+            for action in self._feed(ls.Received(message))
+            if isinstance(action, ls.Send) and action.to == asker
+        ]
+        return encode(replies[0]) if replies else None
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ the core's I/O
+    def _feed(self, event: ls.Event) -> list[ls.Action]:
+        actions = self.core.handle(event, self._clock())
+        handled: list[ls.Action] = []
+        for action in actions:
+            if isinstance(action, ls.Send):
+                if isinstance(action.message, ls.LeaseRequest | ls.ReclaimQuery):
+                    self._spawn(self._ask(action.to, action.message))
+                else:
+                    handled.append(action)  # an answer: handle_rpc returns it
+            else:
+                self._execute(action)
+        return handled
+
+    def _execute(self, action: ls.Action) -> None:
+        if isinstance(action, ls.SetTimer):
+            old = self._timers.pop(action.name, None)
+            if old is not None:
+                old.cancel()
+            delay = max(0.0, action.at - self._clock())
+            self._timers[action.name] = self._loop.call_later(
+                delay, self._feed, ls.TimerFired(action.name)
+            )
+        elif isinstance(action, ls.LeaseValid):
+            if self._armed is None:
+                log.info("lease held: restartable VMs may run on this host")
+            self._armed = (action.fence_at, action.until)
+            if self._guard is not None:
+                self._guard.arm(action.fence_at, action.until, self._fenceable())
+        elif isinstance(action, ls.Isolated):
+            level = logging.WARNING if self._armed is not None else logging.DEBUG
+            log.log(level, "lease lost: %s; applying the isolation response", action.reason)
+            self._armed = None
+            self.lapses += 1
+            self._on_isolated(action.reason)
+        elif isinstance(action, ls.Reclaimed):
+            future = self._reclaimed.pop(action.holder, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif isinstance(action, ls.PersistVoterState):
+            state = action.state
+            data = {"revoked": [list(p) for p in state.revoked], "long_grants": state.long_grants}
+            try:
+                write_private(self._state_dir / VOTER_FILE, json.dumps(data).encode())
+            except OSError as error:
+                log.error("cannot keep voter promises in %s: %s", self._state_dir, error)
+
+    async def _ask(self, member: str, message: ls.Message) -> None:
+        try:
+            answer = await self._rpc(member, encode(message))
+        except Exception as error:  # unreachable: a missing grant is the whole point
+            log.debug("lease RPC to %s failed: %s", member, error)
+            return
+        if answer is None:
+            return
+        with contextlib.suppress(LeaseWireError):
+            self._feed(ls.Received(decode(answer)))
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = self._loop.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

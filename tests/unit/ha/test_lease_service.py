@@ -1,0 +1,167 @@
+"""The lease driver over real asyncio timers and the real clock, peers wired in-process:
+renewal, the guard armed with each renewal, a cut host fencing before its reclaim ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sdmesh.ha import lease as ls
+from sdmesh.ha.guard_client import GuardClient
+from sdmesh.ha.guard_wire import boottime
+from sdmesh.ha.lease_service import VOTER_FILE, LeaseService, Rpc, load_voter_state
+from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
+from sdmesh.ha.timing import LeaseTiming
+
+FAST = LeaseTiming(isolation_timeout=1.2, renew_interval=0.2, stop_allowance=0.2, leave_term=5)
+NAMES = frozenset({"a", "b", "c"})
+
+
+def test_wire_round_trip_and_refusals() -> None:
+    for message in (
+        ls.LeaseRequest("a", 3, 6.0, ("t1",)),
+        ls.LeaseGrant("b", "a", 3),
+        ls.LeaseRevoked("b", "a", ("t1", "t2")),
+        ls.ReclaimQuery("c", "a", "t1"),
+        ls.ReclaimAnswer("b", "a", "t1", 2.5),
+        ls.ReclaimAnswer("b", "a", "t1", None),
+    ):
+        assert decode(encode(message)) == message
+    for bad in (
+        None,
+        {"rpc": "orders"},
+        {"rpc": "lease", "m": []},
+        {"rpc": "lease", "m": ["req", "a", -1, 6.0, []]},
+        {"rpc": "lease", "m": ["req", "a", 1, float("inf"), []]},
+        {"rpc": "lease", "m": ["req", "", 1, 6.0, []]},
+        {"rpc": "lease", "m": ["grant", "b", "a"]},
+        {"rpc": "lease", "m": ["revoked", "b", "a", ["t"] * 100]},
+        {"rpc": "lease", "m": ["explode"]},
+    ):
+        with pytest.raises(LeaseWireError):
+            decode(bad)
+
+
+class Mesh:
+    def __init__(self) -> None:
+        self.services: dict[str, LeaseService] = {}
+        self.cut: set[str] = set()
+        self.isolated: dict[str, float] = {}
+
+    def on_isolated(self, name: str) -> Callable[[str], None]:
+        def isolated(reason: str) -> None:
+            self.isolated.setdefault(name, boottime())
+
+        return isolated
+
+    def rpc_for(self, sender: str) -> Rpc:
+        async def rpc(member: str, payload: dict[str, object]) -> object:
+            if sender in self.cut or member in self.cut:
+                raise ConnectionError("cut")
+            await asyncio.sleep(0.001)
+            return await self.services[member].handle_rpc(payload)
+
+        return rpc
+
+
+async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
+    guard_path = tmp_path / "guard.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(guard_path))
+    listener.setblocking(False)
+    mesh = Mesh()
+    for name in sorted(NAMES):
+        state = tmp_path / name
+        state.mkdir()
+        mesh.services[name] = LeaseService(
+            name,
+            mesh.rpc_for(name),
+            state,
+            timing=FAST,
+            guard=GuardClient(guard_path) if name == "a" else None,
+            fenceable=lambda: frozenset({("ha", "*")}),
+            on_isolated=mesh.on_isolated(name),
+        )
+    try:
+        for service in mesh.services.values():
+            service.start(NAMES, None)
+        await asyncio.sleep(0.6)
+        assert all(service.may_run() for service in mesh.services.values())
+        arm = json.loads(listener.recv(65536))
+        assert arm["op"] == "arm" and arm["fenceable"] == [["ha", "*"]]
+        assert arm["fence_at"] > boottime()
+        while True:  # drain the renewals' arms, then a rearm sends one more now
+            try:
+                listener.recv(65536)
+            except BlockingIOError:
+                break
+        mesh.services["a"].rearm()
+        assert json.loads(listener.recv(65536))["op"] == "arm"
+        mesh.isolated.clear()
+        lapses = mesh.services["a"].lapses  # one already: no lease at start-up
+        mesh.cut.add("a")
+        started = boottime()
+        await asyncio.wait_for(mesh.services["c"].reclaim("a"), 10)
+        reclaimed = boottime()
+        assert "a" in mesh.isolated and mesh.isolated["a"] < reclaimed
+        assert mesh.services["a"].lapses == lapses + 1
+        assert reclaimed - started >= FAST.rebuild_wait - FAST.renew_interval - 0.05
+        assert not mesh.services["a"].may_run()
+        saved = load_voter_state(tmp_path / "b")
+        assert [h for h, _ in saved.revoked] == ["a"]
+        assert (tmp_path / "b" / VOTER_FILE).stat().st_mode & 0o777 == 0o600
+        # Healed: a learns of the revocation, acknowledges (it has fenced), renews again.
+        mesh.cut.clear()
+        await asyncio.sleep(1.0)
+        assert mesh.services["a"].may_run()
+        assert load_voter_state(tmp_path / "b").revoked == ()
+    finally:
+        for service in mesh.services.values():
+            await service.close()
+        listener.close()
+
+
+async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
+    tmp_path: Path,
+) -> None:
+    guard_path = tmp_path / "guard.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(guard_path))
+    listener.setblocking(False)
+    mesh = Mesh()
+    fenceable: dict[str, frozenset[tuple[str, str]]] = {"a": frozenset({("ha", "*")})}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        mesh.services[name] = LeaseService(
+            name,
+            mesh.rpc_for(name),
+            tmp_path / name,
+            timing=FAST,
+            guard=GuardClient(guard_path) if name == "a" else None,
+            fenceable=lambda name=name: fenceable.get(name, frozenset()),  # type: ignore[misc]
+        )
+    try:
+        for service in mesh.services.values():
+            service.start(frozenset({"a", "b"}), None)
+        await asyncio.sleep(0.5)
+        await mesh.services["a"].leave()
+        arms = []
+        while True:
+            try:
+                arms.append(json.loads(listener.recv(65536)))
+            except BlockingIOError:
+                break
+        assert arms[-1]["op"] == "arm"
+        assert arms[-1]["until"] >= boottime() + FAST.leave_term - FAST.isolation_timeout
+        fenceable["a"] = frozenset()  # nothing fenceable: a planned stop disarms instead
+        await mesh.services["a"].leave()
+        assert json.loads(listener.recv(65536))["op"] == "disarm"
+    finally:
+        for service in mesh.services.values():
+            await service.close()
+        listener.close()
