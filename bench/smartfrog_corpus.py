@@ -1,0 +1,517 @@
+"""Conformance bench: SmartFrog's own test expectations, run through sdmesh's resolver.
+
+Usage: ``python bench/smartfrog_corpus.py PATH [--mode real|ours|both] [--show-failures N]``
+
+``PATH`` is a checkout of SmartFrog's repository (``steveloughran/smartfrog``). The bench is
+opt-in (CI has no network, so no checkout): it is not part of ``make test``.
+
+What it does:
+
+1. Finds the class-path roots of the checkout: every directory holding an ``org/`` tree of
+   ``.sf`` files (``core/smartfrog/src``, the components' ``src`` and ``test`` directories...).
+2. Derives expected outcomes from SmartFrog's Java tests: each call naming a ``.sf`` file
+   (``deployExpectingSuccess``, ``expectSuccessfulTestRun``, ``deployExpectingException``...)
+   says whether the file deploys, fails at run time (it must still resolve), or is rejected
+   at parse, type, place, link, schema, TBD or cyclic resolution (from the exception names and
+   texts the test expects).
+3. Resolves each judged file exactly as ``sdmesh validate`` and ``sdmesh show --json`` do
+   (:func:`sdmesh.language.resolve_file`, then the JSON rendering), in two modes: ``real``
+   (SmartFrog's own library first on the include path) and ``ours`` (sdmesh's built-in
+   library first, so SmartFrog's core names come from it; the rest from the checkout).
+4. Prints agreement, the kind of error of each rejection, the attribute values SmartFrog's
+   FunctionsSystemTest and ReferencePositiveTest assert, the slowest file and the total time.
+
+Nothing here special-cases a file: expectations come from the Java sources, verdicts from the
+resolver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdmesh.language import DescriptorError, resolve_file
+from sdmesh.language.library import library_dir
+
+#: Expected outcomes. "deploys" and "runtime" must resolve; the others must be rejected.
+RESOLVES = frozenset({"deploys", "runtime"})
+#: Any of these satisfies an expectation of a generic "resolution" failure.
+RESOLUTION_KINDS = frozenset({"type", "place", "function", "link", "schema", "tbd", "cyclic"})
+
+SUCCESS_CALLS = frozenset(
+    {
+        "deployExpectingSuccess",
+        "deployExpectingSuccessFile",
+        "expectSuccessfulTestRun",
+        "expectSuccessfulTestRunOrSkip",
+        "runTestsToCompletion",
+        "expectDeployed",
+        "expectSuccessfulTermination",
+    }
+)
+RUNTIME_CALLS = frozenset(
+    {
+        "expectAbnormalTestRun",
+        "expectAbnormalTermination",
+        "deployExpectingFault",
+        "deployExpectingAssertionFailure",
+        "expectTermination",
+        "expectLivenessFailure",
+    }
+)
+EXCEPTION_CALLS = frozenset({"deployExpectingException"})
+ALL_CALLS = SUCCESS_CALLS | RUNTIME_CALLS | EXCEPTION_CALLS
+
+_CALL = re.compile(r"\b(" + "|".join(sorted(ALL_CALLS)) + r")\s*\(")
+_CONSTANT = re.compile(r"\bString\s+(\w+)\s*=\s*((?:\"(?:[^\"\\]|\\.)*\"\s*\+?\s*)+);")
+_LITERAL = re.compile(r"\"((?:[^\"\\]|\\.)*)\"")
+
+
+@dataclass
+class Expectation:
+    """What SmartFrog's tests expect of one file."""
+
+    relative: str
+    outcome: str  # deploys | runtime | parse | type | place | link | schema | tbd | cyclic | ...
+    test: str  # the Java file and method call that says so
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    kind: str  # "ok" or our error's kind
+    message: str
+    seconds: float
+    tree: object = None
+
+
+@dataclass
+class ModeResult:
+    name: str
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------- expectations
+def _arguments(text: str, start: int) -> list[str]:
+    """The top-level arguments of the call whose '(' is at ``start - 1``."""
+    depth, i, current, args = 1, start, [], []
+    in_string = False
+    while i < len(text) and depth:
+        c = text[i]
+        if in_string:
+            current.append(c)
+            if c == "\\":
+                current.append(text[i + 1])
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+            current.append(c)
+        elif c in "([{":
+            depth += 1
+            current.append(c)
+        elif c in ")]}":
+            depth -= 1
+            if depth:
+                current.append(c)
+        elif c == "," and depth == 1:
+            args.append("".join(current).strip())
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    args.append("".join(current).strip())
+    return args
+
+
+def _evaluate(expression: str, constants: dict[str, str]) -> str | None:
+    """A Java string expression made of literals and known constants, or None."""
+    pieces = []
+    for term in expression.split("+"):
+        term = term.strip()
+        literal = _LITERAL.fullmatch(term)
+        if literal:
+            pieces.append(literal.group(1))
+        elif term in constants:
+            pieces.append(constants[term])
+        else:
+            return None
+    return "".join(pieces)
+
+
+def classify_expected_failure(arguments: str) -> str:
+    """The phase a ``deployExpectingException`` call expects, from names and texts."""
+    text = arguments
+    lowered = text.lower()
+    if "TBD" in text:
+        return "tbd"
+    if "cyclic" in lowered or "cycle" in lowered:
+        return "cyclic"
+    if "parse" in lowered and "Exception" in text:
+        return "parse"
+    if "TYPERESOLUTION" in text or "TypeResolution" in text:
+        return "type"
+    if "PlaceResolution" in text or "PLACERESOLUTION" in text:
+        return "place"
+    if "AssertionResolution" in text or "error in schema" in lowered:
+        return "schema"
+    if "LINKRESOLUTION" in text or "LinkResolution" in text:
+        return "link"
+    if "CompileResolution" in text or re.search(r"\bEXCEPTION_RESOLUTION\b", text):
+        return "resolution"
+    if "SmartFrogResolutionException" in text:
+        return "resolution"
+    return "runtime"
+
+
+def derive_expectations(checkout: Path) -> dict[str, Expectation]:
+    """Expected outcome per relative ``.sf`` name, from every Java test in the checkout."""
+    found: dict[str, Expectation] = {}
+    for java in sorted(checkout.rglob("*.java")):
+        if "/test" not in str(java):
+            continue
+        try:
+            text = java.read_text(errors="replace")
+        except OSError:
+            continue
+        if not _CALL.search(text):
+            continue
+        constants = {}
+        for match in _CONSTANT.finditer(text):
+            value = _evaluate(match.group(2).rstrip("+ "), constants)
+            if value is not None:
+                constants[match.group(1)] = value
+        for match in _CALL.finditer(text):
+            call = match.group(1)
+            args = _arguments(text, match.end())
+            relative = _sf_name(args, constants)
+            if relative is None:
+                continue
+            if call in SUCCESS_CALLS:
+                outcome = "deploys"
+            elif call in RUNTIME_CALLS:
+                outcome = "runtime"
+            else:
+                outcome = classify_expected_failure(" ".join(args[1:]))
+            line = text.count("\n", 0, match.start()) + 1
+            where = f"{java.relative_to(checkout)}:{line} {call}"
+            previous = found.get(relative)
+            # A file several tests name: a rejection is more specific than a deployment.
+            if previous is None or (previous.outcome in RESOLVES and outcome not in RESOLVES):
+                found[relative] = Expectation(relative, outcome, where)
+    return found
+
+
+def _sf_name(args: list[str], constants: dict[str, str]) -> str | None:
+    first = _evaluate(args[0], constants) if args else None
+    if first is not None and first.endswith(".sf"):
+        return first.lstrip("/")
+    if len(args) >= 2 and first is not None:  # (package, filename) form
+        second = _evaluate(args[1], constants)
+        if second is None:
+            return None
+        package = first if "/" in first else first.replace(".", "/")
+        name = second if second.endswith(".sf") else second + ".sf"
+        return (package.rstrip("/") + "/" + name).lstrip("/")
+    return None
+
+
+# ---------------------------------------------------------------------------- the corpus
+def class_path_roots(checkout: Path) -> list[Path]:
+    """Every directory that holds an ``org/`` tree of ``.sf`` files (a class-path root)."""
+    roots: dict[Path, None] = {}
+    for sf in sorted(checkout.rglob("*.sf")):
+        parts = sf.relative_to(checkout).parts
+        if "org" in parts:
+            index = parts.index("org")
+            roots[checkout.joinpath(*parts[:index])] = None
+    core = checkout / "core" / "smartfrog" / "src"
+    ordered = [core] if core in roots else []
+    return ordered + [root for root in roots if root != core]
+
+
+def test_properties(checkout: Path) -> dict[str, str]:
+    """The system properties SmartFrog's test builds set (``<sysproperty key= value=>``)."""
+    properties: dict[str, str] = {}
+    pattern = re.compile(r'<sysproperty\s+key="([^"]+)"\s+(?:value|file|path|location)="([^"]*)"')
+    for build in sorted(checkout.rglob("*.xml")):
+        if build.name not in ("build.xml", "common.xml") and "test" not in build.name:
+            continue
+        try:
+            text = build.read_text(errors="replace")
+        except OSError:
+            continue
+        for key, value in pattern.findall(text):
+            properties.setdefault(key, re.sub(r"\$\{[^}]*\}", "/tmp/smartfrog-test", value))
+    properties.setdefault("test.files.dir", str(checkout))
+    properties.setdefault("org.smartfrog.sfcore.processcompound.sfProcessName", "rootProcess")
+    return properties
+
+
+def locate(relative: str, roots: list[Path]) -> Path | None:
+    for root in roots:
+        candidate = root / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------ verdicts
+def classify_error(message: str) -> str:
+    """The phase one of our error messages belongs to."""
+    text = message.lower()
+    if "tbd" in text:
+        return "tbd"
+    if "cyclic" in text or "cycle" in text or "contains it" in text:
+        return "cyclic"
+    if "cannot extend" in text or "extends chain" in text:
+        return "type"
+    if "cannot place" in text:
+        return "place"
+    if "sfconfig" in text and ("must be" in text or "no sfconfig" in text or "function" in text):
+        return "sfConfig"
+    if (
+        "needs attribute" in text
+        or "schema" in text
+        or "assertion" in text
+        or "choose one of" in text
+        or "the minimum is" in text
+        or "the maximum is" in text
+        or re.search(r"' of .* must be ", text)
+    ):
+        return "schema"
+    if "include" in text and "not found" in text:
+        return "parse"
+    if (
+        "cannot resolve" in text
+        or "no attribute" in text
+        or "refers to" in text
+        or "not a component" in text
+        or "property" in text
+        or "environment variable" in text
+    ):
+        return "link"
+    if "function" in text or "needs" in text or "compares" in text:
+        return "function"
+    return "parse"
+
+
+def run_one(path: Path, include_dirs: list[Path], properties: dict[str, str]) -> Verdict:
+    start = time.perf_counter()
+    try:
+        resolved = resolve_file(path, include_dirs, properties)
+        tree = resolved.to_json()
+        json.dumps(tree)  # what `show --json` prints
+    except DescriptorError as error:
+        errors = [d for d in error.diagnostics if d.severity == "error"]
+        message = errors[0].message if errors else str(error)
+        return Verdict(False, classify_error(message), message, time.perf_counter() - start)
+    except Exception as error:  # a crash is a finding, not a bench failure
+        message = f"CRASH {type(error).__name__}: {error}"
+        return Verdict(False, "crash", message, time.perf_counter() - start)
+    return Verdict(True, "ok", "", time.perf_counter() - start, tree)
+
+
+def agrees(expected: str, verdict: Verdict) -> bool:
+    if expected in RESOLVES:
+        return verdict.ok
+    return not verdict.ok and verdict.kind != "crash"
+
+
+def right_kind(expected: str, kind: str) -> bool:
+    if expected == "resolution":
+        return kind in RESOLUTION_KINDS or kind == "sfConfig"
+    if expected == "link":  # SmartFrog reports TBD, cycles and functions as link failures
+        return kind in ("link", "tbd", "cyclic", "function")
+    return expected == kind
+
+
+# ---------------------------------------------------------------------- asserted values
+def _get(tree: object, *path: str) -> object:
+    for step in path:
+        if not isinstance(tree, dict) or step not in tree:
+            return None
+        tree = tree[step]
+    return tree
+
+
+def _year_and_day(value: object) -> bool:
+    now = time.localtime()
+    return isinstance(value, str) and str(now.tm_year) in value and str(now.tm_mday) in value
+
+
+def _consecutive(tree: object) -> bool:
+    first, second = _get(tree, "sequence1"), _get(tree, "sequence2")
+    return isinstance(first, int) and isinstance(second, int) and second - first == 1
+
+
+FUNCTIONS = "org/smartfrog/test/system/functions/"
+REFERENCES = "org/smartfrog/test/system/reference/"
+CRICKETERS = ["Macgrath", "Hayden", "Ponting"]
+#: (file, what is checked, check of the resolved tree) as the Java tests assert them.
+ASSERTIONS: list[tuple[str, str, Callable[[object], bool]]] = [
+    (
+        FUNCTIONS + "tcp9.sf",
+        'message contains "Hello World"',
+        lambda t: "Hello World" in str(_get(t, "message")),
+    ),
+    (
+        FUNCTIONS + "tcp10.sf",
+        "administrators == [Macgrath, Hayden, Ponting]",
+        lambda t: _get(t, "administrators") == CRICKETERS,
+    ),
+    (
+        FUNCTIONS + "tcp11.sf",
+        "logMessage == 3 appended strings",
+        lambda t: _get(t, "logMessage")
+        == ["This is a test for the append function", "provided by", "smartfrog framework"],
+    ),
+    (
+        FUNCTIONS + "tcp12.sf",
+        "message contains the formatted text",
+        lambda t: "Unable to connect to host remoteHost.india.hp.com at port 50002"
+        in str(_get(t, "message")),
+    ),
+    (
+        FUNCTIONS + "tcp13.sf",
+        'base contains "value is 99\\n"',
+        lambda t: "value is 99\n" in str(_get(t, "base")),
+    ),
+    (FUNCTIONS + "tcp14.sf", "test == 1000", lambda t: _get(t, "test") == 1000),
+    (
+        FUNCTIONS + "tcp15.sf",
+        "1 <= throw1 <= 6",
+        lambda t: isinstance(_get(t, "throw1"), int) and 1 <= _get(t, "throw1") <= 6,  # type: ignore[operator]
+    ),
+    (FUNCTIONS + "tcp16.sf", "sequence2 - sequence1 == 1", _consecutive),
+    (
+        FUNCTIONS + "tcp17.sf",
+        "today contains the year and day",
+        lambda t: _year_and_day(_get(t, "today")),
+    ),
+    (
+        REFERENCES + "tcp23.sf",
+        "administrators == [Macgrath, Hayden, Ponting]",
+        lambda t: _get(t, "administrators") == CRICKETERS,
+    ),
+    (
+        REFERENCES + "tcp24.sf",
+        "component1:limit == 5",
+        lambda t: _get(t, "component1", "limit") == 5,
+    ),
+]
+
+
+# ---------------------------------------------------------------------------- reporting
+def run_mode(
+    name: str,
+    judged: dict[str, tuple[Expectation, Path]],
+    include_dirs: list[Path],
+    properties: dict[str, str],
+    extra: list[tuple[str, Path]],
+) -> ModeResult:
+    result = ModeResult(name)
+    for relative, (_, path) in judged.items():
+        result.verdicts[relative] = run_one(path, include_dirs, properties)
+    for relative, path in extra:
+        if relative not in result.verdicts:
+            result.verdicts[relative] = run_one(path, include_dirs, properties)
+    return result
+
+
+def report(
+    result: ModeResult, judged: dict[str, tuple[Expectation, Path]], show_failures: int
+) -> Iterator[str]:
+    must_resolve = [r for r, (e, _) in judged.items() if e.outcome in RESOLVES]
+    rejections = [r for r, (e, _) in judged.items() if e.outcome not in RESOLVES]
+    agree = [r for r, (e, _) in judged.items() if agrees(e.outcome, result.verdicts[r])]
+    resolved = [r for r in must_resolve if result.verdicts[r].ok]
+    rejected = [r for r in rejections if not result.verdicts[r].ok]
+    kind_ok = [r for r in rejected if right_kind(judged[r][0].outcome, result.verdicts[r].kind)]
+    total = sum(v.seconds for v in result.verdicts.values())
+    slowest = max(result.verdicts.items(), key=lambda item: item[1].seconds)
+    crashes = [r for r, v in result.verdicts.items() if v.kind == "crash"]
+    yield f"== mode {result.name}"
+    yield (
+        f"agreement: {len(agree)} of {len(judged)} judged files "
+        f"({100 * len(agree) / max(1, len(judged)):.1f}%)"
+    )
+    yield f"  must resolve: {len(resolved)} of {len(must_resolve)} resolve"
+    yield (
+        f"  must be rejected: {len(rejected)} of {len(rejections)} rejected, "
+        f"{len(kind_ok)} for the right kind of error"
+    )
+    yield f"  crashes: {len(crashes)}"
+    for relative in sorted(rejections):
+        expectation, verdict = judged[relative][0], result.verdicts[relative]
+        good = verdict.kind != "ok" and right_kind(expectation.outcome, verdict.kind)
+        mark = "ok " if good else "BAD"
+        yield f"  rejection {mark} expected {expectation.outcome:<10} got {verdict.kind:<8} {relative}"
+    passed = 0
+    for relative, label, check in ASSERTIONS:
+        verdict = result.verdicts.get(relative)
+        good = verdict is not None and verdict.ok and check(verdict.tree)
+        passed += good
+        value = "(not resolved)" if verdict is None or not verdict.ok else ""
+        yield f"  asserted {'ok ' if good else 'BAD'} {relative.rsplit('/', 1)[1]}: {label} {value}"
+    yield f"asserted values: {passed} of {len(ASSERTIONS)}"
+    yield f"slowest file: {slowest[0]} ({slowest[1].seconds:.2f} s)"
+    yield f"total validate time: {total:.1f} s over {len(result.verdicts)} files"
+    kinds = Counter(v.kind for r, v in result.verdicts.items() if r in must_resolve and not v.ok)
+    yield f"  why must-resolve files failed: {dict(kinds.most_common())}"
+    shown = 0
+    for relative in must_resolve:
+        verdict = result.verdicts[relative]
+        if not verdict.ok and shown < show_failures:
+            shown += 1
+            yield f"  FAIL {relative}: {verdict.message[:300]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path)
+    parser.add_argument("--mode", choices=("real", "ours", "both"), default="both")
+    parser.add_argument("--show-failures", type=int, default=0)
+    parser.add_argument("--only", help="judge only files whose name contains this")
+    options = parser.parse_args(argv)
+    checkout: Path = options.checkout.resolve()
+    roots = class_path_roots(checkout)
+    expectations = derive_expectations(checkout)
+    judged: dict[str, tuple[Expectation, Path]] = {}
+    for relative, expectation in sorted(expectations.items()):
+        if options.only and options.only not in relative:
+            continue
+        path = locate(relative, roots)
+        if path is not None:
+            judged[relative] = (expectation, path)
+    extra = [(r, p) for r, _ in [(a[0], a) for a in ASSERTIONS] if (p := locate(r, roots))]
+    properties = test_properties(checkout)
+    outcomes = Counter(e.outcome for e, _ in judged.values())
+    print(f"checkout: {checkout}")
+    print(f"class-path roots: {len(roots)}; test-named files: {len(expectations)}")
+    print(f"test-named files found in the checkout: {len(judged)}")
+    print(f"expected outcomes: {dict(outcomes.most_common())}")
+    modes = ["real", "ours"] if options.mode == "both" else [options.mode]
+    os.environ.pop("SDMESH_PATH", None)
+    for mode in modes:
+        # ours: sdmesh's library first, so it shadows SmartFrog's core names; the rest of the
+        # class path (examples, components) still comes from the checkout.
+        include_dirs = roots if mode == "real" else [library_dir(), *roots]
+        result = run_mode(mode, judged, include_dirs, properties, extra)
+        for line in report(result, judged, options.show_failures):
+            print(line)
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
