@@ -372,14 +372,18 @@ ASSERTIONS: list[tuple[str, str, Callable[[object], bool]]] = [
     (
         FUNCTIONS + "tcp11.sf",
         "logMessage == 3 appended strings",
-        lambda t: _get(t, "logMessage")
-        == ["This is a test for the append function", "provided by", "smartfrog framework"],
+        lambda t: (
+            _get(t, "logMessage")
+            == ["This is a test for the append function", "provided by", "smartfrog framework"]
+        ),
     ),
     (
         FUNCTIONS + "tcp12.sf",
         "message contains the formatted text",
-        lambda t: "Unable to connect to host remoteHost.india.hp.com at port 50002"
-        in str(_get(t, "message")),
+        lambda t: (
+            "Unable to connect to host remoteHost.india.hp.com at port 50002"
+            in str(_get(t, "message"))
+        ),
     ),
     (
         FUNCTIONS + "tcp13.sf",
@@ -455,7 +459,8 @@ def report(
         expectation, verdict = judged[relative][0], result.verdicts[relative]
         good = verdict.kind != "ok" and right_kind(expectation.outcome, verdict.kind)
         mark = "ok " if good else "BAD"
-        yield f"  rejection {mark} expected {expectation.outcome:<10} got {verdict.kind:<8} {relative}"
+        expected = expectation.outcome
+        yield f"  rejection {mark} expected {expected:<10} got {verdict.kind:<8} {relative}"
     passed = 0
     for relative, label, check in ASSERTIONS:
         verdict = result.verdicts.get(relative)
