@@ -17,7 +17,7 @@ from pathlib import Path
 from sdmesh.language.loader import Loader
 from sdmesh.language.parser import NestingTooDeep
 from sdmesh.language.render import to_json, to_sf
-from sdmesh.language.resolver import Resolver, TreeTooLarge
+from sdmesh.language.resolver import POISON, Resolver, TreeTooLarge, function_phase_kind
 from sdmesh.language.schema import SchemaChecker
 from sdmesh.language.source import (
     DescriptorError,
@@ -26,7 +26,7 @@ from sdmesh.language.source import (
     Reporter,
     TooManyErrors,
 )
-from sdmesh.language.values import ComponentDescription
+from sdmesh.language.values import ComponentDescription, Reference
 
 RECURSION_LIMIT = 10_000
 
@@ -110,7 +110,7 @@ def _resolve(
         resolver = Resolver(reporter, properties, environment)
         resolver.type_tree(root)
         resolver.place_tree(root)
-        config = _select_sfconfig(root, reporter)
+        config = _select_sfconfig(root, reporter, resolver)
         if config is not None:
             resolver.link_tree(config)
             SchemaChecker(resolver, reporter).check_tree(config)
@@ -136,7 +136,11 @@ def _resolve(
     return ResolvedDescriptor(name, config, warnings)
 
 
-def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> ComponentDescription | None:
+def _select_sfconfig(
+    root: ComponentDescription, reporter: Reporter, resolver: Resolver
+) -> ComponentDescription | None:
+    """SmartFrog's sfConfig phase: after the function phase, ``sfConfig`` must be a
+    description; given as a link (``sfConfig myTemplate;``) it is resolved through it."""
     attr = root.attrs.get("sfConfig")
     if attr is None:
         reporter.error(
@@ -145,12 +149,26 @@ def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> Componen
             Location(root.location.source, 0),
         )
         return None
-    if not isinstance(attr.value, ComponentDescription):
+    value = attr.value
+    if isinstance(value, Reference) and not (value.lazy or value.data):
+        value = resolver.value_of(root, "sfConfig")
+        if value is POISON:
+            return None
+    if isinstance(value, ComponentDescription) and function_phase_kind(value) == "function":
+        function = value.get("sfFunctionClass")
+        named = f" ({function})" if isinstance(function, str) and function else ""
+        reporter.error(
+            f"sfConfig is a function{named}: the function phase turns it into its value, "
+            "so there is no component description to deploy",
+            attr.location,
+        )
+        return None
+    if not isinstance(value, ComponentDescription):
         reporter.error(
             "sfConfig must be a component description (sfConfig extends ... { })", attr.location
         )
         return None
-    return attr.value
+    return value
 
 
 def _strip_temporary(cd: ComponentDescription) -> None:

@@ -32,6 +32,7 @@ from sdmesh.language.values import (
     Apply,
     Attr,
     ComponentDescription,
+    Part,
     Placement,
     Reference,
 )
@@ -119,6 +120,30 @@ def default_properties() -> dict[str, str]:
     }
 
 
+#: ``phase.function`` values (SmartFrog's phase actions) that do not build a function.
+SCHEMA_ACTION: Final = "ConstructSchema"
+ASSERTIONS_ACTION: Final = "ConstructAssertions"
+
+
+def function_phase_kind(cd: CD) -> str | None:
+    """What SmartFrog's function phase makes of ``cd``: None (nothing), "function",
+    "schema" (a schema, checked against its holder) or "assertions" (Booleans that must hold).
+
+    SmartFrog's ``phase.function`` names a phase action class: ``ConstructFunction`` builds a
+    function, ``ConstructSchema`` a schema and ``ConstructAssertions`` assertions (its
+    ``predicates.sf``); only the first needs ``sfFunctionClass``."""
+    attr = cd.attrs.get("phase.function")
+    if attr is None:
+        return "schema" if "phase.schema" in cd.attrs else None
+    action = attr.value
+    if isinstance(action, str):
+        if action.endswith(SCHEMA_ACTION):
+            return "schema"
+        if action.endswith(ASSERTIONS_ACTION):
+            return "assertions"
+    return "function"
+
+
 def is_lazy(value: object) -> bool:
     t = type(value)
     if t is Reference:
@@ -150,6 +175,7 @@ class Resolver:
         # Attributes being linked right now (ids are safe: these objects are alive).
         self._linking: list[tuple[CD, str]] = []
         self._linking_keys: set[tuple[int, str]] = set()
+        self._next = functions.make_next()
 
     # ======================================================================== type phase
     def type_tree(self, cd: CD) -> None:
@@ -273,7 +299,7 @@ class Resolver:
         while pending:
             remaining: list[tuple[CD, Placement]] = []
             for holder, placement in pending:
-                target = _follow_here(holder, placement.path)
+                target = self._place_target(holder, placement.path)
                 if target is None:
                     remaining.append((holder, placement))
                 else:
@@ -283,6 +309,29 @@ class Resolver:
                     self._report_unplaceable(holder, placement)
                 return
             pending = remaining
+
+    def _place_target(self, holder: CD, path: tuple[str, ...]) -> CD | None:
+        """The description ``a:b`` names from ``holder``; as SmartFrog's place phase does, a
+        step that is a link is followed (into the description it names, not a copy)."""
+        node = holder
+        for step in path:
+            attr = node.attrs.get(step)
+            if attr is None:
+                return None
+            value = attr.value
+            if type(value) is Reference:
+                assert isinstance(value, Reference)
+                if value.lazy or value.data:
+                    return None
+                try:
+                    value = self._walk(value, node, linking=False)
+                except ResolveFailure:
+                    return None
+            if type(value) is not CD:
+                return None
+            assert isinstance(value, CD)
+            node = value
+        return node
 
     def _collect_placements(self, cd: CD, out: list[tuple[CD, Placement]]) -> None:
         out.extend((cd, placement) for placement in cd.placements)
@@ -332,11 +381,11 @@ class Resolver:
             if attr is None:
                 message = f"'{so_far}' does not exist here"
                 break
-            if type(attr.value) is not CD:
+            target = self._place_target(node, (step,))
+            if target is None:
                 message = f"'{so_far}' is a {functions.type_name(attr.value)}, not a component"
                 break
-            assert isinstance(attr.value, CD)
-            node = attr.value
+            node = target
         else:  # pragma: no cover - a placeable path would have been placed
             message = "target not found"
         full = ":".join((*placement.path, placement.name))
@@ -353,7 +402,8 @@ class Resolver:
                 value = self.value_of(node, name)
                 if type(value) is CD:
                     assert isinstance(value, CD)
-                    children.append(value)
+                    if function_phase_kind(value) != "schema":  # schemas are data until checked
+                        children.append(value)
                 elif type(value) is TBD:
                     self._report_tbd(node, name, value)
                 elif is_lazy(value):
@@ -377,9 +427,13 @@ class Resolver:
             result = self._guarded(cd, name, lambda: self._apply(value, cd))
         elif t is CD:
             assert isinstance(value, CD)
-            if "phase.function" not in value.attrs:
+            kind = function_phase_kind(value)
+            if kind is None or kind == "schema":
                 return value
-            result = self._guarded(cd, name, lambda: self._apply_template(value, cd))
+            if kind == "assertions":
+                result = self._guarded(cd, name, lambda: self._check_assertions(value, cd))
+            else:
+                result = self._guarded(cd, name, lambda: self._apply_template(value, cd))
         elif t is list:
             assert isinstance(value, list)
             result = self._guarded(cd, name, lambda: self._link_vector(value, cd))
@@ -484,6 +538,28 @@ class Resolver:
             function_name = named
         return self._evaluate(function_name, args, apply.location, apply)
 
+    def _check_assertions(self, description: CD, holder: CD) -> object:
+        """SmartFrog's ``Assertions``: every attribute not named ``sf...`` must link to
+        true; one with a LAZY part is checked at run time. The assertion becomes ``true``."""
+        failed: list[str] = []
+        for name in list(description.attrs):
+            if name.startswith("sf") or name == "phase.function":
+                continue
+            value = self.value_of(description, name)
+            if value is POISON:
+                return POISON
+            if is_lazy(value):
+                continue
+            if value is not True:
+                shown = "false" if value is False else f"a {functions.type_name(value)}"
+                failed.append(f"'{name}' is {shown}")
+        if failed:
+            raise ResolveFailure(
+                f"assertion failed in {node_label(holder)}: " + "; ".join(failed),
+                description.location,
+            )
+        return True
+
     def _apply_template(self, description: CD, holder: CD) -> object:
         function_name = description.get("sfFunctionClass")
         if not isinstance(function_name, str):
@@ -497,7 +573,10 @@ class Resolver:
     def _evaluate(
         self, function_name: str, args: CD, location: Location, apply: Apply | None
     ) -> object:
-        function = functions.lookup(function_name)
+        canonical = functions.canonical_name(function_name)
+        function = self._next if canonical == "Next" else functions.lookup(function_name)
+        if canonical == "Ref":
+            return self._ref(args, location)
         if function is None:
             raise ResolveFailure(f"unknown function '{function_name}'", location)
         values: list[tuple[str, object]] = []
@@ -519,6 +598,33 @@ class Resolver:
         except functions.FunctionError as exc:
             raise ResolveFailure(str(exc), location) from None
 
+    def _ref(self, args: CD, location: Location) -> object:
+        """SmartFrog's ``ref``: the reference written as the string ``reference``, linked
+        from where the function is applied (or kept LAZY with ``lazy true``)."""
+        text = self.value_of(args, "reference") if "reference" in args.attrs else None
+        if not isinstance(text, str) or not text:
+            raise ResolveFailure("ref needs a 'reference' string", location)
+        parts: list[Part] = []
+        for index, step in enumerate(text.split(":")):
+            step = step.strip()
+            if step in ("ROOT", "PARENT", "THIS"):
+                parts.append(Part(step))
+            elif step:
+                parts.append(Part("ATTRIB" if index == 0 else "HERE", step, plain=True))
+        if not parts:
+            raise ResolveFailure(f"ref: '{text}' is not a reference", location)
+        lazy = args.get("lazy") is True
+        reference = Reference(tuple(parts), location, lazy)
+        if lazy:
+            return reference
+        holder = args.parent if args.parent is not None else args
+        try:
+            return self._link_reference(reference, holder)
+        except ResolveFailure:
+            if args.get("returnNULLOnException") is True:
+                return NULL
+            raise
+
     # ==================================================================== reference walk
     def _walk(self, reference: Reference, holder: CD, linking: bool) -> object:
         """Follow ``reference`` from ``holder``; in the type phase values are not linked."""
@@ -539,7 +645,9 @@ class Resolver:
                     f"write LAZY {reference.path()}"
                 )
             if kind == "CONSTANT":
-                raise ResolveFailure("CONSTANT names a Java static field; sdmesh has no Java")
+                # A Java static field: sdmesh has no Java, so the value stays symbolic, as a
+                # LAZY reference does (validate and show print it; deployment refuses it).
+                return reference.as_lazy()
             if type(value) is not CD:
                 so_far = ":".join(str(p) for p in parts[:index])
                 raise ResolveFailure(
@@ -664,17 +772,6 @@ class Resolver:
 # ============================================================================ helpers
 def node_label(cd: CD) -> str:
     return cd.path()
-
-
-def _follow_here(holder: CD, path: tuple[str, ...]) -> CD | None:
-    node = holder
-    for step in path:
-        attr = node.attrs.get(step)
-        if attr is None or type(attr.value) is not CD:
-            return None
-        assert isinstance(attr.value, CD)
-        node = attr.value
-    return node
 
 
 def copy_attr(attr: Attr, parent: CD, budget: Budget | None = None) -> Attr:

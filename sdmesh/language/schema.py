@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from sdmesh.language.functions import to_text, type_name
-from sdmesh.language.resolver import POISON, ResolveFailure, Resolver, is_lazy, node_label
+from sdmesh.language.resolver import (
+    POISON,
+    ResolveFailure,
+    Resolver,
+    function_phase_kind,
+    is_lazy,
+    node_label,
+)
 from sdmesh.language.source import Location, Reporter
 from sdmesh.language.values import NULL, Apply, ComponentDescription, Float32, Long, Reference
 
@@ -141,7 +148,7 @@ class SchemaChecker:
                 target = value
             if type(target) is CD:
                 assert isinstance(target, CD)
-                if SCHEMA_MARKER in target.attrs:
+                if function_phase_kind(target) == "schema":
                     entries = self._cache.get(id(target))
                     if entries is None:
                         entries = read_schema(target)
