@@ -551,8 +551,11 @@ class Resolver:
             if is_lazy(value):
                 continue
             if value is not True:
-                shown = "false" if value is False else f"a {functions.type_name(value)}"
-                failed.append(f"'{name}' is {shown}")
+                if value is False:
+                    failed.append(f"'{name}' is false")
+                else:
+                    described = f"{functions.type_name(value)} {functions.to_text(value)}"
+                    failed.append(f"'{name}' is {described}, not a Boolean")
         if failed:
             raise ResolveFailure(
                 f"assertion failed in {node_label(holder)}: " + "; ".join(failed),
