@@ -32,6 +32,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -226,6 +227,21 @@ def _sf_name(args: list[str], constants: dict[str, str]) -> str | None:
 
 
 # ---------------------------------------------------------------------------- the corpus
+def generated_root(checkout: Path, into: Path) -> Path:
+    """What SmartFrog's build generates: ``X.sf`` copied from each ``X.sf.build`` template
+    (``org/smartfrog/version.sf``), ``@tokens@`` replaced by placeholders."""
+    for template in checkout.rglob("*.sf.build"):
+        parts = template.relative_to(checkout).parts
+        if "org" not in parts:
+            continue
+        relative = Path(*parts[parts.index("org") :]).with_suffix("")
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = template.read_text(errors="replace")
+        target.write_text(re.sub(r"@(\w+)@", r"\1", text))
+    return into
+
+
 def class_path_roots(checkout: Path) -> list[Path]:
     """Every directory that holds an ``org/`` tree of ``.sf`` files (a class-path root)."""
     roots: dict[Path, None] = {}
@@ -523,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="judge only files whose name contains this")
     options = parser.parse_args(argv)
     checkout: Path = options.checkout.resolve()
-    roots = class_path_roots(checkout)
+    generated = generated_root(checkout, Path(tempfile.mkdtemp(prefix="sf-generated-")))
+    roots = [*class_path_roots(checkout), generated]
     expectations = derive_expectations(checkout)
     judged: dict[str, tuple[Expectation, Path]] = {}
     broken: list[str] = []
