@@ -153,6 +153,16 @@ def classify_expected_failure(arguments: str) -> str:
     """The phase a ``deployExpectingException`` call expects, from names and texts."""
     text = arguments
     lowered = text.lower()
+    # Thrown by a component's own code while deploying or starting (its sfResolve calls):
+    # the descriptor resolved, the failure is at run time.
+    if (
+        "EXCEPTION_LIFECYCLE" in text
+        or "SmartFrogLifecycleException" in text
+        or "failed to deploy" in lowered
+        or '"sfDeploy"' in text
+        or '"sfStart"' in text
+    ):
+        return "runtime"
     if "TBD" in text:
         return "tbd"
     if "cyclic" in lowered:  # not "cycle": every EXCEPTION_LIFECYCLE contains it
@@ -174,6 +184,14 @@ def classify_expected_failure(arguments: str) -> str:
     return "runtime"
 
 
+_JAVA_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*.*?\*/', re.S)
+
+
+def _strip_comments(java: str) -> str:
+    """Java source without comments (tests commented out expect nothing), strings kept."""
+    return _JAVA_TOKENS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", java)
+
+
 def derive_expectations(checkout: Path) -> dict[str, Expectation]:
     """Expected outcome per relative ``.sf`` name, from every Java test in the checkout."""
     found: dict[str, Expectation] = {}
@@ -184,6 +202,7 @@ def derive_expectations(checkout: Path) -> dict[str, Expectation]:
             text = java.read_text(errors="replace")
         except OSError:
             continue
+        text = _strip_comments(text)
         if not _CALL.search(text):
             continue
         constants = {}
@@ -348,6 +367,7 @@ def classify_error(message: str) -> str:
         or "not a component" in text
         or "property" in text
         or "environment variable" in text
+        or "live daemons" in text
     ):
         return "link"
     if "function" in text or "needs" in text or "compares" in text:

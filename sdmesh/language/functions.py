@@ -334,6 +334,7 @@ FUNCTIONS: Final[dict[str, Function]] = {
     "Implies": _implies,
     "IfThenElse": _if_then_else,
     "FormatString": _format_string,
+    "Format": _format_string,  # SmartFrog's class name for formatString
     "Date": _date,
     "Random": _random,
     "UserInput": _user_input,

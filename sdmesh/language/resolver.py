@@ -334,17 +334,16 @@ class Resolver:
         return node
 
     def _collect_placements(self, cd: CD, out: list[tuple[CD, Placement]]) -> None:
-        out.extend((cd, placement) for placement in cd.placements)
-        cd.placements = []
-        for attr in cd.attrs.values():
-            if type(attr.value) is CD:
-                assert isinstance(attr.value, CD)
-                self._collect_placements(attr.value, out)
-        for _, placement in list(out):
-            value = placement.attr.value
-            if type(value) is CD and value.placements:
-                assert isinstance(value, CD)
-                self._collect_placements(value, out)
+        """Every pending placement under ``cd``, also those inside values being placed
+        (at any depth: ``a:b extends X { c extends Y; }`` where Y places into itself)."""
+        stack = [cd]
+        while stack:
+            node = stack.pop()
+            out.extend((node, placement) for placement in node.placements)
+            nested = [a.value for a in node.attrs.values() if type(a.value) is CD]
+            nested.extend(p.attr.value for p in node.placements if type(p.attr.value) is CD)
+            node.placements = []
+            stack.extend(reversed(nested))
 
     def _place(self, target: CD, placement: Placement) -> None:
         attr = placement.attr
@@ -566,6 +565,13 @@ class Resolver:
     def _apply_template(self, description: CD, holder: CD) -> object:
         function_name = description.get("sfFunctionClass")
         if not isinstance(function_name, str):
+            action = description.get("phase.function")
+            if isinstance(action, str) and not action.endswith(("ConstructFunction", "sdmesh")):
+                raise ResolveFailure(
+                    f"phase.function names the Java phase action '{action}'; sdmesh runs only "
+                    "functions (sfFunctionClass), schemas and assertions",
+                    description.location,
+                )
             raise ResolveFailure(
                 "a function description needs an sfFunctionClass string", description.location
             )
