@@ -112,8 +112,10 @@ def _resolve(
         resolver.place_tree(root)
         config = _select_sfconfig(root, reporter, resolver)
         if config is not None:
+            checker = SchemaChecker(resolver, reporter)
+            resolver.before_linking = checker.check_resolvable
             resolver.link_tree(config)
-            SchemaChecker(resolver, reporter).check_tree(config)
+            checker.check_tree(config)
             _strip_temporary(config)
     except TooManyErrors:
         pass

@@ -176,6 +176,10 @@ class Resolver:
         self._linking: list[tuple[CD, str]] = []
         self._linking_keys: set[tuple[int, str]] = set()
         self._next = functions.make_next()
+        #: Called for each description just before the link phase links its attributes (the
+        #: schema checker: SmartFrog checks a component's schema where its schema attribute
+        #: sits, which is before the component's own attributes).
+        self.before_linking: Callable[[CD], None] | None = None
 
     # ======================================================================== type phase
     def type_tree(self, cd: CD) -> None:
@@ -396,6 +400,8 @@ class Resolver:
         stack = [cd]
         while stack:
             node = stack.pop()
+            if self.before_linking is not None:
+                self.before_linking(node)
             children: list[CD] = []
             for name in list(node.attrs):
                 value = self.value_of(node, name)
@@ -441,6 +447,14 @@ class Resolver:
         if result is not value:
             cd.attrs[name] = attr.with_value(result)
         return result
+
+    def link_quietly(self, cd: CD, name: str) -> object:
+        """:meth:`value_of`, raising :class:`ResolveFailure` instead of reporting it."""
+        self._linking.append((cd, "\0quiet"))  # not outermost: failures propagate
+        try:
+            return self.value_of(cd, name)
+        finally:
+            self._linking.pop()
 
     def _guarded(self, cd: CD, name: str, compute: Callable[[], object]) -> object:
         key = (id(cd), name)

@@ -210,3 +210,16 @@ def test_a_missing_include_still_names_every_place_searched(tmp_path: Path) -> N
     found, searched = loader.find_include("org/none.sf", tmp_path)
     assert found is None
     assert tmp_path / "a" in searched and tmp_path / "b" in searched
+
+
+def test_a_compulsory_attribute_that_cannot_resolve_is_reported_by_its_schema(
+    errors: Errors,
+) -> None:
+    # SmartFrog checks a schema where the schema attribute sits, before the component's own
+    # attributes are linked: the unresolvable value is a missing attribute.
+    text = PREDICATES + (
+        "HostSchema extends Schema { host extends Integer; }\n"
+        "sfConfig extends { conn extends { schema extends HostSchema; host PARENT:ATTRIB gone; } }"
+    )
+    (message,) = errors(text)
+    assert "sfConfig:conn needs attribute 'host': cannot resolve PARENT:ATTRIB gone" in message
