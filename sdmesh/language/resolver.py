@@ -398,6 +398,9 @@ class Resolver:
     def link_tree(self, cd: CD) -> None:
         """Resolve every eager reference and function in ``cd`` and below, in order."""
         stack = [cd]
+        # TBDs are reported once everything is linked (as SmartFrog does, after its link
+        # phase), so a schema meeting one through a link reports the attribute it requires.
+        tbds: list[tuple[CD, str, TBD]] = []
         while stack:
             node = stack.pop()
             if self.before_linking is not None:
@@ -410,10 +413,15 @@ class Resolver:
                     if function_phase_kind(value) != "schema":  # schemas are data until checked
                         children.append(value)
                 elif type(value) is TBD:
-                    self._report_tbd(node, name, value)
+                    assert isinstance(value, TBD)
+                    tbds.append((node, name, value))
                 elif is_lazy(value):
                     self._check_lazy(node, name, value)
             stack.extend(reversed(children))
+        for node, name, value in tbds:
+            attr = node.attrs.get(name)
+            if attr is not None and attr.value is value:
+                self._report_tbd(node, name, value)
 
     def value_of(self, cd: CD, name: str) -> object:
         """The linked value of ``cd``'s attribute ``name``, resolving it once and in place."""
