@@ -195,6 +195,25 @@ def _strip_comments(java: str) -> str:
     return _JAVA_TOKENS.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", java)
 
 
+_METHOD = re.compile(r"\bvoid\s+(\w+)\s*\(")
+
+
+def _runs_as_test(text: str, methods: list[tuple[int, str]], at: int) -> bool:
+    """Whether the method holding ``at`` runs: JUnit 3 runs ``test*`` methods, JUnit 4
+    ``@Test`` ones (``NotestX`` is SmartFrog's way of disabling one). Calls outside a void
+    method (helpers returning values) count."""
+    enclosing = [(start, name) for start, name in methods if start < at]
+    if not enclosing:
+        return True
+    start, name = enclosing[-1]
+    if name.startswith("test"):
+        return True
+    before = text[max(0, start - 200) : start]
+    if "@Test" in before.rsplit("}", 1)[-1]:
+        return True
+    return not name.lower().startswith(("notest", "disabled", "xtest", "ignore"))
+
+
 def derive_expectations(checkout: Path) -> dict[str, Expectation]:
     """Expected outcome per relative ``.sf`` name, from every Java test in the checkout."""
     found: dict[str, Expectation] = {}
@@ -213,8 +232,11 @@ def derive_expectations(checkout: Path) -> dict[str, Expectation]:
             value = _evaluate(match.group(2).rstrip("+ "), constants)
             if value is not None:
                 constants[match.group(1)] = value
+        methods = [(m.start(), m.group(1)) for m in _METHOD.finditer(text)]
         for match in _CALL.finditer(text):
             call = match.group(1)
+            if not _runs_as_test(text, methods, match.start()):
+                continue
             args = _arguments(text, match.end())
             relative = _sf_name(args, constants)
             if relative is None:
