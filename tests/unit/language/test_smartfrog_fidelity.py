@@ -223,3 +223,17 @@ def test_a_compulsory_attribute_that_cannot_resolve_is_reported_by_its_schema(
     )
     (message,) = errors(text)
     assert "sfConfig:conn needs attribute 'host': cannot resolve PARENT:ATTRIB gone" in message
+
+
+def test_names_kept_for_old_descriptors_are_not_described_as_runnable(resolve: Resolve) -> None:
+    from sdmesh.language import catalog
+
+    described = {doc.name for doc in catalog.components()}
+    assert "Sequence" in described and "DoNothing" not in described
+    text = (
+        '#include "org/smartfrog/components.sf"\n'
+        '#include "org/smartfrog/sfcore/workflow/components.sf"\n'
+        "sfConfig extends Compound { idle extends DoNothing; }"
+    )
+    tree = resolve(text).to_json()
+    assert isinstance(tree, dict) and "sdmeshRuns" not in tree["idle"]
