@@ -363,6 +363,8 @@ def locate(relative: str, roots: list[Path]) -> Path | None:
 def classify_error(message: str) -> str:
     """The phase one of our error messages belongs to."""
     text = message.lower()
+    if " needs attribute " in text:  # a schema's verdict, whatever the value's trouble
+        return "schema"
     if "tbd" in text:
         return "tbd"
     if "cyclic" in text or "include cycle" in text or "contains it" in text:
