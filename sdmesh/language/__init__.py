@@ -19,7 +19,7 @@ from sdmesh.language.loader import Loader
 from sdmesh.language.parser import NestingTooDeep
 from sdmesh.language.policy import LOCAL, ResolutionPolicy, host_readings
 from sdmesh.language.render import to_json, to_sf
-from sdmesh.language.resolver import Resolver, TreeTooLarge
+from sdmesh.language.resolver import POISON, Resolver, TreeTooLarge, function_phase_kind
 from sdmesh.language.schema import SchemaChecker
 from sdmesh.language.source import (
     DescriptorError,
@@ -28,7 +28,7 @@ from sdmesh.language.source import (
     Reporter,
     TooManyErrors,
 )
-from sdmesh.language.values import ComponentDescription
+from sdmesh.language.values import ComponentDescription, Reference
 
 RECURSION_LIMIT = 10_000
 
@@ -120,13 +120,15 @@ def _resolve(
         resolver = Resolver(reporter, properties, environment, policy=policy)
         resolver.type_tree(root)
         resolver.place_tree(root)
-        config = _select_sfconfig(root, reporter)
+        config = _select_sfconfig(root, reporter, resolver)
         if config is not None:
+            checker = SchemaChecker(resolver, reporter)
+            resolver.before_linking = checker.check_resolvable
             resolver.link_tree(config)
             resolver.work.check_tree(config)
             if not policy.host_environment:
                 _refuse_host_readings(config, reporter)
-            SchemaChecker(resolver, reporter).check_tree(config)
+            checker.check_tree(config)
             _strip_temporary(config)
     except TooManyErrors:
         pass
@@ -160,7 +162,11 @@ def _refuse_host_readings(config: ComponentDescription, reporter: Reporter) -> N
         )
 
 
-def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> ComponentDescription | None:
+def _select_sfconfig(
+    root: ComponentDescription, reporter: Reporter, resolver: Resolver
+) -> ComponentDescription | None:
+    """SmartFrog's sfConfig phase: after the function phase, ``sfConfig`` must be a
+    description; given as a link (``sfConfig myTemplate;``) it is resolved through it."""
     attr = root.attrs.get("sfConfig")
     if attr is None:
         reporter.error(
@@ -169,12 +175,26 @@ def _select_sfconfig(root: ComponentDescription, reporter: Reporter) -> Componen
             Location(root.location.source, 0),
         )
         return None
-    if not isinstance(attr.value, ComponentDescription):
+    value = attr.value
+    if isinstance(value, Reference) and not (value.lazy or value.data):
+        value = resolver.value_of(root, "sfConfig")
+        if value is POISON:
+            return None
+    if isinstance(value, ComponentDescription) and function_phase_kind(value) == "function":
+        function = value.get("sfFunctionClass")
+        named = f" ({function})" if isinstance(function, str) and function else ""
+        reporter.error(
+            f"sfConfig is a function{named}: the function phase turns it into its value, "
+            "so there is no component description to deploy",
+            attr.location,
+        )
+        return None
+    if not isinstance(value, ComponentDescription):
         reporter.error(
             "sfConfig must be a component description (sfConfig extends ... { })", attr.location
         )
         return None
-    return attr.value
+    return value
 
 
 def _strip_temporary(cd: ComponentDescription) -> None:

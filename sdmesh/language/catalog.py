@@ -45,7 +45,8 @@ def load_library(include: str = LIBRARY_ENTRY) -> tuple[ComponentDescription, Re
 
 
 def components() -> list[ComponentDoc]:
-    """Every deployable component (it has an sfClass) of the built-in library."""
+    """Every component the agents run (it has an sfClass) of the built-in library; names
+    kept only so that old descriptors resolve (``sdmeshRuns false``) are left out."""
     root, resolver = load_library()
     docs = []
     for name, attr in root.attrs.items():
@@ -54,6 +55,7 @@ def components() -> list[ComponentDoc]:
             isinstance(value, ComponentDescription)
             and "sfClass" in value.attrs
             and SCHEMA_MARKER not in value.attrs
+            and value.get("sdmeshRuns") is not False
         ):
             docs.append(_describe(name, value, resolver))
     return docs

@@ -10,6 +10,7 @@ canonical ``APPLY { sfFunctionClass "..."; }`` forms keep working.
 from __future__ import annotations
 
 import datetime
+import random
 import re
 from collections.abc import Callable
 from typing import Final
@@ -269,7 +270,50 @@ def _format_string(args: Args) -> object:
 
 
 def _date(args: Args) -> object:
-    return datetime.datetime.now(datetime.UTC).isoformat()
+    """The time of resolution, printed as Java's ``Date.toString`` prints it."""
+    return datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
+
+
+def _random(args: Args) -> object:
+    """``random``: an Integer in [min, max] (``integer true``) or a Double in [min, max)."""
+    named = dict(args)
+    low, high = named.get("min", 0), named.get("max", 10)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        raise FunctionError("random needs Integer 'min' and 'max'")
+    assert isinstance(low, int) and isinstance(high, int)
+    if high < low:
+        raise FunctionError(f"random: max {high} is below min {low}")
+    seed = named.get("seed")
+    generator = random.Random(seed if isinstance(seed, int) else None)
+    if named.get("integer") is True:
+        return generator.randint(low, high)
+    return low + generator.random() * (high - low)
+
+
+def _user_input(args: Args) -> object:
+    """``userinput``: sdmesh never reads a terminal while resolving; the default is used."""
+    named = dict(args)
+    default = named.get("default")
+    if not isinstance(default, str):
+        raise FunctionError(
+            "userinput needs a 'default' string: descriptors are resolved without a terminal"
+        )
+    return default
+
+
+def make_next() -> Function:
+    """``next``: successive Integers, starting above ``base``. Its counter lives as long as
+    one resolution (SmartFrog's lives as long as the function class)."""
+    last = [0]
+
+    def next_value(args: Args) -> object:
+        base = dict(args).get("base", 0)
+        if isinstance(base, bool) or not isinstance(base, int):
+            raise FunctionError(f"next needs an Integer 'base', not {type_name(base)}")
+        last[0] = base if base > last[0] else last[0] + 1
+        return last[0]
+
+    return next_value
 
 
 def _assert(args: Args) -> object:
@@ -300,9 +344,23 @@ FUNCTIONS: Final[dict[str, Function]] = {
     "Implies": _implies,
     "IfThenElse": _if_then_else,
     "FormatString": _format_string,
+    "Format": _format_string,  # SmartFrog's class name for formatString
     "Date": _date,
+    "Random": _random,
+    "UserInput": _user_input,
     "ASSERT": _assert,
+    # SmartFrog's short comparison names (GE, LE, ...) take 'left' and 'right' too.
+    "GE": _compare(">="),
+    "LE": _compare("<="),
+    "GT": _compare(">"),
+    "LT": _compare("<"),
+    "EQ": _compare("=="),
+    "NE": _compare("!="),
 }
+
+#: Functions whose implementation keeps state for one resolution, or needs the resolver
+#: (``Ref`` resolves a reference written as a string).
+PER_RESOLUTION: Final = frozenset({"Next", "Ref"})
 
 OPERATORS: Final[dict[str, str]] = {
     "+": "Sum",
@@ -325,6 +383,12 @@ OPERATORS: Final[dict[str, str]] = {
     "ifThenElse": "IfThenElse",
     "ASSERT": "ASSERT",
 }
+
+
+def canonical_name(name: str) -> str:
+    """The key of a function given by operator, simple name or Java class name."""
+    key = OPERATORS.get(name, name)
+    return key.rsplit(".", 1)[1] if key not in FUNCTIONS and "." in key else key
 
 
 def lookup(name: str) -> Function | None:

@@ -1,4 +1,4 @@
-"""Where the built-in component library (``descriptors/``) lives.
+"""Where the built-in component library (``sdmesh/descriptors/``) lives.
 
 Old SmartDomains descriptors include SmartFrog class-path names such as
 ``org/smartfrog/components.sf``; those resolve to files of this library, so they run unchanged.
@@ -7,25 +7,18 @@ Old SmartDomains descriptors include SmartFrog class-path names such as
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-
-_MARKER = Path("org/smartfrog/components.sf")
 
 
 def library_dir() -> Path:
-    """The built-in library: ``$SDMESH_LIBRARY``, the source tree, or ``<prefix>/share``."""
+    """The built-in library: ``$SDMESH_LIBRARY``, else the package's own ``descriptors``.
+
+    The library is package data, so an installed wheel carries it as the source tree does
+    (the repository's top-level ``descriptors`` is a link to it)."""
     override = os.environ.get("SDMESH_LIBRARY")
     if override:
         return Path(override)
-    candidates = [
-        Path(__file__).resolve().parents[2] / "descriptors",  # source tree / editable install
-        Path(sys.prefix) / "share" / "sdmesh" / "descriptors",  # wheel install
-    ]
-    for candidate in candidates:
-        if (candidate / _MARKER).is_file():
-            return candidate
-    return candidates[0]
+    return Path(__file__).resolve().parent.parent / "descriptors"
 
 
 def env_search_path() -> list[Path]:

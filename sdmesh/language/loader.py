@@ -84,6 +84,10 @@ class Loader:
         self.library = library_dir()
         self.context = ParseContext(reporter, self._include)
         self._stack: list[str] = []
+        # Include lookup in the roots is memoised: a real SmartFrog class path has about 100
+        # roots and one file may include thousands of times (it was quadratic, issue 13).
+        self._root_hits: dict[str, Path | None] = {}
+        self._listings: dict[Path, frozenset[str]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     def load_file(self, path: Path | str) -> ComponentDescription | None:
@@ -221,16 +225,42 @@ class Loader:
             if candidate.is_file():
                 return candidate, []
             candidate = Path(name.lstrip("/"))
-        bases = [including, self.cwd, *self.roots, self.library]
-        searched: list[Path] = []
-        for base in bases:
-            if base in searched:
-                continue
-            searched.append(base)
+        for base in (including, self.cwd):
             path = base / candidate
             if path.is_file():
-                return path, searched
+                return path, []
+        found = self._search_roots(candidate)
+        if found is not None:
+            return found, []
+        searched = list(dict.fromkeys([including, self.cwd, *self.roots, self.library]))
         return None, searched
+
+    def _search_roots(self, candidate: Path) -> Path | None:
+        """The first of the roots and the library holding ``candidate`` (memoised)."""
+        key = str(candidate)
+        if key in self._root_hits:
+            return self._root_hits[key]
+        first = candidate.parts[0] if candidate.parts else ""
+        found: Path | None = None
+        for base in dict.fromkeys([*self.roots, self.library]):
+            if first not in (".", "..") and first not in self._listing(base):
+                continue
+            path = base / candidate
+            if path.is_file():
+                found = path
+                break
+        self._root_hits[key] = found
+        return found
+
+    def _listing(self, base: Path) -> frozenset[str]:
+        listing = self._listings.get(base)
+        if listing is None:
+            try:
+                listing = frozenset(os.listdir(base))
+            except OSError:
+                listing = frozenset()
+            self._listings[base] = listing
+        return listing
 
     # -- reading ----------------------------------------------------------------------------
     def _read_tokens(

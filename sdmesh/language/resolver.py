@@ -34,6 +34,7 @@ from sdmesh.language.values import (
     Apply,
     Attr,
     ComponentDescription,
+    Part,
     Placement,
     Reference,
 )
@@ -121,6 +122,30 @@ def default_properties() -> dict[str, str]:
     }
 
 
+#: ``phase.function`` values (SmartFrog's phase actions) that do not build a function.
+SCHEMA_ACTION: Final = "ConstructSchema"
+ASSERTIONS_ACTION: Final = "ConstructAssertions"
+
+
+def function_phase_kind(cd: CD) -> str | None:
+    """What SmartFrog's function phase makes of ``cd``: None (nothing), "function",
+    "schema" (a schema, checked against its holder) or "assertions" (Booleans that must hold).
+
+    SmartFrog's ``phase.function`` names a phase action class: ``ConstructFunction`` builds a
+    function, ``ConstructSchema`` a schema and ``ConstructAssertions`` assertions (its
+    ``predicates.sf``); only the first needs ``sfFunctionClass``."""
+    attr = cd.attrs.get("phase.function")
+    if attr is None:
+        return "schema" if "phase.schema" in cd.attrs else None
+    action = attr.value
+    if isinstance(action, str):
+        if action.endswith(SCHEMA_ACTION):
+            return "schema"
+        if action.endswith(ASSERTIONS_ACTION):
+            return "assertions"
+    return "function"
+
+
 def is_lazy(value: object) -> bool:
     t = type(value)
     if t is Reference:
@@ -158,6 +183,11 @@ class Resolver:
         # Attributes being linked right now (ids are safe: these objects are alive).
         self._linking: list[tuple[CD, str]] = []
         self._linking_keys: set[tuple[int, str]] = set()
+        self._next = functions.make_next()
+        #: Called for each description just before the link phase links its attributes (the
+        #: schema checker: SmartFrog checks a component's schema where its schema attribute
+        #: sits, which is before the component's own attributes).
+        self.before_linking: Callable[[CD], None] | None = None
 
     # ======================================================================== type phase
     def type_tree(self, cd: CD) -> None:
@@ -281,7 +311,7 @@ class Resolver:
         while pending:
             remaining: list[tuple[CD, Placement]] = []
             for holder, placement in pending:
-                target = _follow_here(holder, placement.path)
+                target = self._place_target(holder, placement.path)
                 if target is None:
                     remaining.append((holder, placement))
                 else:
@@ -292,18 +322,40 @@ class Resolver:
                 return
             pending = remaining
 
+    def _place_target(self, holder: CD, path: tuple[str, ...]) -> CD | None:
+        """The description ``a:b`` names from ``holder``; as SmartFrog's place phase does, a
+        step that is a link is followed (into the description it names, not a copy)."""
+        node = holder
+        for step in path:
+            attr = node.attrs.get(step)
+            if attr is None:
+                return None
+            value = attr.value
+            if type(value) is Reference:
+                assert isinstance(value, Reference)
+                if value.lazy or value.data:
+                    return None
+                try:
+                    value = self._walk(value, node, linking=False)
+                except ResolveFailure:
+                    return None
+            if type(value) is not CD:
+                return None
+            assert isinstance(value, CD)
+            node = value
+        return node
+
     def _collect_placements(self, cd: CD, out: list[tuple[CD, Placement]]) -> None:
-        out.extend((cd, placement) for placement in cd.placements)
-        cd.placements = []
-        for attr in cd.attrs.values():
-            if type(attr.value) is CD:
-                assert isinstance(attr.value, CD)
-                self._collect_placements(attr.value, out)
-        for _, placement in list(out):
-            value = placement.attr.value
-            if type(value) is CD and value.placements:
-                assert isinstance(value, CD)
-                self._collect_placements(value, out)
+        """Every pending placement under ``cd``, also those inside values being placed
+        (at any depth: ``a:b extends X { c extends Y; }`` where Y places into itself)."""
+        stack = [cd]
+        while stack:
+            node = stack.pop()
+            out.extend((node, placement) for placement in node.placements)
+            nested = [a.value for a in node.attrs.values() if type(a.value) is CD]
+            nested.extend(p.attr.value for p in node.placements if type(p.attr.value) is CD)
+            node.placements = []
+            stack.extend(reversed(nested))
 
     def _place(self, target: CD, placement: Placement) -> None:
         attr = placement.attr
@@ -340,11 +392,11 @@ class Resolver:
             if attr is None:
                 message = f"'{so_far}' does not exist here"
                 break
-            if type(attr.value) is not CD:
+            target = self._place_target(node, (step,))
+            if target is None:
                 message = f"'{so_far}' is a {functions.type_name(attr.value)}, not a component"
                 break
-            assert isinstance(attr.value, CD)
-            node = attr.value
+            node = target
         else:  # pragma: no cover - a placeable path would have been placed
             message = "target not found"
         full = ":".join((*placement.path, placement.name))
@@ -354,19 +406,30 @@ class Resolver:
     def link_tree(self, cd: CD) -> None:
         """Resolve every eager reference and function in ``cd`` and below, in order."""
         stack = [cd]
+        # TBDs are reported once everything is linked (as SmartFrog does, after its link
+        # phase), so a schema meeting one through a link reports the attribute it requires.
+        tbds: list[tuple[CD, str, TBD]] = []
         while stack:
             node = stack.pop()
+            if self.before_linking is not None:
+                self.before_linking(node)
             children: list[CD] = []
             for name in list(node.attrs):
                 value = self.value_of(node, name)
                 if type(value) is CD:
                     assert isinstance(value, CD)
-                    children.append(value)
+                    if function_phase_kind(value) != "schema":  # schemas are data until checked
+                        children.append(value)
                 elif type(value) is TBD:
-                    self._report_tbd(node, name, value)
+                    assert isinstance(value, TBD)
+                    tbds.append((node, name, value))
                 elif is_lazy(value):
                     self._check_lazy(node, name, value)
             stack.extend(reversed(children))
+        for node, name, value in tbds:
+            attr = node.attrs.get(name)
+            if attr is not None and attr.value is value:
+                self._report_tbd(node, name, value)
 
     def value_of(self, cd: CD, name: str) -> object:
         """The linked value of ``cd``'s attribute ``name``, resolving it once and in place."""
@@ -385,9 +448,13 @@ class Resolver:
             result = self._guarded(cd, name, lambda: self._apply(value, cd))
         elif t is CD:
             assert isinstance(value, CD)
-            if "phase.function" not in value.attrs:
+            kind = function_phase_kind(value)
+            if kind is None or kind == "schema":
                 return value
-            result = self._guarded(cd, name, lambda: self._apply_template(value, cd))
+            if kind == "assertions":
+                result = self._guarded(cd, name, lambda: self._check_assertions(value, cd))
+            else:
+                result = self._guarded(cd, name, lambda: self._apply_template(value, cd))
         elif t is list:
             assert isinstance(value, list)
             result = self._guarded(cd, name, lambda: self._link_vector(value, cd))
@@ -396,6 +463,14 @@ class Resolver:
         if result is not value:
             cd.attrs[name] = attr.with_value(result)
         return result
+
+    def link_quietly(self, cd: CD, name: str) -> object:
+        """:meth:`value_of`, raising :class:`ResolveFailure` instead of reporting it."""
+        self._linking.append((cd, "\0quiet"))  # not outermost: failures propagate
+        try:
+            return self.value_of(cd, name)
+        finally:
+            self._linking.pop()
 
     def _guarded(self, cd: CD, name: str, compute: Callable[[], object]) -> object:
         key = (id(cd), name)
@@ -498,9 +573,41 @@ class Resolver:
             function_name = named
         return self._evaluate(function_name, args, apply.location, apply)
 
+    def _check_assertions(self, description: CD, holder: CD) -> object:
+        """SmartFrog's ``Assertions``: every attribute not named ``sf...`` must link to
+        true; one with a LAZY part is checked at run time. The assertion becomes ``true``."""
+        failed: list[str] = []
+        for name in list(description.attrs):
+            if name.startswith("sf") or name == "phase.function":
+                continue
+            value = self.value_of(description, name)
+            if value is POISON:
+                return POISON
+            if is_lazy(value):
+                continue
+            if value is not True:
+                if value is False:
+                    failed.append(f"'{name}' is false")
+                else:
+                    described = f"{functions.type_name(value)} {functions.to_text(value)}"
+                    failed.append(f"'{name}' is {described}, not a Boolean")
+        if failed:
+            raise ResolveFailure(
+                f"assertion failed in {node_label(holder)}: " + "; ".join(failed),
+                description.location,
+            )
+        return True
+
     def _apply_template(self, description: CD, holder: CD) -> object:
         function_name = description.get("sfFunctionClass")
         if not isinstance(function_name, str):
+            action = description.get("phase.function")
+            if isinstance(action, str) and not action.endswith(("ConstructFunction", "sdmesh")):
+                raise ResolveFailure(
+                    f"phase.function names the Java phase action '{action}'; sdmesh runs only "
+                    "functions (sfFunctionClass), schemas and assertions",
+                    description.location,
+                )
             raise ResolveFailure(
                 "a function description needs an sfFunctionClass string", description.location
             )
@@ -511,7 +618,10 @@ class Resolver:
     def _evaluate(
         self, function_name: str, args: CD, location: Location, apply: Apply | None
     ) -> object:
-        function = functions.lookup(function_name)
+        canonical = functions.canonical_name(function_name)
+        function = self._next if canonical == "Next" else functions.lookup(function_name)
+        if canonical == "Ref":
+            return self._ref(args, location)
         if function is None:
             raise ResolveFailure(f"unknown function '{function_name}'", location)
         values: list[tuple[str, object]] = []
@@ -536,6 +646,33 @@ class Resolver:
         self.work.create(result)
         return result
 
+    def _ref(self, args: CD, location: Location) -> object:
+        """SmartFrog's ``ref``: the reference written as the string ``reference``, linked
+        from where the function is applied (or kept LAZY with ``lazy true``)."""
+        text = self.value_of(args, "reference") if "reference" in args.attrs else None
+        if not isinstance(text, str) or not text:
+            raise ResolveFailure("ref needs a 'reference' string", location)
+        parts: list[Part] = []
+        for index, step in enumerate(text.split(":")):
+            step = step.strip()
+            if step in ("ROOT", "PARENT", "THIS"):
+                parts.append(Part(step))
+            elif step:
+                parts.append(Part("ATTRIB" if index == 0 else "HERE", step, plain=True))
+        if not parts:
+            raise ResolveFailure(f"ref: '{text}' is not a reference", location)
+        lazy = args.get("lazy") is True
+        reference = Reference(tuple(parts), location, lazy)
+        if lazy:
+            return reference
+        holder = args.parent if args.parent is not None else args
+        try:
+            return self._link_reference(reference, holder)
+        except ResolveFailure:
+            if args.get("returnNULLOnException") is True:
+                return NULL
+            raise
+
     # ==================================================================== reference walk
     def _walk(self, reference: Reference, holder: CD, linking: bool) -> object:
         """Follow ``reference`` from ``holder``; in the type phase values are not linked."""
@@ -557,7 +694,9 @@ class Resolver:
                     f"write LAZY {reference.path()}"
                 )
             if kind == "CONSTANT":
-                raise ResolveFailure("CONSTANT names a Java static field; sdmesh has no Java")
+                # A Java static field: sdmesh has no Java, so the value stays symbolic, as a
+                # LAZY reference does (validate and show print it; deployment refuses it).
+                return reference.as_lazy()
             if type(value) is not CD:
                 so_far = ":".join(str(p) for p in parts[:index])
                 raise ResolveFailure(
@@ -683,17 +822,6 @@ class Resolver:
 # ============================================================================ helpers
 def node_label(cd: CD) -> str:
     return cd.path()
-
-
-def _follow_here(holder: CD, path: tuple[str, ...]) -> CD | None:
-    node = holder
-    for step in path:
-        attr = node.attrs.get(step)
-        if attr is None or type(attr.value) is not CD:
-            return None
-        assert isinstance(attr.value, CD)
-        node = attr.value
-    return node
 
 
 def copy_attr(attr: Attr, parent: CD, budget: Budget | None = None) -> Attr:

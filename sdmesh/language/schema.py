@@ -17,9 +17,24 @@ from dataclasses import dataclass
 from typing import Final
 
 from sdmesh.language.functions import to_text, type_name
-from sdmesh.language.resolver import POISON, ResolveFailure, Resolver, is_lazy, node_label
+from sdmesh.language.resolver import (
+    POISON,
+    ResolveFailure,
+    Resolver,
+    function_phase_kind,
+    is_lazy,
+    node_label,
+)
 from sdmesh.language.source import Location, Reporter
-from sdmesh.language.values import NULL, Apply, ComponentDescription, Float32, Long, Reference
+from sdmesh.language.values import (
+    NULL,
+    TBD,
+    Apply,
+    ComponentDescription,
+    Float32,
+    Long,
+    Reference,
+)
 
 CD = ComponentDescription
 
@@ -141,7 +156,7 @@ class SchemaChecker:
                 target = value
             if type(target) is CD:
                 assert isinstance(target, CD)
-                if SCHEMA_MARKER in target.attrs:
+                if function_phase_kind(target) == "schema":
                     entries = self._cache.get(id(target))
                     if entries is None:
                         entries = read_schema(target)
@@ -165,6 +180,36 @@ class SchemaChecker:
             return self.resolver.walk_description(reference, cd)
         except ResolveFailure:
             return None
+
+    def check_resolvable(self, cd: CD) -> None:
+        """Before ``cd``'s attributes are linked: a compulsory attribute whose value is TBD or
+        cannot be resolved is reported as missing, as SmartFrog's schema check (which runs
+        where the schema attribute sits, before the component's own attributes) reports it."""
+        schemas = self.schemas_of(cd)
+        if not schemas:
+            return
+        for _, entries in schemas:
+            for entry in entries:
+                attr = cd.attrs.get(entry.name)
+                if entry.optional or attr is None:
+                    continue
+                if isinstance(attr.value, TBD):
+                    why = "it is TBD"
+                else:
+                    try:
+                        self.resolver.link_quietly(cd, entry.name)
+                        continue
+                    except ResolveFailure as failure:
+                        if failure.message.startswith("cyclic"):
+                            continue  # reported as the cycle it is, by the link phase
+                        why = failure.message
+                about = f" ({entry.description})" if entry.description else ""
+                self.reporter.error(
+                    f"{kind_label(cd)} needs attribute '{entry.name}'{about}: {why}",
+                    attr.location,
+                    (("the schema that requires it", entry.location),),
+                )
+                cd.attrs[entry.name] = attr.with_value(POISON)
 
     def check_tree(self, root: CD) -> None:
         stack = [root]

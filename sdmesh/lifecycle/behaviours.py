@@ -407,7 +407,8 @@ class Retry(ActionContainer):
 
 
 class Repeat(ActionContainer):
-    """Runs ``action`` again each time it ends normally, ``repeat`` runs in all."""
+    """Runs ``action`` again each time it ends normally, ``repeat`` runs in all (SmartFrog:
+    a negative ``repeat`` runs it until it fails)."""
 
     def start(self, engine: Engine, node: Node) -> None:
         node.counter = 1
@@ -416,7 +417,8 @@ class Repeat(ActionContainer):
     def action_ended(
         self, engine: Engine, node: Node, child: Node, record: TerminationRecord
     ) -> None:
-        if not record.normal or node.counter >= _number(node, "repeat", 1):
+        runs = _number(node, "repeat", 1)
+        if not record.normal or 0 <= runs <= node.counter:  # a negative count: forever
             self.finish(engine, node, record)
             return
         node.counter += 1
