@@ -58,7 +58,9 @@ class PoolTerminated:
 
 @dataclass(frozen=True)
 class Recovered:
-    """A leaf found running in libvirt after an agent restart (from domain metadata)."""
+    """A leaf found in libvirt after an agent restart (from domain metadata), or a disk found
+    by its volume's tags. ``state``: ``running``, or ``deployed`` for a domain that is
+    defined but not running (the shepherd restarts it per its policy)."""
 
     pool: str
     path: str
@@ -67,6 +69,7 @@ class Recovered:
     shepherd: str
     vcpus: int = 0
     memory_mib: int = 0
+    state: str = "running"
 
 
 @dataclass(frozen=True)
@@ -406,7 +409,8 @@ class HostCore:
             pool.generation, pool.shepherd = event.generation, event.shepherd
         unit = pool.units.setdefault(event.unit, _Unit(event.vcpus, event.memory_mib))
         unit.leaves.add(event.path)
-        pool.leaves[event.path] = _Leaf(event.unit, "running", generation=event.generation)
+        state = event.state if event.state in ("running", "deployed") else "running"
+        pool.leaves[event.path] = _Leaf(event.unit, state, generation=event.generation)
 
     def _answer(self, order: Order, outcome: str, reason: str, pool: _Pool) -> None:
         self._actions.append(Answer(order, outcome, reason, pool.generation))

@@ -31,6 +31,10 @@ class ViewFollower(PoolState):
         if self.leaving:
             return  # the hand-over (leave) owns our pools now; our own host is not an offer
         self._prune_departing()
+        live = frozenset(m.name for m in self.live_members())
+        if live - self._live_before and self.host.pools_held():
+            self._inventory_soon()  # a member is back (a heal, a rejoin): reconcile now
+        self._live_before = live
         offers, away = self.offers(), self.away_hosts()
         quorate = self.has_quorum()
         was_paused = self._gate.paused
@@ -136,5 +140,7 @@ class ViewFollower(PoolState):
         if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
             return  # the view changed while the descriptor was read and resolved
         self._takeover_misses.pop(pool, None)
-        await self._shepherd(spec, record.generation + 1, record)
-        log.info("pool %s: took over as shepherd at generation %d", pool, record.generation + 1)
+        # Above what a host fenced us with, even when the DHT has not shown that record yet.
+        generation = max(record.generation, self._takeover_floor.pop(pool, 0)) + 1
+        await self._shepherd(spec, generation, record)
+        log.info("pool %s: took over as shepherd at generation %d", pool, generation)

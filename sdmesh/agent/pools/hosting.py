@@ -198,14 +198,18 @@ class HostSide(PoolState):
                         await keeper.release(volume)
 
     async def _recover(self) -> None:
-        """Leaves this host runs, from libvirt metadata and volume tags."""
+        """Leaves this host holds, from the hypervisor: a VM exists only if libvirt lists
+        its domain (running, or defined and stopped), never because files it left (a
+        cloud-init seed) are still there; disks from their volumes' tags."""
         from sdmesh.components.context import HostContext
 
         found = 0
+        domains: set[tuple[str, str]] = set()
         for domain in await self.driver.list_managed():
             meta = domain.metadata
             if not meta.pool:
                 continue
+            domains.add((meta.pool, meta.path))
             self.host.handle(
                 hc.Recovered(
                     meta.pool,
@@ -215,13 +219,19 @@ class HostSide(PoolState):
                     "",
                     domain.vcpus,
                     domain.memory_mib,
+                    "running" if domain.state.active else "deployed",
                 )
             )
             found += 1
         context = HostContext(self.driver, self.caps, self.state_dir / "volumes", "", 0, "")
+        seeds = context.seeds()
         for keeper in context.keepers():
+            if keeper is seeds:
+                continue  # a VM's seed says nothing of the VM: libvirt answered for it above
             for volume in await keeper.list_owned():
                 owner = volume.owner
+                if (owner.pool, owner.path) in domains:
+                    continue  # a VM's own volume: the domain's state stands
                 self.host.handle(
                     hc.Recovered(owner.pool, owner.path, owner.path, owner.generation, "")
                 )

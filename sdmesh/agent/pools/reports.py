@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 #: How many times a report is sent again (bounded backoff) before it is left to the
 #: inventory, which reconciles the same every INVENTORY_PERIOD.
 REPORT_ATTEMPTS = 12
+#: After the agent starts, or when a member comes back, hosts send their inventories this
+#: soon instead of a whole inventory period later: stale copies are released and lost VMs
+#: rebuilt within seconds of a heal, restart or rejoin.
+INVENTORY_SOON = 2.0
 
 
 class HostReports(PoolState):
@@ -101,6 +105,17 @@ class HostReports(PoolState):
             elif report.pool not in unknown:
                 unknown.append(report.pool)
         return unknown
+
+    def _inventory_soon(self) -> None:
+        """Send every inventory shortly (once, however many times it is asked meanwhile)."""
+        if self._inventory_due is not None:
+            return
+
+        def due() -> None:
+            self._inventory_due = None
+            self._spawn(self.send_inventories())
+
+        self._inventory_due = self._loop.call_later(INVENTORY_SOON, due)
 
     async def send_inventories(self) -> None:
         """Each pool held here, on its own: one pool's failure must not skip the others."""

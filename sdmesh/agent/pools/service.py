@@ -56,10 +56,13 @@ class PoolService(
         for rumor in self.node.core.rumors():
             self._on_rumor(rumor)
         self._periodic = self._loop.create_task(self._periodic_work())
+        self._inventory_soon()  # what the host found in libvirt, told to the shepherds now
 
     async def close(self) -> None:
         if self._periodic is not None:
             self._periodic.cancel()
+        if self._inventory_due is not None:
+            self._inventory_due.cancel()
         for run in self.shepherding.values():
             for handle in run.timers.values():
                 handle.cancel()
@@ -179,6 +182,7 @@ class PoolService(
             self._finished_runs.pop(pool, None)
             self._digests.pop(pool, None)
             self._takeover_misses.pop(pool, None)
+            self._takeover_floor.pop(pool, None)
             retry = self._takeover_retry.pop(pool, None)
             if retry is not None:
                 retry.cancel()

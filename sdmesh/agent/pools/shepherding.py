@@ -166,6 +166,25 @@ class ShepherdDriver(PoolState):
                 self._loop.call_soon(self._finished, pool)
         elif isinstance(action, sc.Warning):
             log.warning("pool %s: %s: %s", pool, action.path, action.message)
+        elif isinstance(action, sc.Superseded):
+            self._step_down(pool, run, action.seen)
+
+    def _step_down(self, pool: str, run: ShepherdRun, seen: int) -> None:
+        """A host fenced this core (another shepherd ran the pool at generation ``seen``):
+        stop it, then take the pool over again from the newest record if it is still ours
+        (the takeover checks), above ``seen``; else its shepherd runs it."""
+        log.warning(
+            "pool %s: a host has seen generation %d from another shepherd (this one ran %d): "
+            "stepping down and reading the pool's record again",
+            pool,
+            seen,
+            run.core.generation,
+        )
+        run.orders.clear()
+        run.save = None
+        self._stop_shepherding(pool)
+        self._takeover_floor[pool] = max(seen, self._takeover_floor.get(pool, 0))
+        self._start_take_over(pool)
 
     def _emit(self, run: ShepherdRun, event: Mapping[str, object]) -> None:
         event = dict(event)

@@ -120,6 +120,12 @@ class PoolState:
         self._takeovers: dict[str, asyncio.Task[None]] = {}
         self._takeover_retry: dict[str, asyncio.TimerHandle] = {}
         self._takeover_misses: dict[str, int] = {}
+        #: Per pool, the generation a host fenced our core with: a takeover starts above it.
+        self._takeover_floor: dict[str, int] = {}
+        #: An early inventory pass scheduled (``_inventory_soon``), and the live members the
+        #: last view had (a member coming back schedules one).
+        self._inventory_due: asyncio.TimerHandle | None = None
+        self._live_before: frozenset[str] = frozenset()
         #: Local record and spec files are written in worker threads, one at a time and in
         #: the order asked: an older record must not land after a newer one.
         self._file_writes = asyncio.Lock()
@@ -189,6 +195,9 @@ class PoolState:
         raise NotImplementedError
 
     def _deliver_reports(self, reports: list[Report]) -> list[str]:
+        raise NotImplementedError
+
+    def _inventory_soon(self) -> None:
         raise NotImplementedError
 
     def _handle_inventory(
