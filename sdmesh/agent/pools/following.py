@@ -35,17 +35,22 @@ class ViewFollower(PoolState):
         if live - self._live_before and self.host.pools_held():
             self._inventory_soon()  # a member is back (a heal, a rejoin): reconcile now
         self._live_before = live
-        offers, away = self.offers(), self.away_hosts()
+        away = self.away_hosts()
         quorate = self.has_quorum()
         was_paused = self._gate.paused
         dead = [m.name for m in self.node.core.members() if m.state is State.DEAD]
-        may_act = self._gate.observe(quorate, dead, self._loop.time())
+        now = self._loop.time()
+        may_act = self._gate.observe(quorate, dead, now)
+        for name in away:
+            self._losses.forget(name)  # a leave is announced, not a verdict to confirm
+        self._losses.observe(live, may_act, now)
+        offers = self.offers()  # the lost members not confirmed yet still count
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
-        recheck = self._gate.recheck_at()
-        if recheck is not None:
-            self._recheck = self._loop.call_at(recheck, self._view_changed)
+        due = [t for t in (self._gate.recheck_at(), self._losses.recheck_at()) if t is not None]
+        if due:
+            self._recheck = self._loop.call_at(min(due), self._view_changed)
         if not may_act and not was_paused and self.shepherding:
             log.warning(
                 "this agent sees no majority of the mesh: its %d pools pause (no order, no "

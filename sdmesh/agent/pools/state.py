@@ -18,6 +18,7 @@ import msgpack
 
 from sdmesh.agent.pools.common import KnownPool, LeafOp, log_failure
 from sdmesh.pools import host as hc
+from sdmesh.pools.losses import LossConfirmer
 from sdmesh.pools.ownership import Owners, QuorumGate
 from sdmesh.pools.records import Order, PoolRecord, PoolSpec, Report, Tomb
 from sdmesh.transport import StreamClient
@@ -110,6 +111,8 @@ class PoolState:
         self.departing: dict[str, float] = {}
         #: Majority rule with hysteresis: whether the shepherds here may act.
         self._gate = QuorumGate()
+        #: Lost members count as live until their loss is confirmed (false "dead" verdicts).
+        self._losses = LossConfirmer()
         self._recheck: asyncio.TimerHandle | None = None
         #: Pool -> shepherd, for the live members (and for everyone, leavers included):
         #: rebuilt only when who is live changes, not on every metadata update.

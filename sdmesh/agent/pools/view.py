@@ -64,9 +64,24 @@ class MembershipView(PoolState):
             if until <= now or state is None or not state.live:
                 del self.departing[name]  # gone for real now, or it never left: forget it
 
+    def counted_members(self) -> list[Member]:
+        """The members the shepherds here count as live: the live ones, and those lost too
+        recently to act on (``LossConfirmer``): a false "dead" refuted within its window
+        moves no VM and no pool."""
+        live = self.live_members()
+        pending = self._losses.unconfirmed() - {m.name for m in live} - self.away_hosts()
+        if not pending:
+            return live
+        lost = [
+            m
+            for m in self.node.core.members()
+            if m.name in pending and m.state is not State.LEFT and not self._departed(m.name)
+        ]
+        return live + lost
+
     def offers(self) -> tuple[HostOffer, ...]:
         out = []
-        for member in self.live_members():
+        for member in self.counted_members():
             capacity = member.meta.get("capacity") if isinstance(member.meta, dict) else None
             if not isinstance(capacity, dict) or not capacity.get("vcpus"):
                 continue  # not yet announced its capacity: nothing to place there
@@ -84,7 +99,7 @@ class MembershipView(PoolState):
         return tuple(out)
 
     def shepherd_for(self, pool: str) -> str | None:
-        live = frozenset(m.name for m in self.live_members())
+        live = frozenset(m.name for m in self.counted_members())
         if live != self._owners.members:
             self._owners = Owners(live)
         return self._owners.shepherd(pool)

@@ -10,12 +10,16 @@ from types import SimpleNamespace
 import pytest
 
 from sdmesh.agent.pools.state import ShepherdRun
+from sdmesh.membership import State
 from sdmesh.pools import host as hc
 from sdmesh.pools import shepherd as sc
+from sdmesh.pools.losses import LossConfirmer
 from sdmesh.pools.records import Order, PoolRecord
 
 from .cluster import Cluster
 from .test_pool_cores import hosts, pool_text, vm_paths
+from .test_pool_flaps import service as flap_service
+from .test_pool_flaps import shepherded
 from .test_pool_service_ends import service
 from .test_pool_takeover_tasks import capture_shepherd, fake_dht, ours
 
@@ -180,6 +184,68 @@ def test_a_leftover_seed_is_not_a_running_vm(tmp_path: Path) -> None:
         svc.caps = SimpleNamespace(cpus=4, memory_mib=4096, driver="test")  # type: ignore[assignment]
         await svc._recover()
         assert svc.host.inventory("web") == {}  # the shepherd rebuilds it
+        await svc.close()
+
+    asyncio.run(go())
+
+
+# ------------------------------------------- 3. stale "dead" verdicts after a heal
+
+
+def test_a_loss_refuted_within_its_window_is_never_acted_on() -> None:
+    losses = LossConfirmer(window=2.0)
+    everyone = {"h0", "h1", "h2", "h3", "h4"}
+    assert losses.observe(everyone, True, 0.0) == everyone
+    # gossip carries a cut-off host's stale verdict: h3 drops out for 300 ms
+    assert losses.observe(everyone - {"h3"}, True, 10.0) == everyone
+    assert losses.recheck_at() == 12.0
+    assert losses.observe(everyone, True, 10.3) == everyone  # refuted
+    assert losses.recheck_at() is None
+    # a real death: counted until the window has run out
+    assert losses.observe(everyone - {"h3"}, True, 20.0) == everyone
+    assert losses.observe(everyone - {"h3"}, True, 21.9) == everyone
+    assert losses.observe(everyone - {"h3"}, True, 22.0) == everyone - {"h3"}
+
+
+def test_losses_seen_without_a_majority_are_checked_again_after_it_is_back() -> None:
+    losses = LossConfirmer(window=2.0)
+    everyone = {"h0", "h1", "h2", "h3", "h4"}
+    losses.observe(everyone, True, 0.0)
+    # h0 is cut off: it sees everyone die, for a long time, without a majority
+    for now in (1.0, 5.0, 60.0):
+        assert losses.observe({"h0"}, False, now) == everyone
+        assert losses.recheck_at() is None
+    # the heal: the majority is back while h4's stale "dead" is not refuted yet
+    assert losses.observe(everyone - {"h4"}, True, 61.0) == everyone
+    assert losses.recheck_at() == 63.0
+    assert losses.observe(everyone, True, 61.4) == everyone  # refuted in time
+    assert losses.recheck_at() is None
+
+
+def test_the_driver_moves_nothing_on_a_verdict_refuted_in_time(tmp_path: Path) -> None:
+    async def go() -> None:
+        names = [f"h{i}" for i in range(5)]
+        svc, membership = flap_service(names, "h0", tmp_path)
+        svc._losses = LossConfirmer(window=0.2)
+        _pool, core = shepherded(svc, names)
+        svc._apply_view()  # everyone alive
+        victim = next(n for n in names if n != "h0")
+        membership.set(victim, State.DEAD)
+        svc._apply_view()
+        membership.set(victim, State.ALIVE)  # refuted 100 ms later
+        await asyncio.sleep(0.1)
+        svc._apply_view()
+        await asyncio.sleep(0.3)
+        views = [e for e in core.events if isinstance(e, sc.MembersChanged)]
+        assert views and all(victim in {o.name for o in e.offers} for e in views)
+        # a death that stands: the shepherd hears of it once the window has run out
+        membership.set(victim, State.DEAD)
+        svc._apply_view()
+        assert victim in {o.name for o in svc.offers()}
+        await asyncio.sleep(0.4)  # the recheck, without another view event
+        assert victim not in {o.name for o in svc.offers()}
+        last = [e for e in core.events if isinstance(e, sc.MembersChanged)][-1]
+        assert victim not in {o.name for o in last.offers}
         await svc.close()
 
     asyncio.run(go())
