@@ -80,7 +80,9 @@ class PoolState:
         self.client = client
         self.driver = driver
         self.caps = caps
-        self.state_dir = state_dir
+        #: Absolute: libvirt refuses relative disk paths (``join --state-dir state`` made
+        #: every deploy fail), and the agent's working directory is nobody's business.
+        self.state_dir = state_dir.absolute()
         self.host = hc.HostCore(name, caps.cpus, caps.memory_mib)
         self.known: dict[str, KnownPool] = {}
         #: Termination records heard (pool -> what they end), until POOL_RETENTION.

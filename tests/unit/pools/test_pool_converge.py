@@ -249,3 +249,16 @@ def test_the_driver_moves_nothing_on_a_verdict_refuted_in_time(tmp_path: Path) -
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_relative_state_dir_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    async def go() -> None:
+        svc = service(Path("state"))
+        assert svc.state_dir == tmp_path / "state" and svc.state_dir.is_absolute()
+        await svc.close()
+
+    asyncio.run(go())
