@@ -169,6 +169,8 @@ class ComponentChanged:
     kind: str
     state: str
     host: str
+    #: Why it ended, for a component that failed (its termination record).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -500,6 +502,7 @@ class Shepherd:
                         self.kinds.get(action.path, action.kind),
                         action.state.value,
                         leaf.host or self.placement.get(leaf.unit, ""),
+                        action.record.description if action.record is not None else "",
                     )
                 )
             if action.path == self.engine.root.path:

@@ -14,9 +14,16 @@ from sdmesh.agent.pools.common import LeafOp, PoolError, domain_name
 from sdmesh.agent.pools.state import HostedPool, PoolState
 from sdmesh.agent.pools.trees import tree_of
 from sdmesh.pools import host as hc
-from sdmesh.pools.records import Order
+from sdmesh.pools.records import Order, retry_delay
 
 log = logging.getLogger(__name__)
+
+#: A host tries this many times to get a pool's descriptor (DHT, then the shepherd),
+#: backing off from DESCRIPTOR_RETRY_FIRST to DESCRIPTOR_RETRY_MOST seconds, before the
+#: leaves waiting for it fail (about 20 s in all).
+DESCRIPTOR_ATTEMPTS = 7
+DESCRIPTOR_RETRY_FIRST = 0.25
+DESCRIPTOR_RETRY_MOST = 4.0
 
 
 class HostSide(PoolState):
@@ -55,6 +62,7 @@ class HostSide(PoolState):
         """A resubmission under the name of an ended pool: its spec and tree are the new
         descriptor's (leftovers of the old one are removed by their libvirt tags)."""
         self._digests.pop(pool, None)
+        self._hosting.pop(pool, None)  # a load under way is the earlier pool's
         hosted = self._host_pools.pop(pool, None)
         if hosted is not None:
             self._spawn(hosted.context.close())
@@ -94,7 +102,13 @@ class HostSide(PoolState):
             log.exception("%s of %s failed", action.op, action.path)
             error = f"internal error during {action.op}: {type(failure).__name__}: {failure}"
         if action.op == "terminate":
+            if error is not None:
+                log.warning(
+                    "pool %s: terminating %s left something: %s", action.pool, action.path, error
+                )
             error = None  # whatever is left is the reaper's; the leaf is gone for the pool
+        elif error is not None:
+            log.warning("pool %s: %s of %s failed: %s", action.pool, action.op, action.path, error)
         self._leaf_op(action, time.monotonic() - began, error)
         self._host_feed(hc.LeafFinished(action.pool, action.path, action.op, error))
 
@@ -156,17 +170,48 @@ class HostSide(PoolState):
         return None
 
     async def _hosted(self, pool: str) -> HostedPool:
+        """The pool's share here, its descriptor fetched and resolved once (however many of
+        its leaves ask at once)."""
         hosted = self._host_pools.get(pool)
         if hosted is not None:
             return hosted
+        loading = self._hosting.get(pool)
+        if loading is None:
+            loading = self._hosting[pool] = self._loop.create_task(self._load_hosted(pool))
+            self._tasks.add(loading)
+            loading.add_done_callback(self._tasks.discard)
+            loading.add_done_callback(lambda done: self._loaded(pool, done))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, pool: str, task: asyncio.Task[HostedPool]) -> None:
+        if self._hosting.get(pool) is task:
+            del self._hosting[pool]
+        if not task.cancelled():
+            task.exception()  # retrieved: every leaf waiting for it got it already
+
+    async def _load_hosted(self, pool: str) -> HostedPool:
+        """Fetch and resolve the pool's descriptor. A miss (the DHT did not have it, the
+        shepherd did not answer, the agent was too busy to resolve it) is tried again with
+        backoff before the leaf fails: a hiccup must not fail a pool."""
         from sdmesh.components.context import HostContext
         from sdmesh.pools.layout import skeleton, walk
 
         digest = self._digests.get(pool)
         if digest is None:
             raise PoolError(f"no descriptor known for pool {pool}")
-        spec = await self.spec(digest, pool)
-        root = skeleton(await tree_of(spec))
+        attempt = 0
+        while True:
+            try:
+                spec = await self.spec(digest, pool, ask=self.host.shepherd_of(pool))
+                root = skeleton(await tree_of(spec))
+                break
+            except PoolError as error:
+                if error.status != 503 or attempt + 1 >= DESCRIPTOR_ATTEMPTS:
+                    raise
+                delay = retry_delay(attempt, DESCRIPTOR_RETRY_FIRST, DESCRIPTOR_RETRY_MOST)
+                log.info("pool %s: %s; trying again in %.1f s", pool, error, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
         hosted = self._host_pools.get(pool)
         if hosted is None:
             context = HostContext(

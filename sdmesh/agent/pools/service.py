@@ -124,6 +124,9 @@ class PoolService(
                     del self.tombs[spec.pool]  # a resubmission: the tombstone is the old pool's
                 await self._shepherd(spec, generation, None)
                 return {"ok": True}
+            if kind == "spec":  # a host that missed the descriptor in the DHT
+                data = await self.held_spec(str(request.get("digest", "")))
+                return {"spec": data} if data is not None else {"error": "descriptor not held"}
             if kind == "status":
                 return self.local_status(str(request.get("pool")))
             if kind == "handover":

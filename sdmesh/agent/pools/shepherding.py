@@ -132,6 +132,11 @@ class ShepherdDriver(PoolState):
                 old.cancel()
             run.timers[action.name] = self._loop.call_at(action.at, self._timer, pool, action.name)
         elif isinstance(action, sc.ComponentChanged):
+            if action.state == "failed":
+                where = f" on {action.host}" if action.host else ""
+                log.warning(
+                    "pool %s: %s failed%s: %s", pool, action.path, where, action.reason or "?"
+                )
             event = {
                 "pool": pool,
                 "path": action.path,
@@ -142,7 +147,8 @@ class ShepherdDriver(PoolState):
             }
             self._emit(run, event)
         elif isinstance(action, sc.PoolChanged):
-            log.info("pool %s: %s %s", pool, action.state, action.reason)
+            level = logging.WARNING if action.state == "failed" else logging.INFO
+            log.log(level, "pool %s: %s %s", pool, action.state, action.reason)
             self._publish(
                 TOPIC_POOL,
                 pool,

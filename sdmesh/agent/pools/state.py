@@ -91,6 +91,8 @@ class PoolState:
         self.listeners: list[Callable[[dict[str, object]], None]] = []
         self.leaf_listeners: list[Callable[[LeafOp], None]] = []
         self._host_pools: dict[str, HostedPool] = {}
+        #: Descriptor loads under way (``_hosted``), one per pool.
+        self._hosting: dict[str, asyncio.Task[HostedPool]] = {}
         self._digests: dict[str, str] = {}
         self._specs: dict[str, PoolSpec] = {}
         #: Reports to send, per shepherd, with how many times each was tried already.
@@ -248,5 +250,5 @@ class PoolState:
     async def store_spec(self, spec: PoolSpec) -> None:
         raise NotImplementedError
 
-    async def spec(self, digest: str, pool: str | None = None) -> PoolSpec:
+    async def spec(self, digest: str, pool: str | None = None, ask: str = "") -> PoolSpec:
         raise NotImplementedError

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 from sdmesh.agent.pools.common import PoolError
@@ -23,8 +24,14 @@ from sdmesh.pools.records import (
     split_blob,
 )
 from sdmesh.safeio import read_private, write_private
+from sdmesh.transport import StreamError
 
 log = logging.getLogger(__name__)
+
+#: How long a host waits for a member to send a descriptor it missed in the DHT.
+SPEC_FETCH_TIMEOUT = 5.0
+#: What a descriptor digest looks like (sha256, hex): it names files here.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class PoolStore(PoolState):
@@ -165,13 +172,17 @@ class PoolStore(PoolState):
                 await asyncio.sleep(retry_delay(attempt, first=0.5))
         raise PoolError(f"pool {spec.pool}: the DHT did not store its descriptor", 503)
 
-    async def spec(self, digest: str, pool: str | None = None) -> PoolSpec:
+    async def spec(self, digest: str, pool: str | None = None, ask: str = "") -> PoolSpec:
         """The spec stored under ``digest``, named ``pool`` when given: pools submitted from
-        the same descriptor share one digest, and the stored spec names whichever came first."""
-        spec = await self._spec(digest)
+        the same descriptor share one digest, and the stored spec names whichever came first.
+        ``ask``: a member that has it (the pool's shepherd, named in its orders), asked
+        directly when the DHT lookup misses. A miss is PoolError 503 (try again later)."""
+        spec = await self._spec(digest, ask)
         return spec if pool is None or spec.pool == pool else dataclasses.replace(spec, pool=pool)
 
-    async def _spec(self, digest: str) -> PoolSpec:
+    async def _spec(self, digest: str, ask: str = "") -> PoolSpec:
+        if not _DIGEST.fullmatch(digest):
+            raise PoolError("not a descriptor digest")
         cached = self._specs.get(digest)
         if cached is not None:
             return cached
@@ -179,10 +190,19 @@ class PoolStore(PoolState):
         data = await asyncio.to_thread(read_private, path)
         from_file = data is not None
         if data is None:
-            data = await self.read_blob(f"spec/{digest}")
+            try:
+                data = await self.read_blob(f"spec/{digest}")
+            except Exception as error:  # the DHT raises transport and decoding errors
+                log.info("descriptor %s: DHT lookup failed: %s", digest[:12], error)
+        if data is None and ask and ask != self.name:
+            data = await self._spec_from(ask, digest)
         if data is None:
-            raise PoolError(f"descriptor {digest[:12]} not found in the DHT")
-        spec = PoolSpec.decode(data)
+            where = f"in the DHT nor at {ask}" if ask and ask != self.name else "in the DHT"
+            raise PoolError(f"descriptor {digest[:12]} not found {where}", 503)
+        try:
+            spec = PoolSpec.decode(data)
+        except RecordFormatError as error:
+            raise PoolError(f"descriptor {digest[:12]} is malformed: {error}") from None
         if spec.digest != digest:
             raise PoolError(f"descriptor {digest[:12]} does not match its digest")
         self._specs[digest] = spec
@@ -190,6 +210,31 @@ class PoolStore(PoolState):
             with contextlib.suppress(OSError):  # a cache: the DHT still has it
                 await self._write_file(path, data)
         return spec
+
+    async def _spec_from(self, member: str, digest: str) -> bytes | None:
+        """Ask ``member`` for a descriptor the DHT did not give us (checked by the caller)."""
+        addr = self._address(member)
+        if addr is None:
+            return None
+        try:
+            reply = await self.client.request(
+                addr, {"rpc": "spec", "digest": digest}, timeout=SPEC_FETCH_TIMEOUT
+            )
+        except (StreamError, OSError, TimeoutError) as error:
+            log.info("descriptor %s: %s did not send it: %s", digest[:12], member, error)
+            return None
+        data = reply.get("spec") if isinstance(reply, dict) else None
+        return data if isinstance(data, bytes) else None
+
+    async def held_spec(self, digest: str) -> bytes | None:
+        """A descriptor this agent holds (in memory or its own file), for a peer that missed
+        it in the DHT. No DHT lookup: the peer has just done that."""
+        if not _DIGEST.fullmatch(digest):
+            return None
+        cached = self._specs.get(digest)
+        if cached is not None:
+            return cached.encode()
+        return await asyncio.to_thread(read_private, self.state_dir / "specs" / f"{digest}.spec")
 
 
 class NotStored(Exception):
