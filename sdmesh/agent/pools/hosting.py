@@ -50,13 +50,34 @@ class HostSide(PoolState):
             if self.host.resubmitted(order):
                 self._forget_descriptor(order.pool)  # the name's earlier pool had another
             self._digests.setdefault(order.pool, order.digest)
-            answers = self._host_feed(hc.OrderReceived(order))
+            veto = self._admission_veto(order) if order.op == "deploy" else None
+            answers = self._host_feed(hc.OrderReceived(order, veto))
             answer = answers[0] if answers else None
             if answer is None:
                 out.append(["accepted", "", 0])
             else:
                 out.append([answer.outcome, answer.reason, answer.seen])
         return out
+
+    def _admission_veto(self, order: Order) -> str | None:
+        """The first ``admission_guards`` refusal of a new unit (the host core applies it
+        only when the order would admit one): the shepherd places the unit elsewhere."""
+        for guard in self.admission_guards:
+            refusal = guard(order)
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _leaf_veto(self, hosted: HostedPool, action: hc.RunLeaf) -> str | None:
+        """The first ``leaf_guards`` refusal to deploy or start this leaf here."""
+        node = hosted.nodes.get(action.path)
+        if node is None:
+            return None  # _deploy says so
+        for guard in self.leaf_guards:
+            refusal = guard(hosted.spec, node, action.op)
+            if refusal is not None:
+                return refusal
+        return None
 
     def _forget_descriptor(self, pool: str) -> None:
         """A resubmission under the name of an ended pool: its spec and tree are the new
@@ -78,7 +99,10 @@ class HostSide(PoolState):
             hosted.context.generation = action.generation
             began = time.monotonic()  # the leaf's own work: not the spec's first DHT read
             self._leaf_op(action, None, None)
-            if action.op == "deploy":
+            refusal = self._leaf_veto(hosted, action) if action.op != "terminate" else None
+            if refusal is not None:
+                error = refusal
+            elif action.op == "deploy":
                 error = await self._deploy(hosted, action)
             elif action.op == "start":
                 component = hosted.components.get(action.path)

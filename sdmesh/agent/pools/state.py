@@ -90,6 +90,15 @@ class PoolState:
         self.shepherding: dict[str, ShepherdRun] = {}
         self.listeners: list[Callable[[dict[str, object]], None]] = []
         self.leaf_listeners: list[Callable[[LeafOp], None]] = []
+        #: Where this host decides whether it takes on a new unit: each guard returns why
+        #: not (e.g. no lease to run a restartable VM), or None. A refusal is the order's
+        #: answer, and the shepherd places the unit elsewhere.
+        self.admission_guards: list[Callable[[Order], str | None]] = []
+        #: Where this host decides whether it runs a leaf of a pool's descriptor (deploy,
+        #: start): each guard gets the spec, the leaf's node and the operation and returns
+        #: why not (e.g. a descriptor no trusted operator signed), or None. A refusal fails
+        #: the leaf with that reason; terminations are never refused.
+        self.leaf_guards: list[Callable[[PoolSpec, Node, str], str | None]] = []
         self._host_pools: dict[str, HostedPool] = {}
         #: Descriptor loads under way (``_hosted``), one per pool.
         self._hosting: dict[str, asyncio.Task[HostedPool]] = {}
