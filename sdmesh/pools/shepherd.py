@@ -397,15 +397,22 @@ class Shepherd:
         )
 
     def components(self) -> list[dict[str, object]]:
-        """Every leaf with its host and state, in descriptor order (``status --json``)."""
+        """Every leaf with its host and state, in descriptor order (``status --json``). A leaf
+        being rebuilt (its unit lost or moved) is not running, whatever the engine, which
+        never notices the rebuild, believes."""
         out: list[dict[str, object]] = []
         for leaf in self.leaves.values():
+            state = leaf.state
+            if leaf.unit in self.replays and state in ("deployed", "starting", "running"):
+                state = (
+                    "deploying" if (leaf.path, "deploy") in self.replays[leaf.unit] else "starting"
+                )
             out.append(
                 {
                     "path": leaf.path,
                     "kind": self.kinds.get(leaf.path, "Component"),
                     "host": leaf.host or self.placement.get(leaf.unit, ""),
-                    "state": leaf.state,
+                    "state": state,
                 }
             )
         return out

@@ -64,6 +64,8 @@ class ShepherdRun:
 
 
 class PoolState:
+    """What the parts of the pool service share: one instance, one event loop, no locks."""
+
     def __init__(
         self,
         name: str,
@@ -145,7 +147,7 @@ class PoolState:
         #: Local record and spec files are written in worker threads, one at a time and in
         #: the order asked: an older record must not land after a newer one.
         self._file_writes = asyncio.Lock()
-        (state_dir / "specs").mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.state_dir / "specs").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coroutine)

@@ -106,7 +106,7 @@ def test_vms_lost_across_a_leave_and_rejoin_are_rebuilt() -> None:
     text = pool_text(8, restart="always")
     core = cluster.submit(text, "web", "h0")
     cluster.run(until=5)
-    held = [p for (p, path), up in cluster.hosts["h2"].real.items() if up and p == "web"]
+    held = [path for (p, path), up in cluster.hosts["h2"].real.items() if up and p == "web"]
     assert held
     cluster.leave("h2")
     cluster.run(until=cluster.now + 5)
@@ -116,6 +116,10 @@ def test_vms_lost_across_a_leave_and_rejoin_are_rebuilt() -> None:
     sim.real.clear()
     sim.core = hc.HostCore("h2", sim.core.vcpus, sim.core.memory_mib)
     cluster.come_back("h2")
+    for name in cluster.hosts:
+        cluster.send_inventory(name, "web", "h0")
+    lost = {item["path"]: item["state"] for item in core.components() if item["path"] in held}
+    assert lost and "running" not in lost.values(), lost  # status: being rebuilt
     settle(cluster, "web", "h0")
     once_each(cluster, "web", 8)
     assert core.state == "running"
