@@ -22,7 +22,12 @@ from sdmesh.pools.records import Order, PoolRecord, Report
 
 @dataclass(frozen=True)
 class OrderReceived:
+    """``veto``: why the driver will not let this host take on a new unit now (no lease to
+    run a restartable VM, say); applied only where the order would admit one, so what the
+    host already runs is answered for as ever."""
+
     order: Order
+    veto: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,9 @@ class PoolTerminated:
 
 @dataclass(frozen=True)
 class Recovered:
-    """A leaf found running in libvirt after an agent restart (from domain metadata)."""
+    """A leaf found in libvirt after an agent restart (from domain metadata), or a disk found
+    by its volume's tags. ``state``: ``running``, or ``deployed`` for a domain that is
+    defined but not running (the shepherd restarts it per its policy)."""
 
     pool: str
     path: str
@@ -67,6 +74,7 @@ class Recovered:
     shepherd: str
     vcpus: int = 0
     memory_mib: int = 0
+    state: str = "running"
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,7 @@ class HostCore:
     def handle(self, event: Event) -> list[Action]:
         self._actions = []
         if isinstance(event, OrderReceived):
-            self._on_order(event.order)
+            self._on_order(event.order, event.veto)
         elif isinstance(event, LeafFinished):
             self._on_finished(event)
         elif isinstance(event, LeafDied):
@@ -261,7 +269,7 @@ class HostCore:
         return state.shepherd if state is not None else ""
 
     # ========================================================================= orders
-    def _on_order(self, order: Order) -> None:
+    def _on_order(self, order: Order, veto: str | None = None) -> None:
         pool = self.pools[order.pool]
         if order.generation < pool.generation or (
             order.generation == pool.generation and order.shepherd != pool.shepherd
@@ -283,9 +291,10 @@ class HostCore:
                 return
             unit = pool.units.get(order.unit)
             if unit is None:
-                problem = (
-                    self._admit(order) if not self.leaving else f"{self.name} is leaving the mesh"
-                )
+                if self.leaving:
+                    problem: str | None = f"{self.name} is leaving the mesh"
+                else:
+                    problem = veto or self._admit(order)
                 if problem is not None:
                     self._answer(order, "refused", problem, pool)
                     return
@@ -406,7 +415,8 @@ class HostCore:
             pool.generation, pool.shepherd = event.generation, event.shepherd
         unit = pool.units.setdefault(event.unit, _Unit(event.vcpus, event.memory_mib))
         unit.leaves.add(event.path)
-        pool.leaves[event.path] = _Leaf(event.unit, "running", generation=event.generation)
+        state = event.state if event.state in ("running", "deployed") else "running"
+        pool.leaves[event.path] = _Leaf(event.unit, state, generation=event.generation)
 
     def _answer(self, order: Order, outcome: str, reason: str, pool: _Pool) -> None:
         self._actions.append(Answer(order, outcome, reason, pool.generation))

@@ -13,7 +13,9 @@ Around the engine the core owns what a coordinator-free pool needs:
   successor shepherd finds the same placement in the DHT;
 * re-placement when a host refuses a unit (never overcommit: the host is the authority);
 * fencing: every order carries the generation; a host that has seen a newer one answers
-  ``fenced``, and a shepherd that is still the rightful one re-asserts with a higher one;
+  ``fenced``, to any order, and the fenced core steps down (``Superseded``): its driver
+  reads the newer record and, if this agent is still the rightful shepherd, takes the pool
+  over from it (the newer placement included) at a higher generation;
 * HA: when a host dies, units with a ``restart`` policy move to other hosts (their completed
   operations are replayed there; the engine never notices), others end abnormally and the
   lifecycle rules decide what follows;
@@ -167,6 +169,8 @@ class ComponentChanged:
     kind: str
     state: str
     host: str
+    #: Why it ended, for a component that failed (its termination record).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,27 @@ class Announce:
     state: str
 
 
-Action = SaveRecord | SendOrder | SetTimer | ComponentChanged | PoolChanged | Warning | HandOff
+@dataclass(frozen=True)
+class Superseded:
+    """A host answered ``fenced``: it has seen generation ``seen`` of the pool from another
+    shepherd (a takeover this agent never noticed, e.g. during a short cut or a false
+    "dead"). This core's state is stale and it acts no more, whatever order was fenced: the
+    driver reads the record again and, if this agent is still the pool's shepherd, takes
+    the pool over from it above ``seen``; else it leaves the pool to its shepherd."""
+
+    seen: int
+
+
+Action = (
+    SaveRecord
+    | SendOrder
+    | SetTimer
+    | ComponentChanged
+    | PoolChanged
+    | Warning
+    | HandOff
+    | Superseded
+)
 
 RETRY_SECONDS = 1.0
 MAX_RETRIES = 5
@@ -270,6 +294,8 @@ class Shepherd:
         self._deferred: list[Event] = []
         #: The successor this core handed the pool to; set, the core does nothing more.
         self.handed_to: str | None = None
+        #: The newer generation a host had seen when it fenced us; set, the core is inert.
+        self.superseded: int | None = None
         self._actions: list[Action] = []
         self._now = 0.0
         self._engine_timers: dict[str, tuple[str, int]] = {}
@@ -278,7 +304,7 @@ class Shepherd:
     def handle(self, event: Event, now: float) -> list[Action]:
         self._now = now
         self._actions = []
-        if self.handed_to is not None:
+        if self.handed_to is not None or self.superseded is not None:
             return []
         if isinstance(event, HandOver):
             self.handed_to = event.successor
@@ -297,7 +323,8 @@ class Shepherd:
             return []
         else:
             self._dispatch(event)
-        self._settle()
+        if self.superseded is None:
+            self._settle()
         actions, self._actions = self._actions, []
         return actions
 
@@ -347,7 +374,12 @@ class Shepherd:
     def announcement(self) -> Announce | None:
         """What the driver publishes again every few hours (``ANNOUNCE_PERIOD``): the pool's
         rumor while it lives here; nothing once it ended or was handed over."""
-        if self.ended or self.handed_to is not None or self.engine.root.state.ended:
+        if (
+            self.ended
+            or self.handed_to is not None
+            or self.superseded is not None
+            or self.engine.root.state.ended
+        ):
             return None
         return Announce(self.state)
 
@@ -367,15 +399,22 @@ class Shepherd:
         )
 
     def components(self) -> list[dict[str, object]]:
-        """Every leaf with its host and state, in descriptor order (``status --json``)."""
+        """Every leaf with its host and state, in descriptor order (``status --json``). A leaf
+        being rebuilt (its unit lost or moved) is not running, whatever the engine, which
+        never notices the rebuild, believes."""
         out: list[dict[str, object]] = []
         for leaf in self.leaves.values():
+            state = leaf.state
+            if leaf.unit in self.replays and state in ("deployed", "starting", "running"):
+                state = (
+                    "deploying" if (leaf.path, "deploy") in self.replays[leaf.unit] else "starting"
+                )
             out.append(
                 {
                     "path": leaf.path,
                     "kind": self.kinds.get(leaf.path, "Component"),
                     "host": leaf.host or self.placement.get(leaf.unit, ""),
-                    "state": leaf.state,
+                    "state": state,
                 }
             )
         return out
@@ -484,6 +523,7 @@ class Shepherd:
                         self.kinds.get(action.path, action.kind),
                         action.state.value,
                         leaf.host or self.placement.get(leaf.unit, ""),
+                        action.record.description if action.record is not None else "",
                     )
                 )
             if action.path == self.engine.root.path:
@@ -573,6 +613,15 @@ class Shepherd:
     # ================================================================ host answers
     def _on_answer(self, answer: Answered) -> None:
         order = answer.order
+        if answer.outcome == "fenced" and (
+            answer.seen > self.generation
+            or (answer.seen == self.generation and order.generation == self.generation)
+        ):
+            # Whatever the order (a release from the inventory included): someone else
+            # holds this generation or a newer one. Fenced answers to orders from before our
+            # own last bump (seen below our generation) are no news and fall through.
+            self._step_down(answer.seen)
+            return
         leaf = self.leaves.get(order.path)
         if leaf is None or leaf.host != answer.host or order.op != self._awaited(leaf):
             # About an order we have since replaced: the unit moved, or the leaf moved on.
@@ -582,12 +631,7 @@ class Shepherd:
         if answer.outcome == "accepted":
             return
         if answer.outcome == "fenced":
-            if order.generation == self.generation and answer.seen >= self.generation:
-                # Another shepherd got there during a partition; we are the rightful one now.
-                self.generation = answer.seen + 1
-                self._save()
-                self._resend_all()
-            return
+            return  # an order from before our own last generation bump: superseded by us
         if answer.outcome == "unreachable":
             if leaf.retries < MAX_RETRIES and answer.host in self.offers:
                 leaf.retries += 1
@@ -602,6 +646,13 @@ class Shepherd:
             self._resend(leaf, order.op)
         else:
             self._op_failed(leaf, order.op, f"{answer.host} refused: {answer.reason}")
+
+    def _step_down(self, seen: int) -> None:
+        """Act no more: drop what this call queued (a save would overwrite the newer
+        shepherd's record, orders would be fenced) and tell the driver."""
+        self.superseded = seen
+        self._actions = [a for a in self._actions if not isinstance(a, (SaveRecord, SendOrder))]
+        self._actions.append(Superseded(seen))
 
     def _awaited(self, leaf: _Leaf) -> str | None:
         """The operation this leaf waits for a host to do: the head of its unit's rebuild,

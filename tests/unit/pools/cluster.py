@@ -54,6 +54,11 @@ class Cluster:
         self.log: list[str] = []
         self.warnings: list[str] = []
         self.handoffs: list[tuple[str, sc.HandOff]] = []
+        #: (pool, host) of each core that stepped down when a host fenced it.
+        self.step_downs: list[tuple[str, str, int]] = []
+        #: Shepherds that do not notice membership changes (a cut too short for them).
+        self.deaf: set[str] = set()
+        self.texts: dict[str, str] = {}
 
     # ------------------------------------------------------------------- scheduling
     def at(self, delay: float, call: Callable[[], None]) -> None:
@@ -87,6 +92,7 @@ class Cluster:
     # -------------------------------------------------------------------- shepherds
     def submit(self, text: str, pool: str, shepherd: str, generation: int = 1) -> sc.Shepherd:
         resolved = resolve_text(text)
+        self.texts[pool] = text
         record = self.dht.get(pool) or PoolRecord(pool, resolved.digest(), 0, shepherd)
         record = PoolRecord(
             pool,
@@ -108,14 +114,17 @@ class Cluster:
         record: PoolRecord,
         at: str,
         vouched: dict[str, dict[str, str]] | None = None,
+        above: int = 0,
     ) -> sc.Shepherd:
-        """A successor at ``at`` takes the pool over from ``record`` (a higher generation),
-        told first who is away, then trusting what ``vouched`` hosts said they run."""
+        """A successor at ``at`` takes the pool over from ``record`` (a higher generation,
+        and above ``above``), told first who is away, then trusting what ``vouched`` hosts
+        said they run."""
         resolved = resolve_text(text)
+        self.texts[record.pool] = text
         mine = PoolRecord(
             record.pool,
             record.digest,
-            record.generation + 1,
+            max(record.generation, above) + 1,
             at,
             "deploying" if record.state == "running" else record.state,
             record.placement,
@@ -153,6 +162,15 @@ class Cluster:
             self.warnings.append(f"{action.path}: {action.message}")
         elif isinstance(action, sc.HandOff):
             self.handoffs.append((pool, action))
+        elif isinstance(action, sc.Superseded):
+            # As PoolService does: stop the core, read the record again, take over above.
+            self.step_downs.append((pool, at, action.seen))
+            del self.shepherds[(pool, at)]
+            seen = action.seen
+            self.at(
+                LATENCY,
+                lambda: self.take_over(self.texts[pool], self.dht[pool], at, above=seen),
+            )
 
     def send_order(self, pool: str, src: str, dst: str, order: Order) -> None:
         def deliver() -> None:
@@ -242,6 +260,8 @@ class Cluster:
 
     def membership_changed(self) -> None:
         for (pool, at), _core in list(self.shepherds.items()):
+            if at in self.deaf:
+                continue
             self.feed_shepherd(pool, at, sc.MembersChanged(self.offers(at), self.away()))
 
     def send_inventory(self, host: str, pool: str, shepherd: str) -> None:

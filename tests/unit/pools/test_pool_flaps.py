@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from sdmesh.agent import pools as ap
+from sdmesh.agent.pools import handover
+from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.membership import Member, State
 from sdmesh.pools import shepherd as sc
 from sdmesh.pools.ownership import Owners, QuorumGate, shepherd, successors
@@ -212,8 +214,8 @@ def service(names: list[str], me: str, tmp: Path) -> tuple[ap.PoolService, FakeM
 def shepherded(svc: ap.PoolService, names: list[str]) -> tuple[str, Any]:
     pool = next(f"p{i}" for i in range(200) if shepherd(f"p{i}", names) == svc.name)
     core = StubCore()
-    svc.shepherding[pool] = ap._Shepherding(core)  # type: ignore[arg-type]
-    svc.known[pool] = ap._Known("d", "running", svc.name, time.monotonic())
+    svc.shepherding[pool] = ShepherdRun(core)  # type: ignore[arg-type]
+    svc.known[pool] = ap.KnownPool("d", "running", svc.name, time.monotonic())
     return pool, core
 
 
@@ -311,8 +313,8 @@ def test_a_core_superseded_while_paused_is_taken_over_again(tmp_path: Path) -> N
 def test_a_dead_successor_does_not_use_up_the_hand_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ap, "HANDOVER_TIMEOUT", 1.5)
-    monkeypatch.setattr(ap, "HANDOVER_ATTEMPT", 0.5)
+    monkeypatch.setattr(handover, "HANDOVER_TIMEOUT", 1.5)
+    monkeypatch.setattr(handover, "HANDOVER_ATTEMPT", 0.5)
 
     async def scenario() -> None:
         names = [f"h{i}" for i in range(5)]

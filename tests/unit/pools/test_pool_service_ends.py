@@ -13,9 +13,11 @@ import msgpack
 import pytest
 
 from sdmesh.agent import pools as ap
+from sdmesh.agent.pools import reports, rumors, state, store
+from sdmesh.agent.pools import service as pool_service
 from sdmesh.membership import Member
 from sdmesh.pools import host as hc
-from sdmesh.pools.records import PoolRecord, Report, Tomb
+from sdmesh.pools.records import Order, PoolRecord, Report, Tomb
 
 
 class FakeCore:
@@ -107,7 +109,7 @@ def test_an_old_tombstone_heard_after_the_resubmission_is_ignored(tmp_path: Path
 def test_a_resubmission_clears_the_tombstone_before_it_tears_anything_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ap, "TOMBSTONE_GRACE", 0.01)
+    monkeypatch.setattr(rumors, "TOMBSTONE_GRACE", 0.01)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -118,12 +120,12 @@ def test_a_resubmission_clears_the_tombstone_before_it_tears_anything_down(
         assert "web" not in svc.tombs
         await asyncio.sleep(0.05)
         assert svc.host.inventory("web") == {"sfConfig:vm": 3}  # nothing torn down
-        assert svc.take_orders([ap.Order("web", 3, "h1", "d", "p", "deploy", "p", 1, 1)])[0][0] in (
+        assert svc.take_orders([Order("web", 3, "h1", "d", "p", "deploy", "p", 1, 1)])[0][0] in (
             "accepted",
             "refused",
         )  # not "the pool was terminated"
         svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 3}))  # this one ends it
-        assert svc.take_orders([ap.Order("web", 3, "h1", "d", "p", "deploy", "p", 1, 1)]) == [
+        assert svc.take_orders([Order("web", 3, "h1", "d", "p", "deploy", "p", 1, 1)]) == [
             ["refused", "the pool was terminated", 0]
         ]
 
@@ -143,7 +145,7 @@ def test_undecodable_rumors_are_logged(tmp_path: Path, caplog: pytest.LogCapture
 def test_a_record_no_replica_took_is_retried_until_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ap, "retry_delay", lambda attempt, first=1.0, most=60.0: 0.01)
+    monkeypatch.setattr(store, "retry_delay", lambda attempt, first=1.0, most=60.0: 0.01)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -178,7 +180,7 @@ def test_lookup_tells_not_found_from_a_failed_lookup(tmp_path: Path) -> None:
 def test_a_death_report_is_retried_until_the_shepherd_takes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ap, "retry_delay", lambda attempt, first=1.0, most=60.0: 0.01)
+    monkeypatch.setattr(reports, "retry_delay", lambda attempt, first=1.0, most=60.0: 0.01)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -201,7 +203,7 @@ def test_one_bad_pool_does_not_skip_the_others(
         svc = service(tmp_path)
         for pool in ("a", "b"):
             svc.host.handle(hc.Recovered(pool, "sfConfig:vm", "sfConfig:vm", 1, "h1", 1, 256))
-            svc.known[pool] = ap._Known("d", "running", "h1", time.monotonic(), 1)
+            svc.known[pool] = ap.KnownPool("d", "running", "h1", time.monotonic(), 1)
         seen: list[str] = []
         real = svc._inventory_pool
 
@@ -223,7 +225,7 @@ def test_one_bad_pool_does_not_skip_the_others(
 def test_the_reaper_spares_a_pool_whose_record_lookup_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ap, "REAP_GRACE", 0.0)
+    monkeypatch.setattr(state, "REAP_GRACE", 0.0)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -248,11 +250,11 @@ def test_ended_pools_are_forgotten_after_the_retention(tmp_path: Path) -> None:
     async def go() -> None:
         svc = service(tmp_path)
         now = time.monotonic()
-        old = now - ap.POOL_RETENTION - 1
+        old = now - pool_service.POOL_RETENTION - 1
         svc.tombs["gone"] = Tomb(2, old)
-        svc.known["gone"] = ap._Known("d1", "terminated", "h1", old, 2)
-        svc.known["failed"] = ap._Known("d2", "failed", "h1", old, 1)
-        svc.known["live"] = ap._Known("d3", "running", "h1", old, 1)
+        svc.known["gone"] = ap.KnownPool("d1", "terminated", "h1", old, 2)
+        svc.known["failed"] = ap.KnownPool("d2", "failed", "h1", old, 1)
+        svc.known["live"] = ap.KnownPool("d3", "running", "h1", old, 1)
         svc.tombs["fresh"] = Tomb(1, now)
         svc._specs["d1"] = svc._specs["d2"] = svc._specs["d3"] = None  # type: ignore[assignment]
         assert sorted(svc.prune(now)) == ["failed", "gone"]
@@ -275,6 +277,6 @@ def test_live_pools_are_announced_again_well_within_the_rumor_ttl(tmp_path: Path
         (topic, key, payload), *_ = svc.node.published  # type: ignore[attr-defined]
         assert (topic, key) == ("pool", "web")
         assert msgpack.unpackb(payload)["generation"] == 4
-        assert ap.ANNOUNCE_PERIOD <= 12 * 3600  # a rumor lives 24 h
+        assert rumors.ANNOUNCE_PERIOD <= 12 * 3600  # a rumor lives 24 h
 
     asyncio.run(go())

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sdmesh.agent import pools as ap
+from sdmesh.agent.pools import following, store, trees
 from sdmesh.pools.records import PoolRecord
 
 from .test_pool_service_ends import FakeDht, service
@@ -23,7 +24,7 @@ def ours(svc: ap.PoolService) -> str:
 
 
 def eligible(svc: ap.PoolService, pool: str) -> None:
-    svc.known[pool] = ap._Known("d", "running", "h1", 0.0, 3)
+    svc.known[pool] = ap.KnownPool("d", "running", "h1", 0.0, 3)
 
 
 def fake_dht(svc: ap.PoolService) -> FakeDht:
@@ -34,7 +35,7 @@ def fake_dht(svc: ap.PoolService) -> FakeDht:
 def capture_shepherd(svc: ap.PoolService, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Record what a takeover would start from, without a real descriptor."""
     started: list[Any] = []
-    monkeypatch.setitem(ap._TREES, "d", object())
+    monkeypatch.setitem(trees._TREES, "d", object())
 
     async def spec(digest: str, pool: str | None = None) -> Any:
         return SimpleNamespace(pool=pool, digest=digest)
@@ -69,7 +70,10 @@ def test_a_burst_of_view_events_starts_one_takeover(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         assert lookups == 1 and list(svc._takeovers) == [pool]
         release.set()
-        await asyncio.sleep(0.01)
+        for _ in range(100):  # the local record file is read in a worker thread
+            if not svc._takeovers:
+                break
+            await asyncio.sleep(0.01)
         assert svc._takeovers == {}  # cleaned up once done (no record: a retry waits)
         assert pool in svc._takeover_retry
         svc._apply_view()  # while the retry waits, view events start nothing
@@ -130,7 +134,7 @@ def test_a_missing_record_backs_off_and_warns_once(
 
 
 def test_the_retry_looks_at_the_view_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ap, "TAKEOVER_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(following, "TAKEOVER_RETRY_FIRST", 0.01)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -198,13 +202,13 @@ def test_records_and_specs_are_written_off_the_loop(
     import threading
 
     writers: list[str] = []
-    write = ap._write_atomically
+    write = store.write_private
 
     def spy(path: Path, data: bytes) -> None:
         writers.append(threading.current_thread().name)
         write(path, data)
 
-    monkeypatch.setattr(ap, "_write_atomically", spy)
+    monkeypatch.setattr(store, "write_private", spy)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -229,16 +233,16 @@ def test_a_tree_is_resolved_in_a_worker_thread_under_the_api_lock(
 
     def resolve(spec: Any) -> object:
         seen.append((threading.current_thread().name, api_input._RESOLVING.locked()))
-        tree = ap._TREES[spec.digest] = object()
+        tree = trees._TREES[spec.digest] = object()
         return tree
 
-    monkeypatch.setattr(ap, "spec_tree", resolve)
-    monkeypatch.setattr(ap, "_TREES", {})
+    monkeypatch.setattr(trees, "spec_tree", resolve)
+    monkeypatch.setattr(trees, "_TREES", {})
     spec: Any = SimpleNamespace(pool="web", digest="x")
 
     async def go() -> None:
-        first = await ap.tree_of(spec)
-        assert await ap.tree_of(spec) is first  # cached per digest: resolved once
+        first = await trees.tree_of(spec)
+        assert await trees.tree_of(spec) is first  # cached per digest: resolved once
 
     asyncio.run(go())
     assert len(seen) == 1

@@ -1,0 +1,233 @@
+"""The pool operations the API calls: submit, dry run, status, list and terminate."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from sdmesh.agent.pools.common import (
+    RPC_TIMEOUT,
+    TOPIC_POOL,
+    TOPIC_TOMB,
+    KnownPool,
+    PoolError,
+    domain_name,
+)
+from sdmesh.agent.pools.state import PoolState
+from sdmesh.agent.pools.trees import spec_tree, tree_of
+from sdmesh.pools.records import PoolRecord, PoolSpec, Tomb
+from sdmesh.transport import StreamError
+
+log = logging.getLogger(__name__)
+
+
+class PoolOperations(PoolState):
+    """The API's requests about pools."""
+
+    async def submit(self, spec: PoolSpec) -> dict[str, object]:
+        """Store the spec and hand the pool to its shepherd (which may be us)."""
+        from sdmesh.pools.layout import LayoutError, layout
+
+        try:
+            layout(await tree_of(spec))
+        except LayoutError as error:
+            raise PoolError(str(error)) from None
+        if self.leaving:
+            raise PoolError("this agent is leaving the mesh: submit through another one", 503)
+        if not self.has_quorum():
+            raise PoolError(
+                "this agent sees no majority of the mesh (a partition?): it cannot start "
+                "pools until it does",
+                503,
+            )
+        if spec.pool in self.known and self.known[spec.pool].state not in ("terminated", "failed"):
+            raise PoolError(f"pool {spec.pool} already exists", 409)
+        existing = await self.read_record(spec.pool)
+        if existing is not None and existing.state not in ("terminated", "failed"):
+            raise PoolError(f"pool {spec.pool} already exists", 409)
+        # Above whatever the name's earlier pool reached, so its tombstone (which ends what
+        # was ordered up to its generation) does not end this one anywhere.
+        earlier = [
+            existing.generation if existing is not None else 0,
+            self.tombs[spec.pool].generation if spec.pool in self.tombs else 0,
+            self.known[spec.pool].generation if spec.pool in self.known else 0,
+        ]
+        generation = max(earlier) + 1
+        await self.store_spec(spec)
+        shepherd = self.shepherd_for(spec.pool) or self.name
+        self._publish(
+            TOPIC_POOL,
+            spec.pool,
+            {
+                "digest": spec.digest,
+                "state": "deploying",
+                "shepherd": shepherd,
+                "generation": generation,
+            },
+        )
+        self.known[spec.pool] = KnownPool(
+            spec.digest, "deploying", shepherd, time.monotonic(), generation
+        )
+        self.tombs.pop(spec.pool, None)
+        if shepherd == self.name:
+            await self._shepherd(spec, generation, None)
+        else:
+            addr = self._address(shepherd)
+            reply: object = None
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    reply = await self.client.request(
+                        addr,
+                        {"rpc": "submit", "spec": spec.encode(), "generation": generation},
+                        timeout=RPC_TIMEOUT,
+                    )
+            if not (isinstance(reply, dict) and reply.get("ok")):
+                # Stored and announced: whoever shepherds it next takes it over from the
+                # record (e.g. the shepherd was leaving and its successor will).
+                log.warning(
+                    "pool %s: its shepherd %s did not take it now: %s", spec.pool, shepherd, reply
+                )
+                with contextlib.suppress(Exception):
+                    stored = await self.read_record(spec.pool)
+                    if stored is None or stored.generation < generation:
+                        await self.write_record(
+                            PoolRecord(spec.pool, spec.digest, generation, shepherd)
+                        )
+        return {"pool": spec.pool, "shepherd": shepherd, "digest": spec.digest}
+
+    def dry_run(self, spec: PoolSpec) -> dict[str, object]:
+        from sdmesh.pools.layout import LayoutError, layout
+        from sdmesh.pools.placement import place
+
+        try:
+            cut = layout(spec_tree(spec))
+        except LayoutError as error:
+            raise PoolError(str(error)) from None
+        plan = place(cut.demands(), self.offers())
+        return {
+            "pool": spec.pool,
+            "shepherd": self.shepherd_for(spec.pool) or self.name,
+            "placement": [
+                {
+                    "path": unit.path,
+                    "host": plan.assignments.get(unit.path),
+                    "vcpus": unit.demand.vcpus,
+                    "memory_mib": unit.demand.memory_mib,
+                    "disk_mib": unit.demand.disk_mib,
+                }
+                for unit in cut.units.values()
+            ],
+            "unplaced": [{"path": u.path, "reason": u.reason} for u in plan.unplaced],
+        }
+
+    def local_status(self, pool: str) -> dict[str, object] | None:
+        run = self.shepherding.get(pool) or self._finished_runs.get(pool)
+        if run is None:
+            return None
+        core = run.core
+        components = core.components()
+        for item in components:
+            path = str(item["path"])
+            item["domain"] = domain_name(pool, path, path in core.layout.units)
+        return {
+            "pool": pool,
+            "state": core.state,
+            "reason": core.reason,
+            "shepherd": self.name,
+            "generation": core.generation,
+            "components": components,
+        }
+
+    async def status(self, pool: str) -> dict[str, object]:
+        local = self.local_status(pool)
+        if local is not None:
+            return local
+        shepherd = self.shepherd_for(pool)
+        if shepherd and shepherd != self.name:
+            addr = self._address(shepherd)
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    reply = await self.client.request(
+                        addr, {"rpc": "status", "pool": pool}, timeout=RPC_TIMEOUT
+                    )
+                    if isinstance(reply, dict) and reply.get("pool") == pool:
+                        return reply
+        local = self.local_status(pool)  # we may have become its shepherd while we waited
+        if local is not None:
+            return local
+        record = await self.read_record(pool)
+        if record is None:
+            raise PoolError(f"unknown pool {pool!r}", 404)
+        state = "terminated" if pool in self.tombs else record.state
+        return {
+            "pool": pool,
+            "state": state,
+            "reason": record.reason,
+            "shepherd": record.shepherd,
+            "generation": record.generation,
+            "components": [
+                {"path": unit, "kind": "", "host": host, "state": "unknown", "domain": ""}
+                for unit, host in record.placement.items()
+            ],
+        }
+
+    def pools(self) -> list[dict[str, object]]:
+        names = set(self.known) | set(self.shepherding) | set(self.tombs)
+        out: list[dict[str, object]] = []
+        for pool in sorted(names):
+            known = self.known.get(pool)
+            run = self.shepherding.get(pool)
+            state = run.core.state if run else (known.state if known else "unknown")
+            if pool in self.tombs and state not in ("terminated", "failed"):
+                state = "terminating"
+            out.append(
+                {
+                    "pool": pool,
+                    "state": state,
+                    "shepherd": self.shepherd_for(pool) or "",
+                }
+            )
+        return out
+
+    async def terminate(self, pool: str) -> dict[str, object]:
+        """Publish the termination record and ask the shepherd; idempotent."""
+        record = await self.read_record(pool, newest=True)
+        if pool not in self.known and pool not in self.tombs and record is None:
+            raise PoolError(f"unknown pool {pool!r}", 404)
+        # The tombstone ends what was ordered up to the newest generation known of the pool
+        # (a resubmission later starts above it); the shepherd raises it to its own.
+        generation = max(
+            record.generation if record is not None else 0,
+            self.known[pool].generation if pool in self.known else 0,
+            self.tombs[pool].generation if pool in self.tombs else 0,
+        )
+        self._terminate_here(pool, generation)
+        shepherd = self.shepherd_for(pool)
+        if shepherd and shepherd != self.name:
+            addr = self._address(shepherd)
+            if addr is not None:
+                with contextlib.suppress(StreamError, OSError):
+                    await self.client.request(
+                        addr,
+                        {"rpc": "terminate", "pool": pool, "generation": generation},
+                        timeout=RPC_TIMEOUT,
+                    )
+        return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
+
+    def _terminate_here(self, pool: str, generation: int) -> None:
+        """Publish (and apply) the pool's tombstone; as its shepherd, over the generation it
+        runs at, which a takeover may have raised past what the requester knew."""
+        run = self.shepherding.get(pool)
+        if run is not None:
+            generation = max(generation, run.core.generation)
+        old = self.tombs.get(pool)
+        if old is None or old.generation < generation:
+            self._heard_tomb(pool, generation)  # before our own rumor comes back
+            self._publish(TOPIC_TOMB, pool, Tomb(generation, 0.0).encode(self.name))
+        tomb = self.tombs.get(pool)
+        ignored = tomb is None or tomb.generation < generation  # a rumor looked newer
+        if ignored and run is not None and pool in self.shepherding:  # asked: end it
+            from sdmesh.pools import shepherd as sc
+
+            self._feed(pool, sc.TerminateRequested("terminated on request"))

@@ -1,0 +1,105 @@
+"""Pool and termination rumors: what this agent knows of every pool from gossip, and
+the tombstones that end pools on every host (after a grace, so the shepherd's ordered
+termination goes first)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgpack
+
+from sdmesh.agent.pools.common import TOMBSTONE_GRACE, TOPIC_POOL, TOPIC_TOMB, KnownPool
+from sdmesh.agent.pools.state import PoolState
+from sdmesh.pools import host as hc
+from sdmesh.pools.records import Tomb
+
+log = logging.getLogger(__name__)
+
+#: How often the pools shepherded here are announced again: well within the rumor TTL (a
+#: day), so a live pool's rumor never expires.
+ANNOUNCE_PERIOD = 4 * 3600.0
+
+
+class RumorFollower(PoolState):
+    """Gossip about pools: heard (``_on_rumor``) and told (``announce``)."""
+
+    def _on_rumor(self, rumor: Any) -> None:
+        if rumor.topic not in (TOPIC_POOL, TOPIC_TOMB):
+            return
+        try:
+            body = msgpack.unpackb(rumor.payload, raw=False)
+        except Exception as error:  # msgpack raises several unrelated types
+            log.debug("undecodable %s rumor for %s: %s", rumor.topic, rumor.key, error)
+            return
+        if not isinstance(body, dict):
+            log.debug("malformed %s rumor for %s: %r", rumor.topic, rumor.key, body)
+            return
+        if rumor.topic == TOPIC_POOL:
+            generation = body.get("generation")
+            known = KnownPool(
+                str(body.get("digest", "")),
+                str(body.get("state", "")),
+                str(body.get("shepherd", "")),
+                time.monotonic(),
+                generation if isinstance(generation, int) else 0,
+            )
+            self.known[rumor.key] = known
+            tomb = self.tombs.get(rumor.key)
+            if tomb is not None and tomb.superseded_by(known.state, known.generation):
+                log.info(
+                    "pool %s: submitted again (generation %d) after its termination",
+                    rumor.key,
+                    known.generation,
+                )
+                del self.tombs[rumor.key]
+            self._view_changed()
+        else:
+            known_gen = self.known[rumor.key].generation if rumor.key in self.known else 0
+            self._heard_tomb(rumor.key, Tomb.generation_of(body, known_gen))
+
+    def _heard_tomb(self, pool: str, generation: int) -> bool:
+        """A termination record: applied unless a resubmission is known to be newer (an
+        old tombstone heard late must not end the new pool of the same name). Whether it
+        was applied now."""
+        old = self.tombs.get(pool)
+        if old is not None and old.generation >= generation:
+            return False
+        tomb = Tomb(generation, time.monotonic())
+        known = self.known.get(pool)
+        if known is not None and tomb.superseded_by(known.state, known.generation):
+            log.info("pool %s: a termination older than its resubmission: ignored", pool)
+            return False
+        self.tombs[pool] = tomb
+        self._tombstone(pool, tomb)
+        return True
+
+    def _tombstone(self, pool: str, tomb: Tomb) -> None:
+        """Terminate through the shepherd if we are it; hosts tear down after a grace."""
+        from sdmesh.pools import shepherd as sc
+
+        if pool in self.shepherding:
+            self._feed(pool, sc.TerminateRequested("terminated on request"))
+        self._loop.call_later(TOMBSTONE_GRACE, self._tomb_due, pool, tomb)
+
+    def _tomb_due(self, pool: str, tomb: Tomb) -> None:
+        if self.tombs.get(pool) is tomb:  # not superseded by a resubmission meanwhile
+            self._host_feed(hc.PoolTerminated(pool, tomb.generation))
+
+    def announce(self) -> None:
+        """Publish the rumor of every live pool shepherded here again: a rumor lives a day,
+        and a pool whose rumor expired is neither taken over nor safe from the reaper."""
+        for pool, run in list(self.shepherding.items()):
+            said = run.core.announcement()
+            if said is not None:
+                self._publish(
+                    TOPIC_POOL,
+                    pool,
+                    {
+                        "digest": run.core.digest,
+                        "state": said.state,
+                        "shepherd": self.name,
+                        "generation": run.core.generation,
+                    },
+                )
