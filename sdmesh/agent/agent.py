@@ -23,11 +23,20 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.events import EventHub, follow_members, follow_pools
+from sdmesh.agent.identity import (
+    Reloader,
+    identity_reload,
+    keyring_reload,
+    open_identity,
+    refuse_loose_key_file,
+)
+from sdmesh.agent.keyring_admin import InstructionError, KeyringAdmin, KeyringInstruction
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.agent.meta import (
     base_images,
@@ -52,6 +61,7 @@ if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
+    from sdmesh.membership.identity import IdentityChecker
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,15 @@ class Agent:
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
         self._leave = asyncio.Event()
+        self.reloader = Reloader()
+        """What SIGHUP re-reads (sdmesh/agent/identity.py): parts register a reload()."""
+        self.identity: IdentityChecker | None = None
+        """Host identities (None: no CA configured, every cluster-key holder is trusted)."""
+        self.keyring_admin: KeyringAdmin | None = None
+
+    def reload(self) -> dict[str, list[str]]:
+        """SIGHUP: re-read every registered part; a failing part keeps what it had."""
+        return self.reloader.reload()
 
     def request_leave(self) -> None:
         self._leave.set()
@@ -91,6 +110,10 @@ class Agent:
         for counters in sources:
             for reason, count in counters.as_dict().items():
                 totals[reason] = totals.get(reason, 0) + count
+        if self.identity is not None:
+            totals.update(self.identity.refusals.as_dict())
+        if self.keyring_admin is not None:
+            totals["keyring_refused"] = self.keyring_admin.refused
         return totals
 
     def peers(self) -> list[dict[str, object]]:
@@ -113,6 +136,12 @@ class Agent:
         api = f"{scheme}://{config.api[0]}:{config.api[1]}"
         images = base_images(config.images_dir)
         loop = asyncio.get_running_loop()
+        # SIGHUP reloads (never the default, which kills without a leave); a loose key file
+        # or an unusable host identity stops the start here.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        refuse_loose_key_file(self.security.key_file)
+        identity = self.identity = open_identity(config)
+        self.reloader.register("cluster-key", keyring_reload(self.security))
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
             # Membership first, with what we know without the hypervisor (see the docstring).
@@ -128,11 +157,18 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
+                    # With identities, a restart's claims must beat its older signed ones
+                    # (a replayed old alive is refused below the highest incarnation seen).
+                    incarnation=int(time.time()) if identity is not None else 0,
                     meta=preliminary_meta(config.hypervisor, config.labels, images, api),
                 ),
                 random.Random(),
+                identity,
             )
             node = self.node = MeshNode(core, udp, client)
+            self.keyring_admin = KeyringAdmin(config.name, self.security, identity)
+            if identity is not None:
+                self.reloader.register("identity", identity_reload(config, identity, node.feed))
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
             follow_members(self.events, node)
@@ -197,6 +233,7 @@ class Agent:
             stack.push_async_callback(runner.cleanup)
             tls = server_ssl_context(config)
             await web.TCPSite(runner, config.api[0], config.api[1], ssl_context=tls).start()
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
@@ -236,12 +273,25 @@ class Agent:
 
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if isinstance(request, dict) and request.get("rpc") == "keyring":
+            return self._keyring_rpc(request)
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "starting"}
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
+
+    def _keyring_rpc(self, request: dict[str, object]) -> dict[str, str]:
+        """A rotation step another member sends (sdmesh/agent/keyring_admin.py)."""
+        if self.keyring_admin is None:
+            return {"error": "starting"}
+        try:
+            instruction = KeyringInstruction.from_wire(request)
+            return {"result": self.keyring_admin.accept(instruction)}
+        except InstructionError as error:
+            log.warning("keyring instruction refused: %s", error)
+            return {"error": str(error)}
 
     async def _refresh_capacity(
         self,

@@ -242,4 +242,7 @@ def build_app(agent: Agent) -> web.Application:
     from sdmesh.agent import api_observe  # /v1/events and /metrics
 
     api_observe.add_routes(app)
+    from sdmesh.agent import api_keyring  # keys, revocations, reload (track h12-identity)
+
+    api_keyring.add_routes(app, agent)
     return app

@@ -120,6 +120,10 @@ class IdentityChecker:
         return self._certificate.name
 
     @property
+    def ca(self) -> PublicKey:
+        return self._ca
+
+    @property
     def proof_size(self) -> int:
         """Bytes a proof adds to a claim (msgpack bin header included)."""
         return SIGNATURE_BYTES + len(self._cert_bytes) + 3
@@ -139,6 +143,21 @@ class IdentityChecker:
 
     def prove_leave(self, incarnation: int) -> bytes:
         return self._key.sign(leave_bytes(self.name, incarnation)) + self._cert_bytes
+
+    def prove(self, message: bytes) -> bytes:
+        """Our proof over ``message``, which must carry its own domain prefix (a keyring
+        instruction, say) so it never passes for an alive or a leave."""
+        return self._key.sign(message) + self._cert_bytes
+
+    def check_signed(self, name: str, message: bytes, proof: bytes) -> bool:
+        """Whether valid, unrevoked member ``name`` signed ``message`` (counted if not)."""
+        cert = self._claim_certificate(name, None, proof)
+        if cert is None:
+            return False
+        if not cert.key.verify(proof[:SIGNATURE_BYTES], message):
+            self.refusals.forged += 1
+            return False
+        return True
 
     # ------------------------------------------------------------------ others' claims
 
@@ -187,12 +206,12 @@ class IdentityChecker:
         self._highest.pop(name, None)
 
     def _claim_certificate(
-        self, name: str, incarnation: int, proof: bytes
+        self, name: str, incarnation: int | None, proof: bytes
     ) -> HostCertificate | None:
         if len(proof) <= SIGNATURE_BYTES:
             self.refusals.unsigned += 1
             return None
-        if incarnation < self._highest.get(name, 0):
+        if incarnation is not None and incarnation < self._highest.get(name, 0):
             self.refusals.replay += 1
             return None
         cert = self._certificate_of(proof[SIGNATURE_BYTES:])
