@@ -35,6 +35,7 @@ from sdmesh.agent.identity import (
     keyring_reload,
     open_identity,
     refuse_loose_key_file,
+    summary,
 )
 from sdmesh.agent.keyring_admin import InstructionError, KeyringAdmin, KeyringInstruction
 from sdmesh.agent.mesh import MeshNode
@@ -56,6 +57,7 @@ from sdmesh.membership import (
     Start,
 )
 from sdmesh.transport import StreamClient, StreamServer, TransportSecurity, UdpEndpoint
+from sdmesh.trust.host import HostTrust
 
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
@@ -91,10 +93,17 @@ class Agent:
         self.identity: IdentityChecker | None = None
         """Host identities (None: no CA configured, every cluster-key holder is trusted)."""
         self.keyring_admin: KeyringAdmin | None = None
+        self.trust: HostTrust | None = None
+        """Operator keys this host runs descriptors of (sdmesh/trust/host.py)."""
 
     def reload(self) -> dict[str, list[str]]:
         """SIGHUP: re-read every registered part; a failing part keeps what it had."""
-        return self.reloader.reload()
+        report = self.reloader.reload()
+        trusted = ""
+        if self.trust is not None:
+            trusted = f"; {len(self.trust.store.operators)} operator key(s) trusted"
+        log.info("reloaded %s%s", summary(report), trusted)
+        return report
 
     def request_leave(self) -> None:
         self._leave.set()
@@ -142,6 +151,8 @@ class Agent:
         refuse_loose_key_file(self.security.key_file)
         identity = self.identity = open_identity(config)
         self.reloader.register("cluster-key", keyring_reload(self.security))
+        self.trust = HostTrust.open(config.operators_dir, config.api_signing_key)
+        self.reloader.register("operators", self.trust.reload)
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
             # Membership first, with what we know without the hypervisor (see the docstring).

@@ -131,7 +131,7 @@ async def reload(request: web.Request) -> web.Response:
     if not caller_is_admin(request):
         raise web.HTTPForbidden(text="this route needs the admin role")
     agent: Agent = request.app[AGENT]  # type: ignore[assignment]
-    return web.json_response(agent.reloader.reload())
+    return web.json_response(agent.reload())
 
 
 def add_routes(app: web.Application, agent: Agent) -> None:

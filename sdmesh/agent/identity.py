@@ -58,11 +58,12 @@ class Reloader:
             for problem in problems:
                 log.warning("reload %s: %s", name, problem)
             report[name] = problems
-        log.info(
-            "reloaded %s",
-            ", ".join(f"{n} ({'ok' if not p else 'problems'})" for n, p in report.items()),
-        )
         return report
+
+
+def summary(report: dict[str, list[str]]) -> str:
+    """One line for the log: each part, ok or with problems."""
+    return ", ".join(f"{n} ({'ok' if not p else 'problems'})" for n, p in report.items())
 
 
 @dataclass(frozen=True)
