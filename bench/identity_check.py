@@ -101,13 +101,12 @@ def main() -> None:
     )
     fresh = checker("a", 1)
     fresh.check_alive("b", 1, addr, META, proofs[0])  # the certificate is known from here
-    rows["checker, uncached"] = per_call(
-        lambda i: (
-            fresh.check_alive("b", 2 + i % 4999, addr, META, proofs[1 + i % 4999])
-            or fresh.forget("b")
-        ),
-        seconds,
-    )
+
+    def uncached(i: int) -> bool:
+        fresh.forget("b")  # so a lower incarnation is not a replay when the list wraps
+        return fresh.check_alive("b", 2 + i % 4999, addr, META, proofs[1 + i % 4999])
+
+    rows["checker, uncached"] = per_call(uncached, seconds)
     rows["sign (own claim)"] = per_call(lambda i: b.prove_alive(i, addr, META), seconds)
     print(f"python {platform.python_version()} on {platform.machine()}")
     for label, micro in rows.items():
