@@ -149,6 +149,7 @@ def test_nobody_joins_as_b_and_a_revoked_host_is_out(idmesh: IdentityMesh) -> No
         "c was never dropped",
     )
     assert took < 10
+    print(f"revoked c was left at a and b after {took:.2f} s")
     time.sleep(2)  # c keeps talking; it stays out
     assert idmesh.view("b").get("c") == "left"
 
