@@ -1062,6 +1062,7 @@ class Membership:
             record = self._table.get(name)
             if record is None or name == self._name or record.state is State.LEFT:
                 continue
+            record.proof = b""  # its alive proof is no leave: push-pull it unsigned
             old = self._transition(record, State.LEFT)
             self._emit(MemberEventKind.LEFT, record, old)
 
