@@ -32,6 +32,7 @@ from sdmesh.agent.events import EventHub, follow_members, follow_pools
 from sdmesh.agent.identity import (
     Reloader,
     identity_reload,
+    keep_learned_revocations,
     keyring_reload,
     open_identity,
     refuse_loose_key_file,
@@ -180,6 +181,7 @@ class Agent:
             self.keyring_admin = KeyringAdmin(config.name, self.security, identity)
             if identity is not None:
                 self.reloader.register("identity", identity_reload(config, identity, node.feed))
+                node.rumor_listeners.append(keep_learned_revocations(config))
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
             follow_members(self.events, node)

@@ -22,12 +22,22 @@ from pathlib import Path
 from sdmesh.agent.config import AgentConfig
 from sdmesh.membership import Revoke
 from sdmesh.membership.events import Event
-from sdmesh.membership.identity import IdentityChecker
+from sdmesh.membership.identity import REVOKE_TOPIC, IdentityChecker
+from sdmesh.membership.messages import Rumor
+from sdmesh.safeio import read_private, write_private
 from sdmesh.transport import KeyringError, TransportSecurity
-from sdmesh.trust.identity import HostIdentity, IdentityError
+from sdmesh.trust.identity import (
+    HostIdentity,
+    IdentityError,
+    Revocation,
+    load_revocations,
+    revocation_line,
+)
 from sdmesh.trust.keys import loose_mode
 
 log = logging.getLogger(__name__)
+
+LEARNED_CRL = "learned.crl"
 
 ReloadFunction = Callable[[], list[str] | None]
 """Re-read some files; returns problems to report (None or [] when all went well), raises
@@ -72,6 +82,8 @@ class IdentityFiles:
     key: Path
     cert: Path
     crl: Path | None
+    learned: Path
+    """Revocations this agent learned by gossip, kept across restarts."""
 
 
 def identity_files(config: AgentConfig) -> IdentityFiles | None:
@@ -84,6 +96,7 @@ def identity_files(config: AgentConfig) -> IdentityFiles | None:
         Path(config.identity_key) if config.identity_key else base / "host.key",
         Path(config.identity_cert) if config.identity_cert else base / "host.cert",
         Path(config.identity_crl) if config.identity_crl else None,
+        base / LEARNED_CRL,
     )
 
 
@@ -103,8 +116,51 @@ def open_identity(
             f"but this agent is named {config.name!r}"
         )
     return IdentityChecker(
-        identity.ca, identity.key, identity.certificate, identity.revocations, wall
+        identity.ca,
+        identity.key,
+        identity.certificate,
+        (*identity.revocations, *_learned(files.learned)),
+        wall,
     )
+
+
+def _learned(path: Path) -> list[Revocation]:
+    """Revocations kept from gossip; an unreadable file is logged, not fatal (the CA's own
+    list and the mesh's rumors still carry them)."""
+    try:
+        return load_revocations(path)
+    except IdentityError as error:
+        log.warning("ignoring learned revocations: %s", error)
+        return []
+
+
+def keep_learned_revocations(config: AgentConfig) -> Callable[[Rumor], None]:
+    """A rumor listener that appends each revocation the core took (it checked the CA's
+    signature first) to ``STATE_DIR/identity/learned.crl``, so a restart still knows it
+    after the rumor expired from the mesh."""
+    files = identity_files(config)
+    assert files is not None
+    path = files.learned
+
+    def keep(rumor: Rumor) -> None:
+        if rumor.topic != REVOKE_TOPIC:
+            return
+        try:
+            revocation = Revocation.decode(rumor.payload)
+            known = {r.serial for r in load_revocations(path)}
+        except IdentityError as error:
+            log.warning("cannot keep revocation: %s", error)
+            return
+        if revocation.serial in known:
+            return
+        old = read_private(path) or b""
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(path, old + revocation_line(revocation).encode(), 0o644)
+        except OSError as error:
+            log.warning("cannot keep revocation in %s: %s", path, error.strerror)
+
+    return keep
 
 
 def identity_reload(
@@ -123,7 +179,7 @@ def identity_reload(
         if identity.certificate.name != config.name:
             raise IdentityError(f"{files.cert}: certifies another host")
         checker.replace(identity.ca, identity.key, identity.certificate)
-        for revocation in identity.revocations:
+        for revocation in (*identity.revocations, *_learned(files.learned)):
             feed(Revoke(revocation))
         return []
 

@@ -188,3 +188,33 @@ def test_keyring_instructions_must_be_fresh_signed_and_new(tmp_path: Path) -> No
 def test_bad_keyring_requests_are_refused_with_a_reason(body: object) -> None:
     with pytest.raises(InstructionError):
         parse_request(body)
+
+
+def test_revocations_learned_by_gossip_are_kept_for_the_next_start(tmp_path: Path) -> None:
+    from sdmesh.agent.identity import keep_learned_revocations
+    from sdmesh.membership.identity import REVOKE_TOPIC
+    from sdmesh.membership.messages import Rumor
+    from sdmesh.trust.keys import write_key_pair
+
+    runner = CliRunner()
+    ca_dir, home = tmp_path / "ca", tmp_path / "a"
+    runner.invoke(ca, ["init", str(ca_dir)])
+    runner.invoke(ca, ["request", "--name", "a", str(home / "identity")])
+    ident = home / "identity"
+    runner.invoke(
+        ca, ["sign", "--ca", str(ca_dir), "-o", str(ident / "host.cert"), str(ident / "a.pub")]
+    )
+    _, b_pub = write_key_pair(OperatorKey.generate("b"), tmp_path)
+    runner.invoke(ca, ["sign", "--ca", str(ca_dir), "-o", str(tmp_path / "b.cert"), str(b_pub)])
+    config = AgentConfig(name="a", state_dir=home, **_ca(ca_dir))
+    keep = keep_learned_revocations(config)
+    from sdmesh.trust.keys import load_private_key
+
+    revocation = sign_revocation(load_private_key(ca_dir / "ca.key"), 2, "b", int(NOW))
+    rumor = Rumor(REVOKE_TOPIC, "2", 1, "c", revocation.encode())
+    keep(rumor)
+    keep(rumor)  # once only
+    keep(Rumor("pools", "p", 1, "c", b"x"))  # other topics are not revocations
+    assert load_revocations(home / "identity" / "learned.crl") == [revocation]
+    restarted = open_identity(config)
+    assert restarted is not None and 2 in restarted.revoked_serials
