@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from sdmesh.agent.agent import Agent
 
 FANOUT_TIMEOUT = 5.0
-#: The request key under which the API's authentication may store the caller's Role.
-ROLE_KEY = "sdmesh.role"
+#: Where the API's authentication may store the caller's Role (h11-local's roles).
+ROLE_KEY = web.RequestKey("sdmesh-role", Role)
 AGENT = web.AppKey("keyring-agent", object)
 
 
