@@ -180,7 +180,9 @@ class Agent:
             node = self.node = MeshNode(core, udp, client)
             self.keyring_admin = KeyringAdmin(config.name, self.security, identity)
             if identity is not None:
-                self.reloader.register("identity", identity_reload(config, identity, node.feed))
+                self.reloader.register(
+                    "identity", identity_reload(config, identity, node.feed, self._own_meta)
+                )
                 node.rumor_listeners.append(keep_learned_revocations(config))
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
@@ -294,6 +296,12 @@ class Agent:
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
+
+    def _own_meta(self) -> dict[str, object]:
+        """The metadata we gossip now (re-signed when our certificate is renewed)."""
+        assert self.node is not None
+        me = self.node.core.member(self.config.name)
+        return dict(me.meta) if me is not None else {}
 
     def _keyring_rpc(self, request: dict[str, object]) -> dict[str, str]:
         """A rotation step another member sends (sdmesh/agent/keyring_admin.py)."""

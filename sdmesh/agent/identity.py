@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdmesh.agent.config import AgentConfig
-from sdmesh.membership import Revoke
+from sdmesh.membership import Meta, MetaUpdated, Revoke
 from sdmesh.membership.events import Event
 from sdmesh.membership.identity import REVOKE_TOPIC, IdentityChecker
 from sdmesh.membership.messages import Rumor
@@ -167,10 +167,12 @@ def identity_reload(
     config: AgentConfig,
     checker: IdentityChecker,
     feed: Callable[[Event], None],
+    current_meta: Callable[[], Meta],
     wall: Callable[[], float] = time.time,
 ) -> ReloadFunction:
     """Re-read CA, key, certificate (a renewal) and revocation list; each new revocation is
-    fed to the core, which drops the member and gossips it."""
+    fed to the core, which drops the member and gossips it. A new key or certificate is
+    announced at once (a new incarnation, signed with it), not at the next update."""
 
     def reload() -> list[str]:
         files = identity_files(config)
@@ -178,7 +180,10 @@ def identity_reload(
         identity = HostIdentity.load(files.ca, files.key, files.cert, files.crl, wall())
         if identity.certificate.name != config.name:
             raise IdentityError(f"{files.cert}: certifies another host")
+        renewed = identity.certificate.encode() != checker.certificate.encode()
         checker.replace(identity.ca, identity.key, identity.certificate)
+        if renewed:
+            feed(MetaUpdated(dict(current_meta())))
         for revocation in (*identity.revocations, *_learned(files.learned)):
             feed(Revoke(revocation))
         return []

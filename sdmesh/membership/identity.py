@@ -124,6 +124,10 @@ class IdentityChecker:
         return self._ca
 
     @property
+    def certificate(self) -> HostCertificate:
+        return self._certificate
+
+    @property
     def proof_size(self) -> int:
         """Bytes a proof adds to a claim (msgpack bin header included)."""
         return SIGNATURE_BYTES + len(self._cert_bytes) + 3

@@ -218,3 +218,32 @@ def test_revocations_learned_by_gossip_are_kept_for_the_next_start(tmp_path: Pat
     assert load_revocations(home / "identity" / "learned.crl") == [revocation]
     restarted = open_identity(config)
     assert restarted is not None and 2 in restarted.revoked_serials
+
+
+def test_a_renewed_certificate_is_announced_at_once_on_reload(tmp_path: Path) -> None:
+    from sdmesh.agent.identity import identity_reload
+    from sdmesh.membership import MetaUpdated, Revoke
+    from sdmesh.membership.events import Event
+
+    runner = CliRunner()
+    ca_dir, ident = tmp_path / "ca", tmp_path / "a" / "identity"
+    runner.invoke(ca, ["init", str(ca_dir)])
+    runner.invoke(ca, ["request", "--name", "a", str(ident)])
+    sign = ["sign", "--ca", str(ca_dir), "-o", str(ident / "host.cert"), str(ident / "a.pub")]
+    runner.invoke(ca, sign)
+    config = AgentConfig(name="a", state_dir=tmp_path / "a", **_ca(ca_dir))
+    checker = open_identity(config)
+    assert checker is not None
+    fed: list[Event] = []
+    reload = identity_reload(config, checker, fed.append, lambda: {"api": "x"})
+    assert reload() == [] and fed == []  # nothing changed: nothing announced
+    os.unlink(ident / "host.cert")
+    runner.invoke(ca, sign)  # renewed: serial 2
+    runner.invoke(ca, ["revoke", "--ca", str(ca_dir), "1"])
+    config = AgentConfig(
+        name="a", state_dir=tmp_path / "a", identity_crl=str(ca_dir / "revoked.crl"), **_ca(ca_dir)
+    )
+    reload = identity_reload(config, checker, fed.append, lambda: {"api": "x"})
+    assert reload() == []
+    assert checker.certificate.serial == 2
+    assert [type(e) for e in fed] == [MetaUpdated, Revoke]

@@ -248,3 +248,25 @@ def test_a_revocation_learned_by_gossip_expels_too() -> None:
     rumor = Rumor(REVOKE_TOPIC, str(SERIALS["b"]), 5, "c", payload)
     a.handle(Received(("10.0.0.3", 7946), RumorUpdate(rumor, 0)), 2.0)
     assert a.state_of("b") is State.LEFT
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        [5, "b", 1, "10.0.0.2", 7946, {}, "not bytes"],
+        [5, "b", 1, "10.0.0.2", 7946, {}, b"x" * 513],
+        [5, "b", 1, "10.0.0.2", 7946, {}, b"", b""],
+        [7, "b", 1, "b", True, 42],
+    ],
+)
+def test_proofs_of_the_wrong_shape_are_malformed(wire: list[object]) -> None:
+    from sdmesh.membership import MalformedMessage
+
+    with pytest.raises(MalformedMessage):
+        decode(wire)
+
+
+def test_messages_without_a_ca_keep_their_older_wire_form() -> None:
+    assert len(Alive("b", 1, ADDR["b"], {}).to_wire()) == 6
+    assert len(Dead("b", 1, "b", True).to_wire()) == 5
+    assert len(PushPull("a", False, False, (Member("b", ADDR["b"]),)).to_wire()[4][0]) == 6
