@@ -686,6 +686,8 @@ class Membership:
         record = self._table.get(message.name)
         if record is None or not record.state.live or message.incarnation < record.incarnation:
             return
+        if self.identity is not None and message.incarnation > record.incarnation:
+            message = Suspect(message.name, record.incarnation, message.sender)  # see _vetted_dead
         if record.state is State.SUSPECT and message.incarnation == record.incarnation:
             suspicion = self._suspicions.get(message.name)
             if suspicion is not None and suspicion.confirm(message.sender):
@@ -729,8 +731,11 @@ class Membership:
             return
         if record.state is State.LEFT or (record.state is State.DEAD and not message.left):
             return
-        if message.left and record.state.live and not self._signed_leave(message):
-            return
+        if self.identity is not None:
+            vetted = self._vetted_dead(message, record)
+            if vetted is None:
+                return
+            message = vetted
         if message.left:
             record.proof = message.proof
         record.incarnation = message.incarnation
@@ -759,6 +764,8 @@ class Membership:
         refutation: tell it directly rather than hope the epidemic reaches it in time."""
         if self._phase is not Phase.RUNNING:
             return
+        if self.identity is not None:  # see _vetted_dead: only we raise our incarnation
+            incarnation = min(incarnation, self._incarnation)
         if incarnation >= self._incarnation:
             self._refute(incarnation)
         elif src is not None:
@@ -1032,15 +1039,27 @@ class Membership:
             message.name, message.incarnation, message.addr, message.meta, message.proof
         )
 
-    def _signed_leave(self, message: Dead) -> bool:
-        """A ``left`` about a live member must be its own, signed; an operator's force-leave
-        (unsigned, from another member) only counts for members already held dead."""
+    def _vetted_dead(self, message: Dead, record: Record) -> Dead | None:
+        """A dead or left report as identities allow it, or None to ignore it.
+
+        A member's own leave is signed and checked. An unsigned ``left`` (an operator's
+        force-leave, from another member) only counts for a member already held dead. Any
+        other report names at most the incarnation we know: only the member raises it, so a
+        higher one is not news but a forgery (2**64-1 would leave the member nothing to
+        refute with). Suspicions are bounded the same way.
+        """
         identity = self.identity
-        if identity is None:
-            return True
-        if message.sender != message.name or not message.proof:
-            return identity.refuse_unsigned()
-        return identity.check_leave(message.name, message.incarnation, message.proof)
+        assert identity is not None
+        if message.left and message.sender == message.name and message.proof:
+            if identity.check_leave(message.name, message.incarnation, message.proof):
+                return message
+            return None
+        if message.left and record.state.live:
+            identity.refuse_unsigned()
+            return None
+        if message.incarnation > record.incarnation:
+            return Dead(message.name, record.incarnation, message.sender, message.left)
+        return message
 
     def _on_revoke(self, event: Revoke) -> None:
         identity = self.identity

@@ -270,3 +270,24 @@ def test_messages_without_a_ca_keep_their_older_wire_form() -> None:
     assert len(Alive("b", 1, ADDR["b"], {}).to_wire()) == 6
     assert len(Dead("b", 1, "b", True).to_wire()) == 5
     assert len(PushPull("a", False, False, (Member("b", ADDR["b"]),)).to_wire()[4][0]) == 6
+
+
+def test_huge_incarnations_in_reports_are_bounded_to_what_the_member_said() -> None:
+    from sdmesh.membership import Suspect
+    from sdmesh.membership.wire import MAX_UINT64
+
+    a = core("a")
+    a.handle(Received(ADDR["b"], alive("b", 1)), 1.0)
+    a.handle(Received(ADDR["mallory"], Suspect("b", MAX_UINT64, "mallory")), 2.0)
+    record = a.member("b")
+    assert record is not None and record.state is State.SUSPECT and record.incarnation == 1
+    a.handle(Received(ADDR["mallory"], Dead("b", MAX_UINT64, "mallory")), 3.0)
+    record = a.member("b")
+    assert record is not None and record.state is State.DEAD and record.incarnation == 1
+    # b refutes with the next incarnation, signed, and is back
+    a.handle(Received(ADDR["b"], alive("b", 2)), 4.0)
+    assert a.state_of("b") is State.ALIVE
+    # about ourselves: refuted with our own next incarnation, which still fits the wire
+    before = a.incarnation
+    a.handle(Received(ADDR["mallory"], Suspect("a", MAX_UINT64, "mallory")), 5.0)
+    assert a.incarnation == before + 1
