@@ -288,6 +288,8 @@ class Agent:
 
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if self._from_revoked(peer[0]):
+            return None  # a quiet refusal (counted): the peer's request times out
         if isinstance(request, dict) and request.get("rpc") == "keyring":
             return self._keyring_rpc(request)
         if isinstance(request, dict) and "rpc" in request:
@@ -296,6 +298,17 @@ class Agent:
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
+
+    def _from_revoked(self, host: str) -> bool:
+        """Whether a stream comes from a revoked member's IP address, shared by no live
+        member (streams come from ephemeral ports, so only the address can tell)."""
+        identity, node = self.identity, self.node
+        if identity is None or node is None or not identity.blocked_host(host):
+            return False
+        if any(m.addr[0] == host for m in node.core.live_members()):
+            return False
+        identity.refusals.blocked += 1
+        return True
 
     def _own_meta(self) -> dict[str, object]:
         """The metadata we gossip now (re-signed when our certificate is renewed)."""

@@ -308,6 +308,11 @@ class IdentityChecker:
             return True
         return False
 
+    def blocked_host(self, host: str) -> bool:
+        """Whether ``host`` was a revoked member's IP address (not counted: the caller
+        decides, as other members may share it)."""
+        return any(addr[0] == host for addr in self._blocked)
+
     @property
     def revoked_serials(self) -> dict[int, str]:
         return dict(self._revoked_serials)

@@ -30,7 +30,7 @@ from sdmesh.trust.roles import Role
 Setup = tuple["TestClient[web.Request, web.Application]", Agent]
 NOW = time.time()
 CA = OperatorKey.generate("cluster-ca")
-B_ADDR = ("127.0.0.1", 9)
+B_ADDR = ("127.0.0.2", 9)  # another address than ours: streams from it can be told
 
 
 def identity(name: str, serial: int) -> IdentityChecker:
@@ -126,5 +126,8 @@ async def test_a_ca_signed_revocation_drops_the_member_and_a_forged_one_is_refus
     )
     assert answer.status == 200 and await answer.json() == {"serial": 2, "name": "b"}
     assert agent.node.core.state_of("b") is State.LEFT
+    # Its streams (pool orders, push-pull) are refused; ours, from another address, are not.
+    assert await agent._handle_stream({"rpc": "keyring"}, ("127.0.0.2", 40000)) is None
+    assert await agent._handle_stream({"rpc": "keyring"}, ("127.0.0.1", 40000)) is not None
     health = await (await client.get("/v1/health")).json()
-    assert "identity_revoked" in health["drops"]
+    assert health["drops"]["identity_blocked"] == 1
