@@ -44,6 +44,8 @@ def init(directory: Path) -> None:
     every host as identity-ca)."""
     from sdmesh.trust.keys import KeyFileError, OperatorKey, write_key_pair
 
+    if (directory / "ca.key").exists() or (directory / "ca.key").is_symlink():
+        _fail(f"{directory}/ca.key already exists: a second CA would orphan every certificate")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
@@ -67,14 +69,12 @@ def request(name: str, directory: Path) -> None:
     operator signs with 'sdmesh ca sign'."""
     from sdmesh.trust.keys import KeyFileError, OperatorKey, write_key_pair
 
+    if (directory / "host.key").exists() or (directory / "host.key").is_symlink():
+        _fail(f"{directory}/host.key already exists")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = OperatorKey.generate(name)
         private, public = write_key_pair(key, directory)
-        if (directory / "host.key").exists():
-            private.unlink()
-            public.unlink()
-            _fail(f"{directory}/host.key already exists")
         private.rename(directory / "host.key")
     except KeyFileError as error:
         _fail(str(error))

@@ -77,6 +77,8 @@ def test_ca_commands_enrol_a_host_and_revoke_it(tmp_path: Path) -> None:
     ca_dir, host_dir = tmp_path / "ca", tmp_path / "b" / "identity"
     assert runner.invoke(ca, ["init", str(ca_dir)]).exit_code == 0
     assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(ca, ["init", str(ca_dir)])
+    assert again.exit_code == 2 and "already exists" in again.output
     made = runner.invoke(ca, ["request", "--name", "b", str(host_dir)])
     assert made.exit_code == 0, made.output
     cert = host_dir / "host.cert"
