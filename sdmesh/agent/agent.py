@@ -23,11 +23,22 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.events import EventHub, follow_members, follow_pools
+from sdmesh.agent.identity import (
+    Reloader,
+    identity_reload,
+    keep_learned_revocations,
+    keyring_reload,
+    open_identity,
+    refuse_loose_key_file,
+    summary,
+)
+from sdmesh.agent.keyring_admin import InstructionError, KeyringAdmin, KeyringInstruction
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.agent.meta import (
     base_images,
@@ -55,12 +66,14 @@ from sdmesh.transport import (
     TransportSecurity,
     UdpEndpoint,
 )
+from sdmesh.trust.host import HostTrust
 
 if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
     from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
+    from sdmesh.membership.identity import IdentityChecker
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +100,22 @@ class Agent:
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
         self._leave = asyncio.Event()
+        self.reloader = Reloader()
+        """What SIGHUP re-reads (sdmesh/agent/identity.py): parts register a reload()."""
+        self.identity: IdentityChecker | None = None
+        """Host identities (None: no CA configured, every cluster-key holder is trusted)."""
+        self.keyring_admin: KeyringAdmin | None = None
+        self.trust: HostTrust | None = None
+        """Operator keys this host runs descriptors of (sdmesh/trust/host.py)."""
+
+    def reload(self) -> dict[str, list[str]]:
+        """SIGHUP: re-read every registered part; a failing part keeps what it had."""
+        report = self.reloader.reload()
+        trusted = ""
+        if self.trust is not None:
+            trusted = f"; {len(self.trust.store.operators)} operator key(s) trusted"
+        log.info("reloaded %s%s", summary(report), trusted)
+        return report
 
     def request_leave(self) -> None:
         self._leave.set()
@@ -102,6 +131,10 @@ class Agent:
         for counters in sources:
             for reason, count in counters.as_dict().items():
                 totals[reason] = totals.get(reason, 0) + count
+        if self.identity is not None:
+            totals.update(self.identity.refusals.as_dict())
+        if self.keyring_admin is not None:
+            totals["keyring_refused"] = self.keyring_admin.refused
         return totals
 
     def dht_drops(self) -> dict[str, int]:
@@ -130,12 +163,16 @@ class Agent:
         api = f"{scheme}://{config.api[0]}:{config.api[1]}"
         images = base_images(config.images_dir)
         loop = asyncio.get_running_loop()
+        # SIGHUP reloads (never the default, which kills without a leave); a loose key file
+        # or an unusable host identity stops the start here.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        refuse_loose_key_file(self.security.key_file)
+        identity = self.identity = open_identity(config)
+        self.reloader.register("cluster-key", keyring_reload(self.security))
+        self.trust = HostTrust.open(config.operators_dir, config.api_signing_key)
+        self.reloader.register("operators", self.trust.reload)
         # Everything opened is closed in reverse order, however far start-up got.
         async with contextlib.AsyncExitStack() as stack:
-            # SIGHUP (systemctl reload) used to kill the agent without a leave; until reloading
-            # keys and tokens exists (issue 12, item 5) it is logged and otherwise ignored.
-            loop.add_signal_handler(signal.SIGHUP, _reload_not_supported)
-            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             # Membership first, with what we know without the hypervisor (see the docstring).
             # Frames name their recipient: who listens where comes from membership (mesh.py).
             peers = PeerBook()
@@ -153,6 +190,9 @@ class Agent:
                 Member(
                     config.name,
                     advertised,
+                    # With identities, a restart's claims must beat its older signed ones
+                    # (a replayed old alive is refused below the highest incarnation seen).
+                    incarnation=int(time.time()) if identity is not None else 0,
                     meta=witness_meta(config.labels, api)
                     if config.witness
                     else preliminary_meta(
@@ -160,8 +200,15 @@ class Agent:
                     ),
                 ),
                 random.Random(),
+                identity,
             )
             node = self.node = MeshNode(core, udp, client)
+            self.keyring_admin = KeyringAdmin(config.name, self.security, identity)
+            if identity is not None:
+                self.reloader.register(
+                    "identity", identity_reload(config, identity, node.feed, self._own_meta)
+                )
+                node.rumor_listeners.append(keep_learned_revocations(config))
             stack.push_async_callback(node.close)
             node.listeners.append(_log_member_event)
             follow_members(self.events, node)
@@ -211,6 +258,7 @@ class Agent:
                 runner, config.api[0], config.api[1], ssl_context=tls, limits=limits
             )
             stack.callback(listener.close)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_leave)
                 stack.callback(loop.remove_signal_handler, signum)
@@ -300,6 +348,10 @@ class Agent:
 
     async def _handle_stream(self, request: object, peer: tuple[str, int]) -> object:
         """Requests on the gossip port's stream: pool RPCs, else membership's push-pull."""
+        if self._from_revoked(peer[0]):
+            return None  # a quiet refusal (counted): the peer's request times out
+        if isinstance(request, dict) and request.get("rpc") == "keyring":
+            return self._keyring_rpc(request)
         if isinstance(request, dict) and request.get("rpc") == "lease" and self.lease is not None:
             assert self.node is not None
             return await self.lease.handle_rpc(request, _sent_by(self.node, peer))
@@ -309,6 +361,34 @@ class Agent:
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
+
+    def _from_revoked(self, host: str) -> bool:
+        """Whether a stream comes from a revoked member's IP address, shared by no live
+        member (streams come from ephemeral ports, so only the address can tell)."""
+        identity, node = self.identity, self.node
+        if identity is None or node is None or not identity.blocked_host(host):
+            return False
+        if any(m.addr[0] == host for m in node.core.live_members()):
+            return False
+        identity.refusals.blocked += 1
+        return True
+
+    def _own_meta(self) -> dict[str, object]:
+        """The metadata we gossip now (re-signed when our certificate is renewed)."""
+        assert self.node is not None
+        me = self.node.core.member(self.config.name)
+        return dict(me.meta) if me is not None else {}
+
+    def _keyring_rpc(self, request: dict[str, object]) -> dict[str, str]:
+        """A rotation step another member sends (sdmesh/agent/keyring_admin.py)."""
+        if self.keyring_admin is None:
+            return {"error": "starting"}
+        try:
+            instruction = KeyringInstruction.from_wire(request)
+            return {"result": self.keyring_admin.accept(instruction)}
+        except InstructionError as error:
+            log.warning("keyring instruction refused: %s", error)
+            return {"error": str(error)}
 
     async def _refresh_capacity(
         self,
@@ -349,10 +429,6 @@ class Agent:
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-def _reload_not_supported() -> None:
-    log.warning("SIGHUP received: reloading is not supported yet; nothing changed")
 
 
 def _is_membership_request(request: object) -> bool:

@@ -233,4 +233,7 @@ def build_app(agent: AgentView) -> web.Application:
     app.router.add_delete("/v1/pools/{pool}", terminate)
     dashboard.add_routes(app, resolve_submission, check_submission_role)  # page, templates
     api_observe.add_routes(app)  # /v1/events and /metrics
+    from sdmesh.agent import api_keyring  # keys, revocations, reload (track h12-identity)
+
+    api_keyring.add_routes(app, agent)
     return app

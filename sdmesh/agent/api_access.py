@@ -63,6 +63,10 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role] = {
     ("GET", "/v1/tokens"): Role.ADMIN,
     ("POST", "/v1/tokens"): Role.ADMIN,
     ("DELETE", "/v1/tokens/{name}"): Role.ADMIN,
+    ("GET", "/v1/keyring"): Role.ADMIN,
+    ("POST", "/v1/keyring"): Role.ADMIN,
+    ("POST", "/v1/identity/revocations"): Role.ADMIN,
+    ("POST", "/v1/reload"): Role.ADMIN,
 }
 #: What the dashboard may offer, by the route each action uses.
 ACTIONS: Mapping[str, tuple[str, str]] = {

@@ -96,6 +96,14 @@ class AgentConfig:
     isolation_timeout: float = 6.0
     fence_guard_socket: str | None = "/run/sdmesh-fence-guard/guard.sock"
     watchdog_device: str | None = None
+    # Host identities (issue 12 items 1 and 5, track h12-identity; docs/security.md): the
+    # cluster CA's public key turns them on; this host's key and certificate default to
+    # identity/host.key and identity/host.cert under the state directory; the revocation
+    # list is optional (revocations also arrive by gossip).
+    identity_ca: str | None = None
+    identity_key: str | None = None
+    identity_cert: str | None = None
+    identity_crl: str | None = None
 
     @property
     def dht_bind(self) -> Address:

@@ -51,6 +51,12 @@ class _Failure(Exception):
 )
 @click.option("--remove", metavar="KEY_ID", help="Remove a secondary key (hex id or base64).")
 @click.option(
+    "--agent",
+    metavar="URL",
+    help="Do the --add, --use or --remove step on the running mesh, through this agent "
+    "(admin): every live member applies it and saves its key file. With FILE, FILE too.",
+)
+@click.option(
     "--token",
     is_flag=True,
     help="Write a control API token instead (the agent's api-token-file, the CLI's "
@@ -63,6 +69,7 @@ def keygen(
     rotate: bool,
     use: str | None,
     remove: str | None,
+    agent: str | None,
     token: bool,
 ) -> None:
     """Write a new cluster key file: one base64-encoded 32-byte key per line.
@@ -76,6 +83,12 @@ def keygen(
       sdmesh keygen --use KEY_ID FILE
       sdmesh keygen --remove OLD_ID FILE
 
+    \b
+    Or on the running mesh, one step at a time, through any agent (it tells every member):
+      sdmesh keygen --add --agent URL       # prints the new KEY_ID
+      sdmesh keygen --use KEY_ID --agent URL
+      sdmesh keygen --remove OLD_ID --agent URL
+
     With --token, write a random API token to FILE (or print it) instead: the secret that
     clients not on the agent's host send to its control API.
     """
@@ -86,6 +99,13 @@ def keygen(
             raise _Failure(f"error: --token and {edits[0]} cannot be combined", EXIT_BAD_INPUT)
         if len(edits) > 1:
             raise _Failure(f"error: {' and '.join(edits)} cannot be combined", EXIT_BAD_INPUT)
+        if agent is not None:
+            if len(edits) != 1 or rotate:
+                raise _Failure(
+                    "error: --agent needs exactly one of --add, --use, --remove", EXIT_BAD_INPUT
+                )
+            _on_mesh(agent, file, add=add, use=use, remove=remove)
+            return
         if edits and file in (None, "-"):
             raise _Failure(f"error: {edits[0]} needs a key FILE to change", EXIT_BAD_INPUT)
         if edits and force:
@@ -143,7 +163,68 @@ def _create_token(path: str | None, *, force: bool) -> None:
     )
 
 
-def _edit(path: str, *, add: bool, rotate: bool, use: str | None, remove: str | None) -> None:
+def _on_mesh(
+    agent: str, file: str | None, *, add: bool, use: str | None, remove: str | None
+) -> None:
+    """One rotation step on every live member, through ``agent``'s admin route."""
+    from sdmesh.cli.client import AgentError, call
+
+    if add:
+        key = generate_key()
+        body: dict[str, object] = {"op": "install", "key": encode_key(key)}
+        shown = key_id(key).hex()
+    else:
+        wanted = (use if use is not None else remove) or ""
+        shown = _key_id_text(wanted)
+        body = {"op": "use" if use is not None else "remove", "key_id": shown}
+    if file not in (None, "-"):
+        assert file is not None
+        if add:
+            _edit(file, add=True, rotate=False, use=None, remove=None, new_key=key)
+        else:
+            _edit(file, add=False, rotate=False, use=use, remove=remove)
+    try:
+        answer = call(agent, "POST", "/v1/keyring", body, timeout=60)
+    except AgentError as error:
+        raise _Failure(f"error: {error.message}", error.exit_code) from None
+    click.echo(f"{body['op']} {shown}: {answer.get('local')}")
+    for name, outcome in sorted(dict(answer.get("members") or {}).items()):
+        click.echo(f"  {name}: {outcome}")
+    click.echo(f"keys now: {' '.join(answer.get('keys') or [])} (primary {answer.get('primary')})")
+    if answer.get("failed"):
+        raise _Failure(
+            f"error: not done on {', '.join(answer['failed'])}: repeat the step (it is "
+            "idempotent) or fix those hosts before the next one",
+            EXIT_RUNTIME,
+        )
+
+
+def _key_id_text(text: str) -> str:
+    """A key id in hex, from a hex id or a base64 key."""
+    wanted = text.strip()
+    if len(wanted) == 2 * KEY_ID_SIZE:
+        try:
+            bytes.fromhex(wanted)
+            return wanted.lower()
+        except ValueError:
+            pass
+    try:
+        return key_id(decode_key(wanted)).hex()
+    except ValueError:
+        raise _Failure(
+            f"error: {wanted!r} is neither a key id (8 hex digits) nor a key", EXIT_BAD_INPUT
+        ) from None
+
+
+def _edit(
+    path: str,
+    *,
+    add: bool,
+    rotate: bool,
+    use: str | None,
+    remove: str | None,
+    new_key: bytes | None = None,
+) -> None:
     """Change the ring in place, keeping the file's comments and layout."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -164,7 +245,7 @@ def _edit(path: str, *, add: bool, rotate: bool, use: str | None, remove: str | 
     lines = text.splitlines()
     try:
         if add or rotate:
-            key = generate_key()
+            key = new_key or generate_key()
             ring.install(key)
             if rotate:
                 ring.use(key)

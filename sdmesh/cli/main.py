@@ -18,6 +18,11 @@ from sdmesh.cli.common import EXIT_FAILURE
 #: at once, and must not pay for rich, the description language or the local runner.
 #: tests/unit/cli/test_lazy_commands.py checks these entries against the commands themselves.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ca": (
+        "sdmesh.cli.ca",
+        "ca",
+        "The cluster CA: host identities, their certificates and revocations.",
+    ),
     "completion": (
         "sdmesh.cli.completion",
         "completion",

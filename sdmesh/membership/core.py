@@ -64,12 +64,14 @@ from sdmesh.membership.events import (
     Preload,
     Publish,
     Received,
+    Revoke,
     Start,
     StreamFailed,
     StreamReceived,
     TimerFired,
 )
 from sdmesh.membership.health import LocalHealth
+from sdmesh.membership.identity import IdentityChecker
 from sdmesh.membership.member import Address, Member, Meta, State
 from sdmesh.membership.messages import (
     MAX_COMPOUND_PARTS,
@@ -191,8 +193,16 @@ class Membership:
     streams through ``decode_stream`` before they become events.
     """
 
-    def __init__(self, config: MembershipConfig, self_member: Member, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: MembershipConfig,
+        self_member: Member,
+        rng: random.Random,
+        identity: IdentityChecker | None = None,
+    ) -> None:
         self.config = config
+        self.identity = identity
+        """Host identities (sdmesh/membership/identity.py): None trusts every key holder."""
         self.stats = Stats()
         self._rng = rng
         self._name = self_member.name
@@ -200,12 +210,15 @@ class Membership:
         self._incarnation = self_member.incarnation
         self._meta: Meta = self._checked_meta(self_member.meta)
         self._phase = Phase.NEW
+        self._proof = b""
+        self._proof_key: tuple[int, Address, int] | None = None
         self._now = 0.0
         self._out: list[Action] = []
         self._table = MemberTable(self._name, rng)
         self._table.add(
             Record(self._name, self._addr, self._incarnation, State.ALIVE, self._meta, 0)
         )
+        self._self_record().proof = self._own_proof()
         self._queue = BroadcastQueue()
         self._health = LocalHealth(config.max_local_health)
         self._suspicions: dict[str, Suspicion] = {}
@@ -319,6 +332,8 @@ class Membership:
             self._on_preload(event.members)
         elif published is not None:
             self._on_publish(published)
+        elif isinstance(event, Revoke):
+            self._on_revoke(event)
         elif not isinstance(event, Start):  # pragma: no cover - exhaustive above
             raise TypeError(f"unknown event {event!r}")
         self._arm_gossip()
@@ -369,8 +384,12 @@ class Membership:
         self._incarnation += 1
         me = self._self_record()
         me.incarnation = self._incarnation
+        proof = self.identity.prove_leave(self._incarnation) if self.identity else b""
+        me.proof = proof
         self._table.set_state(me, State.LEFT, self._now)
-        self._queue.enqueue(self._name, Dead(self._name, self._incarnation, self._name, left=True))
+        self._queue.enqueue(
+            self._name, Dead(self._name, self._incarnation, self._name, left=True, proof=proof)
+        )
         self._probe = None
         for name in (PROBE, PROBE_TIMEOUT, PUSH_PULL, RECONNECT, REAP, JOIN_RETRY):
             self._disarm(name)
@@ -419,6 +438,7 @@ class Membership:
         me = self._self_record()
         me.incarnation = self._incarnation
         me.meta = self._meta
+        me.proof = self._own_proof()
         self._table.changed(me)
         self._queue.enqueue(self._name, self._alive_message())
 
@@ -552,6 +572,8 @@ class Membership:
     # ------------------------------------------------------------------ datagrams
 
     def _on_packet(self, src: Address, message: PacketMessage) -> None:
+        if self.identity is not None and self.identity.blocked(src):
+            return
         if isinstance(message, Compound):
             for part in message.messages:
                 self._on_simple(src, part)
@@ -622,6 +644,10 @@ class Membership:
             self._alive_about_me(message)
             return
         record = self._table.get(message.name)
+        if (record is None or message.incarnation > record.incarnation) and not self._signed(
+            message
+        ):
+            return
         if record is None:
             record = Record(
                 message.name,
@@ -630,6 +656,7 @@ class Membership:
                 State.ALIVE,
                 message.meta,
                 self._now,
+                proof=message.proof,
             )
             self._table.add(record)
             self._emit(MemberEventKind.JOINED, record, None)
@@ -642,6 +669,7 @@ class Membership:
         record.incarnation = message.incarnation
         record.addr = message.addr
         record.meta = message.meta
+        record.proof = message.proof
         old = self._transition(record, State.ALIVE)
         if old is State.SUSPECT:
             self._emit(MemberEventKind.RECOVERED, record, old)
@@ -658,6 +686,8 @@ class Membership:
         record = self._table.get(message.name)
         if record is None or not record.state.live or message.incarnation < record.incarnation:
             return
+        if self.identity is not None and message.incarnation > record.incarnation:
+            message = Suspect(message.name, record.incarnation, message.sender)  # see _vetted_dead
         if record.state is State.SUSPECT and message.incarnation == record.incarnation:
             suspicion = self._suspicions.get(message.name)
             if suspicion is not None and suspicion.confirm(message.sender):
@@ -701,6 +731,13 @@ class Membership:
             return
         if record.state is State.LEFT or (record.state is State.DEAD and not message.left):
             return
+        if self.identity is not None:
+            vetted = self._vetted_dead(message, record)
+            if vetted is None:
+                return
+            message = vetted
+        if message.left:
+            record.proof = message.proof
         record.incarnation = message.incarnation
         new = State.LEFT if message.left else State.DEAD
         old = self._transition(record, new)
@@ -727,6 +764,8 @@ class Membership:
         refutation: tell it directly rather than hope the epidemic reaches it in time."""
         if self._phase is not Phase.RUNNING:
             return
+        if self.identity is not None:  # see _vetted_dead: only we raise our incarnation
+            incarnation = min(incarnation, self._incarnation)
         if incarnation >= self._incarnation:
             self._refute(incarnation)
         elif src is not None:
@@ -742,6 +781,7 @@ class Membership:
         self._incarnation = max(self._incarnation, incarnation) + 1
         me = self._self_record()
         me.incarnation = self._incarnation
+        me.proof = self._own_proof()
         self._table.changed(me)
         self._queue.enqueue(self._name, self._alive_message())
         self._health.apply(1)
@@ -851,9 +891,13 @@ class Membership:
             ):
                 continue
             if member.state is State.ALIVE:
-                self._on_alive(Alive(member.name, member.incarnation, member.addr, member.meta))
+                self._on_alive(
+                    Alive(member.name, member.incarnation, member.addr, member.meta, member.proof)
+                )
             elif member.state is State.LEFT:
-                self._on_dead(Dead(member.name, member.incarnation, member.name, left=True))
+                self._on_dead(
+                    Dead(member.name, member.incarnation, member.name, True, member.proof)
+                )
             else:
                 self._on_suspect(Suspect(member.name, member.incarnation, message.sender))
         return wrong_about_us
@@ -903,6 +947,8 @@ class Membership:
         for name in self._table.expired(self._now, cfg.dead_reap_after, cfg.left_reap_after):
             record = self._table.remove(name)
             if record is not None:
+                if self.identity is not None:
+                    self.identity.forget(name)
                 self._emit(MemberEventKind.REAPED, record, record.state)
 
     # ------------------------------------------------------------------ rumors
@@ -934,10 +980,13 @@ class Membership:
 
     def _learn(self, rumor: Rumor, published: float) -> bool:
         """Offer ``rumor`` to the map; report it if taken."""
+        if self.identity is not None and not self.identity.admit_rumor(rumor):
+            return False
         if not self._rumors.offer(rumor, published, self._now):
             return False
         self.stats.rumors_learned += 1
         self._out.append(RumorLearned(rumor))
+        self._expel_revoked()
         return True
 
     def _spread(self, rumor: Rumor, published: float) -> None:
@@ -960,12 +1009,81 @@ class Membership:
         meta = dict(expect_meta(meta))
         alive = Alive(self._name, MAX_UINT32, self._addr, meta)
         room = self.config.max_datagram_bytes - COMPOUND_OVERHEAD - PROBE_BYTES
+        if self.identity is not None:
+            room -= self.identity.proof_size
         if packed_size(alive.to_wire()) > room:
             raise MalformedMessage(f"metadata does not fit a {room}-byte datagram budget")
         return meta
 
     def _alive_message(self) -> Alive:
-        return Alive(self._name, self._incarnation, self._addr, self._meta)
+        return Alive(self._name, self._incarnation, self._addr, self._meta, self._own_proof())
+
+    # ------------------------------------------------------------------ identities
+
+    def _own_proof(self) -> bytes:
+        """Our signature on our current alive claim, made once per incarnation."""
+        if self.identity is None:
+            return b""
+        key = (self._incarnation, self._addr, id(self._meta))
+        if self._proof_key != key:
+            self._proof = self.identity.prove_alive(self._incarnation, self._addr, self._meta)
+            self._proof_key = key
+        return self._proof
+
+    def _signed(self, message: Alive) -> bool:
+        """Whether an alive claim we would act on is the member's own word."""
+        identity = self.identity
+        if identity is None:
+            return True
+        return identity.check_alive(
+            message.name, message.incarnation, message.addr, message.meta, message.proof
+        )
+
+    def _vetted_dead(self, message: Dead, record: Record) -> Dead | None:
+        """A dead or left report as identities allow it, or None to ignore it.
+
+        A member's own leave is signed and checked. An unsigned ``left`` (an operator's
+        force-leave, from another member) only counts for a member already held dead. Any
+        other report names at most the incarnation we know: only the member raises it, so a
+        higher one is not news but a forgery (2**64-1 would leave the member nothing to
+        refute with). Suspicions are bounded the same way.
+        """
+        identity = self.identity
+        assert identity is not None
+        if message.left and message.sender == message.name and message.proof:
+            if identity.check_leave(message.name, message.incarnation, message.proof):
+                return message
+            return None
+        if message.left and record.state.live:
+            identity.refuse_unsigned()
+            return None
+        if message.incarnation > record.incarnation:
+            return Dead(message.name, record.incarnation, message.sender, message.left)
+        return message
+
+    def _on_revoke(self, event: Revoke) -> None:
+        identity = self.identity
+        if identity is None or not identity.revoke(event.revocation):
+            self._expel_revoked()
+            return
+        topic, key, payload = identity.revocation_rumor(event.revocation)
+        rumor = checked_rumor(topic, key, self._rumors.clock + 1, self._name, payload)
+        self._learn(rumor, self._now)
+        self._spread(rumor, self._now)
+        self._expel_revoked()
+
+    def _expel_revoked(self) -> None:
+        """Drop members whose certificate was revoked: every member learns the revocation
+        itself, so this is local (no gossip), and their later claims are refused."""
+        if self.identity is None:
+            return
+        for name in self.identity.take_expelled():
+            record = self._table.get(name)
+            if record is None or name == self._name or record.state is State.LEFT:
+                continue
+            record.proof = b""  # its alive proof is no leave: push-pull it unsigned
+            old = self._transition(record, State.LEFT)
+            self._emit(MemberEventKind.LEFT, record, old)
 
     def _emit(self, kind: MemberEventKind, record: Record, old: State | None) -> None:
         self._out.append(MemberEvent(kind, record.snapshot(), old, record.state))

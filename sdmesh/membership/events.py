@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sdmesh.membership.member import Address, Member, Meta
 from sdmesh.membership.messages import PacketMessage, PushPull
+from sdmesh.trust.identity import Revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,15 @@ class MetaUpdated:
     meta: Meta = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """The CA revoked a host certificate (``sdmesh ca revoke``, or a reloaded revocation
+    list): check it, drop the member holding it and gossip the revocation (host identities,
+    sdmesh/membership/identity.py). Ignored by a core without identities."""
+
+    revocation: Revocation
+
+
 Event = (
     Start
     | Preload
@@ -115,4 +125,5 @@ Event = (
     | ForceLeave
     | MetaUpdated
     | Publish
+    | Revoke
 )

@@ -42,3 +42,6 @@ class Member:
     incarnation: int = 0
     state: State = State.ALIVE
     meta: Meta = field(default_factory=dict)
+    proof: bytes = b""
+    """The member's own signed word for this state (empty without a CA), carried in
+    push-pull so identities travel with full state (sdmesh/membership/identity.py)."""

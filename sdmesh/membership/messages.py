@@ -40,6 +40,8 @@ MAX_PUSH_PULL_MEMBERS = 65536
 """Far beyond any mesh we aim at; bounds the work a single stream can cause."""
 MAX_PUSH_PULL_RUMORS = 65536
 """Likewise for rumors (a node keeps ``max_rumors``, 4096 by default)."""
+MAX_PROOF_BYTES = 512
+"""A signature and a host certificate take about 230 bytes (sdmesh/membership/identity.py)."""
 MAX_TOPIC_BYTES = 32
 MAX_RUMOR_KEY_BYTES = 128
 MAX_RUMOR_PAYLOAD_BYTES = 512
@@ -123,10 +125,16 @@ class Alive:
     incarnation: int
     addr: Address
     meta: Meta
+    proof: bytes = b""
+    """The member's signature and certificate (sdmesh/membership/identity.py); left out of
+    the wire form when empty, so a mesh without a CA keeps the older six-field form."""
 
     def to_wire(self) -> list[Any]:
         host, port = self.addr
-        return [Tag.ALIVE.value, self.name, self.incarnation, host, port, self.meta]
+        wire = [Tag.ALIVE.value, self.name, self.incarnation, host, port, self.meta]
+        if self.proof:
+            wire.append(self.proof)
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +158,14 @@ class Dead:
     incarnation: int
     sender: str
     left: bool = False
+    proof: bytes = b""
+    """For a member's own leave: its signature and certificate (optional on the wire)."""
 
     def to_wire(self) -> list[Any]:
-        return [Tag.DEAD.value, self.name, self.incarnation, self.sender, self.left]
+        wire = [Tag.DEAD.value, self.name, self.incarnation, self.sender, self.left]
+        if self.proof:
+            wire.append(self.proof)
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +269,7 @@ class PushPull:
             self.reply,
             [
                 [m.name, m.incarnation, _STATE_CODES[m.state], m.addr[0], m.addr[1], m.meta]
+                + ([m.proof] if m.proof else [])
                 for m in self.members
             ],
         ]
@@ -314,12 +328,13 @@ def _decode_simple(obj: list[Any] | tuple[Any, ...], tag: int) -> SimpleMessage:
             expect_bool(nack, "ping-req nack"),
         )
     if tag == Tag.ALIVE:
-        _, name, incarnation, host, port, meta = expect_list(obj, 6, "alive")
+        _, name, incarnation, host, port, meta, proof = _with_proof(obj, 6, "alive")
         return Alive(
             expect_name(name),
             expect_int(incarnation, "incarnation"),
             expect_address(host, port),
             expect_meta(meta),
+            expect_bytes(proof, "alive proof", MAX_PROOF_BYTES),
         )
     if tag == Tag.SUSPECT:
         _, name, incarnation, sender = expect_list(obj, 4, "suspect")
@@ -327,16 +342,24 @@ def _decode_simple(obj: list[Any] | tuple[Any, ...], tag: int) -> SimpleMessage:
             expect_name(name), expect_int(incarnation, "incarnation"), expect_name(sender, "sender")
         )
     if tag == Tag.DEAD:
-        _, name, incarnation, sender, left = expect_list(obj, 5, "dead")
+        _, name, incarnation, sender, left, proof = _with_proof(obj, 5, "dead")
         return Dead(
             expect_name(name),
             expect_int(incarnation, "incarnation"),
             expect_name(sender, "sender"),
             expect_bool(left, "dead left"),
+            expect_bytes(proof, "dead proof", MAX_PROOF_BYTES),
         )
     if tag == Tag.RUMOR:
         return _decode_rumor(expect_list(obj, 7, "rumor")[1:], "rumor")
     raise MalformedMessage(f"unknown message tag {tag}")
+
+
+def _with_proof(obj: object, length: int, what: str) -> Sequence[Any]:
+    """``length`` fields and an optional trailing proof (``b""`` when absent)."""
+    if isinstance(obj, list | tuple) and len(obj) == length:
+        return [*obj, b""]
+    return expect_list(obj, length + 1, what)
 
 
 def _decode_compound(obj: list[Any] | tuple[Any, ...]) -> Compound:
@@ -374,7 +397,7 @@ def _decode_push_pull(obj: list[Any] | tuple[Any, ...]) -> PushPull:
         raise MalformedMessage(f"push-pull: {len(entries)} members is absurd")
     members: list[Member] = []
     for entry in entries:
-        name, incarnation, code, host, port, meta = expect_list(entry, 6, "push-pull member")
+        name, incarnation, code, host, port, meta, proof = _with_proof(entry, 6, "push-pull member")
         state = _CODE_STATES.get(expect_int(code, "member state", 0, 255))
         if state is None:
             raise MalformedMessage(f"push-pull: unknown member state {code}")
@@ -385,6 +408,7 @@ def _decode_push_pull(obj: list[Any] | tuple[Any, ...]) -> PushPull:
                 expect_int(incarnation, "incarnation"),
                 state,
                 expect_meta(meta),
+                expect_bytes(proof, "push-pull member proof", MAX_PROOF_BYTES),
             )
         )
     if not isinstance(rumor_entries, list | tuple):

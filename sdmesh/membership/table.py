@@ -29,11 +29,15 @@ class Record:
     since: float
     """When ``state`` last changed (reaping, gossip to the recently dead)."""
     cached: Member | None = None
+    proof: bytes = b""
+    """The member's signed word for its latest alive or leave (host identities)."""
 
     def snapshot(self) -> Member:
         member = self.cached
         if member is None:
-            member = Member(self.name, self.addr, self.incarnation, self.state, self.meta)
+            member = Member(
+                self.name, self.addr, self.incarnation, self.state, self.meta, self.proof
+            )
             self.cached = member
         return member
 

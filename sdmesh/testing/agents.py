@@ -275,8 +275,13 @@ class SdmeshAgent:
         hypervisor: str | None = None,
         extra_args: Sequence[str] = (),
         api_timeout: float = 2.0,
+        identities: bool = False,
     ) -> None:
         self.testbed = testbed
+        self.identities = identities
+        """Give every agent a host key and a certificate from one test CA (issue 12)."""
+        self._ca: tuple[Any, Any] | None = None
+        self._serial = 0
         self.key = key if key is not None else new_key()
         self.port = port
         self.api_port = api_port
@@ -345,8 +350,35 @@ class SdmeshAgent:
             argv += ["--peer", f"{seed.address}:{self.port}"]
         if self.hypervisor:
             argv += ["--hypervisor", self.hypervisor]
+        if self.identities:
+            argv += ["--config", str(self._enrol(host.name, home))]
         argv += self.extra_args
         return self.testbed.run(host, argv, label="sdmesh")
+
+    def _enrol(self, name: str, home: Path) -> Path:
+        """Key and certificate under the state directory (where the agent looks by default),
+        and a config file naming the CA; returns the config file."""
+        from sdmesh.safeio import write_private
+        from sdmesh.trust.identity import sign_certificate
+        from sdmesh.trust.keys import OperatorKey
+
+        if self._ca is None:
+            ca = OperatorKey.generate("cluster-ca")
+            ca_pub = self.testbed.workdir / "ca.pub"
+            write_private(ca_pub, ca.public.file_text().encode(), 0o644)
+            self._ca = (ca, ca_pub)
+        ca, ca_pub = self._ca
+        identity = home / "state" / "identity"
+        identity.mkdir(parents=True, exist_ok=True)
+        key = OperatorKey.generate(name)
+        write_private(identity / "host.key", key.file_text().encode(), 0o600)
+        self._serial += 1
+        now = int(time.time())
+        cert = sign_certificate(ca, name, key.public, self._serial, now - 60, now + 86400)
+        write_private(identity / "host.cert", cert.file_text().encode(), 0o644)
+        config = home / "sdmesh.toml"
+        write_private(config, f'identity-ca = "{ca_pub}"\n'.encode(), 0o644)
+        return config
 
     def members(self, host: Host) -> View:
         try:

@@ -326,8 +326,9 @@ def test_status_table_is_not_cut_when_not_a_terminal(agent: FakeAgent) -> None:
 
 
 #: Commands that print no state: a script, the agent's own log, a key file; ``operator`` is
-#: a group (its ``list`` has --json: tests/unit/cli/test_operator_command.py).
-NO_STATE = {"completion", "join", "keygen", "operator"}
+#: a group (its ``list`` has --json: tests/unit/cli/test_operator_command.py), and so is
+#: ``ca`` (its ``revoke`` has --json).
+NO_STATE = {"ca", "completion", "join", "keygen", "operator"}
 
 
 @pytest.mark.parametrize("name", sorted(set(COMMANDS) - NO_STATE))
