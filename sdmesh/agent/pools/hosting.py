@@ -178,6 +178,7 @@ class HostSide(PoolState):
         pool, path = action.pool, action.path
 
         def ended(record: Any) -> None:
+            log.warning("pool %s: %s ended by itself: %s", pool, path, record.description)
             self._host_feed(hc.LeafDied(pool, path, record.description))
 
         component = component_factory(hosted.context)(node, hosted.root, hosted.components, ended)

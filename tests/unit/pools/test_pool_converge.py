@@ -266,3 +266,29 @@ def test_a_relative_state_dir_becomes_absolute(
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_stopped_domain_recovers_as_deployed_and_a_running_one_as_running(
+    tmp_path: Path,
+) -> None:
+    from sdmesh.hypervisor.driver import ManagedDomain
+    from sdmesh.hypervisor.events import DomainState
+    from sdmesh.hypervisor.spec import SdmeshMetadata
+
+    def domain(path: str, state: DomainState) -> ManagedDomain:
+        meta = SdmeshMetadata("web", path, 3, "sha256:" + "d" * 64, "h0")
+        return ManagedDomain(path.replace(":", "-"), "u", state, meta, 256, 1)
+
+    class Libvirt:
+        async def list_managed(self, pool: str | None = None) -> list[ManagedDomain]:
+            return [domain("a:vm", DomainState.SHUTOFF), domain("b:vm", DomainState.RUNNING)]
+
+    async def go() -> None:
+        svc = service(tmp_path)
+        svc.driver = Libvirt()  # type: ignore[assignment]
+        svc.caps = SimpleNamespace(cpus=4, memory_mib=4096, driver="test")  # type: ignore[assignment]
+        await svc._recover()
+        assert svc.host.states("web") == {"a:vm": "deployed", "b:vm": "running"}
+        await svc.close()
+
+    asyncio.run(go())
