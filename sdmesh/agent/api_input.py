@@ -1,23 +1,18 @@
-"""Reading what API clients send: JSON bodies, and descriptors resolved off the event loop.
+"""Reading what API clients send: JSON bodies.
 
 Anything a client can send must become a 4xx with a reason, never a 500: a body that is not
 a JSON object, nesting deep enough to exhaust the parser's stack, strings with lone UTF-16
 surrogates (valid JSON, but no UTF-8 encoding: they would fail far later, when the
-descriptor is hashed). And resolving a descriptor is CPU work (the resolver caps it at
-``MAX_COMPONENTS``, still up to a second): it runs in a worker thread, under a time limit,
-so the agent keeps answering probes and gossip meanwhile.
+descriptor is hashed). Resolving a descriptor is the resolver worker's business
+(sdmesh/pools/resolve_worker.py: a separate process with memory, CPU and time limits).
 
 aiohttp is imported inside the functions: the CLI imports ``MAX_REQUEST_BYTES`` from here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -25,15 +20,6 @@ if TYPE_CHECKING:
 #: Largest request body the API reads (aiohttp's ``client_max_size``; 413 beyond). A
 #: submission carries the resolved descriptor, so this is also the descriptor size limit.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-#: Seconds a submission may spend resolving its descriptor before it is refused.
-RESOLVE_TIMEOUT = 30.0
-
-T = TypeVar("T")
-
-# One resolution at a time: the resolver raises the interpreter-wide recursion limit while
-# it runs (and restores it after), which concurrent resolutions would undo for each other;
-# and a burst of submissions then costs one core, not all of them.
-_RESOLVING = threading.Lock()
 
 
 class BadInput(ValueError):
@@ -93,34 +79,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return parse_json_object(await request.read())
 
 
-def _serialised(work: Callable[[], T]) -> T:
-    with _RESOLVING:
-        return work()
-
-
-def _keep_recursion_limit_raised() -> None:
-    """The resolver raises the recursion limit for its run and restores it after; the limit
-    is the interpreter's, so from a worker thread that would change it under the loop's
-    thread mid-call (compile() then fails with "recursion depth mismatch"). Raised here once
-    and for good, the resolver finds it high enough and changes nothing."""
-    from sdmesh.language import RECURSION_LIMIT
-
-    if sys.getrecursionlimit() < RECURSION_LIMIT:
-        sys.setrecursionlimit(RECURSION_LIMIT)
-
-
-async def off_loop(work: Callable[[], T], timeout: float = RESOLVE_TIMEOUT) -> T:
-    """Run ``work`` (a resolution) in a worker thread, one at a time; TimeoutError after
-    ``timeout`` seconds (the thread then finishes on its own: the resolver's cap bounds it)."""
-    _keep_recursion_limit_raised()
-    return await asyncio.wait_for(asyncio.to_thread(_serialised, work), timeout)
-
-
 __all__ = [
     "MAX_REQUEST_BYTES",
-    "RESOLVE_TIMEOUT",
     "BadInput",
     "json_object",
-    "off_loop",
     "parse_json_object",
 ]

@@ -1,12 +1,12 @@
 """Resolved descriptor trees, cached per digest for the process: resolving is costly and
-runs in a worker thread under the API's resolution lock."""
+runs in the resolver worker process (sdmesh.pools.resolve_worker: bounded, killable, under the
+agent's resolution policy, which never reads this host's files or environment)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from sdmesh.agent.api_input import off_loop
 from sdmesh.agent.pools.common import PoolError
 from sdmesh.pools.records import PoolSpec
 
@@ -16,15 +16,17 @@ _TREES: dict[str, Any] = {}
 
 
 def spec_tree(spec: PoolSpec) -> Any:
-    """The resolved tree of a spec (resolved once per digest per process)."""
+    """The resolved tree of a spec (resolved once per digest per process), in process: for
+    callers that cannot await. Still under the agent's policy: a spec arriving from another
+    agent resolves against the built-in library only, never this host's files or environment."""
     tree = _TREES.get(spec.digest)
     if tree is None:
-        from sdmesh.language import resolve_text
+        from sdmesh.pools.submission import SubmissionError, resolve_spec_tree
 
-        resolved = resolve_text(spec.text, f"<pool {spec.pool}>")
-        if resolved.digest() != spec.digest:
-            raise PoolError(f"pool {spec.pool}: its descriptor resolves differently here")
-        tree = _TREES[spec.digest] = resolved.root
+        try:
+            tree = _TREES[spec.digest] = resolve_spec_tree(spec)
+        except SubmissionError as error:
+            raise PoolError(f"pool {spec.pool}: {error}") from None
     return tree
 
 
@@ -35,18 +37,21 @@ def remember_tree(spec: PoolSpec, tree: Any) -> None:
 
 
 async def tree_of(spec: PoolSpec) -> Any:
-    """``spec_tree`` from a coroutine: a tree not resolved yet is resolved in a worker thread,
-    one resolution at a time with the API's (the resolver changes the interpreter's recursion
-    limit); PoolError when that takes longer than the API allows a submission."""
+    """``spec_tree`` from a coroutine, resolved in the resolver worker process; PoolError 503
+    when the worker is busy or was stopped (callers retry), 400 when it does not resolve."""
     tree = _TREES.get(spec.digest)
     if tree is not None:
         return tree
+    from sdmesh.pools.resolve_worker import ResolutionStopped, spec_tree_in_worker
+    from sdmesh.pools.submission import SubmissionError
+
     try:
-        return await off_loop(lambda: spec_tree(spec))
-    except TimeoutError:
-        raise PoolError(
-            f"pool {spec.pool}: resolving its descriptor took too long (the agent is busy)", 503
-        ) from None
+        tree = await spec_tree_in_worker(spec)
+    except ResolutionStopped as error:
+        raise PoolError(f"pool {spec.pool}: {error}", 503) from None
+    except SubmissionError as error:
+        raise PoolError(f"pool {spec.pool}: {error}") from None
+    return _TREES.setdefault(spec.digest, tree)
 
 
 def forget_trees(used: set[str]) -> None:

@@ -222,29 +222,18 @@ def test_records_and_specs_are_written_off_the_loop(
     assert not list((tmp_path / "specs").glob("*.tmp"))
 
 
-def test_a_tree_is_resolved_in_a_worker_thread_under_the_api_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
+def test_a_tree_is_resolved_in_the_worker_once_per_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdmesh.pools import resolve_worker
+    from sdmesh.pools.submission import build_spec
 
-    from sdmesh.agent import api_input
-
-    seen: list[tuple[str, bool]] = []
-
-    def resolve(spec: Any) -> object:
-        seen.append((threading.current_thread().name, api_input._RESOLVING.locked()))
-        tree = trees._TREES[spec.digest] = object()
-        return tree
-
-    monkeypatch.setattr(trees, "spec_tree", resolve)
     monkeypatch.setattr(trees, "_TREES", {})
-    spec: Any = SimpleNamespace(pool="web", digest="x")
+    spec = build_spec({"name": "web", "descriptor": "sfConfig extends { x 1; }"})
 
     async def go() -> None:
         first = await trees.tree_of(spec)
+        pid = resolve_worker.default_worker().pid
+        assert pid is not None and first.get("x") == 1  # resolved in the worker process
         assert await trees.tree_of(spec) is first  # cached per digest: resolved once
+        await resolve_worker.stop_resolver()
 
     asyncio.run(go())
-    assert len(seen) == 1
-    name, locked = seen[0]
-    assert name != threading.main_thread().name and locked
