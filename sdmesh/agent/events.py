@@ -277,6 +277,12 @@ class _PoolFeed:
 
         if rumor.key in self.pools.shepherding:
             return  # ours: from_shepherd says it, with the reason the rumor leaves out
+        from sdmesh.pools.records import check_pool_id
+
+        try:
+            check_pool_id(rumor.key)
+        except ValueError:
+            return
         last = self.seen.get(rumor.key)
         if rumor.topic == TOPIC_TOMB:
             if last is not None and last[0] not in ("terminating", "terminated", "failed"):
@@ -317,11 +323,19 @@ def _pool_rumor(rumor: Rumor) -> dict[str, Any] | None:
         return None
     import msgpack
 
+    from sdmesh.pools.records import RecordFormatError, checked_rumor_ids
+
     try:
         body = msgpack.unpackb(rumor.payload, raw=False)
     except Exception:
         return None
-    return body if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    try:
+        checked_rumor_ids(rumor.key, body)  # what reaches the event stream is well spelled
+    except RecordFormatError:
+        return None
+    return body
 
 
 def follow_pools(hub: EventHub, pools: PoolService) -> None:

@@ -247,6 +247,7 @@ class HostSide(PoolState):
                 generation=0,
                 descriptor_hash=f"sha256:{digest}",
                 node_name=self.name,
+                policy=self.policy,
             )
             nodes = {node.path: node for node in walk(root)}
             hosted = self._host_pools[pool] = HostedPool(spec, root, nodes, context)
@@ -260,7 +261,9 @@ class HostSide(PoolState):
             if domain.metadata.path == path:
                 with contextlib.suppress(Exception):
                     await self.driver.destroy(domain.name)
-        context = HostContext(self.driver, self.caps, self.state_dir / "volumes", pool, 0, "")
+        context = HostContext(
+            self.driver, self.caps, self.state_dir / "volumes", pool, 0, "", policy=self.policy
+        )
         for keeper in context.keepers():
             for volume in await keeper.list_owned(pool):
                 if volume.owner.path == path:
@@ -293,7 +296,9 @@ class HostSide(PoolState):
                 )
             )
             found += 1
-        context = HostContext(self.driver, self.caps, self.state_dir / "volumes", "", 0, "")
+        context = HostContext(
+            self.driver, self.caps, self.state_dir / "volumes", "", 0, "", policy=self.policy
+        )
         seeds = context.seeds()
         for keeper in context.keepers():
             if keeper is seeds:

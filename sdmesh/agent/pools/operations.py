@@ -16,7 +16,7 @@ from sdmesh.agent.pools.common import (
 )
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.agent.pools.trees import spec_tree, tree_of
-from sdmesh.pools.records import PoolRecord, PoolSpec, Tomb
+from sdmesh.pools.records import PoolRecord, PoolSpec, Tomb, check_pool_id
 from sdmesh.transport import StreamError
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class PoolOperations(PoolState):
         }
 
     async def status(self, pool: str) -> dict[str, object]:
+        _check_pool_id(pool)
         local = self.local_status(pool)
         if local is not None:
             return local
@@ -192,6 +193,7 @@ class PoolOperations(PoolState):
 
     async def terminate(self, pool: str) -> dict[str, object]:
         """Publish the termination record and ask the shepherd; idempotent."""
+        _check_pool_id(pool)
         record = await self.read_record(pool, newest=True)
         if pool not in self.known and pool not in self.tombs and record is None:
             raise PoolError(f"unknown pool {pool!r}", 404)
@@ -231,3 +233,12 @@ class PoolOperations(PoolState):
             from sdmesh.pools import shepherd as sc
 
             self._feed(pool, sc.TerminateRequested("terminated on request"))
+
+
+def _check_pool_id(pool: str) -> None:
+    """A 400 naming the rule for an id that cannot be a pool's (a trailing newline, a slash),
+    before it reaches a lookup, a file name or a log line."""
+    try:
+        check_pool_id(pool)
+    except ValueError as error:
+        raise PoolError(str(error), 400) from None

@@ -13,7 +13,7 @@ import msgpack
 from sdmesh.agent.pools.common import TOMBSTONE_GRACE, TOPIC_POOL, TOPIC_TOMB, KnownPool
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.pools import host as hc
-from sdmesh.pools.records import Tomb
+from sdmesh.pools.records import RecordFormatError, Tomb, checked_rumor_ids
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ class RumorFollower(PoolState):
             return
         if not isinstance(body, dict):
             log.debug("malformed %s rumor for %s: %r", rumor.topic, rumor.key, body)
+            return
+        try:
+            checked_rumor_ids(rumor.key, body)  # names that reach files, logs and events
+        except RecordFormatError as error:
+            log.debug("refused %s rumor: %s", rumor.topic, error)
             return
         if rumor.topic == TOPIC_POOL:
             generation = body.get("generation")

@@ -21,7 +21,7 @@ from sdmesh.agent.pools.store import PoolStore
 from sdmesh.agent.pools.trees import forget_trees, tree_of
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import host as hc
-from sdmesh.pools.records import Order, PoolSpec, RecordFormatError, Report
+from sdmesh.pools.records import Order, PoolSpec, RecordFormatError, Report, checked_ids
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class PoolService(
                 pool, host, leaves = request["pool"], request["host"], request["leaves"]
                 states = request.get("states") or {}
                 if isinstance(leaves, dict):
+                    checked_ids(pool=pool, names=(host,), paths=tuple(leaves))
                     self._handle_inventory(
                         pool,
                         str(host),
@@ -128,10 +129,13 @@ class PoolService(
                 data = await self.held_spec(str(request.get("digest", "")))
                 return {"spec": data} if data is not None else {"error": "descriptor not held"}
             if kind == "status":
+                checked_ids(pool=request.get("pool"))
                 return self.local_status(str(request.get("pool")))
             if kind == "handover":
+                checked_ids(pool=request.get("pool"))
                 return await self._adopt(request)
             if kind == "terminate":
+                checked_ids(pool=request.get("pool"))
                 pool = str(request.get("pool"))
                 known = self.known.get(pool)
                 default = known.generation if known is not None else 0

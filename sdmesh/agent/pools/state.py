@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from sdmesh.agent.pools.common import KnownPool, LeafOp, log_failure
+from sdmesh.components.policy import HostPolicy
 from sdmesh.pools import host as hc
 from sdmesh.pools.losses import LossConfirmer
 from sdmesh.pools.ownership import Owners, QuorumGate
 from sdmesh.pools.records import Order, PoolRecord, PoolSpec, Report, Tomb
+from sdmesh.safeio import ensure_private_dir
 from sdmesh.transport import StreamClient
 
 if TYPE_CHECKING:
@@ -147,7 +149,11 @@ class PoolState:
         #: Local record and spec files are written in worker threads, one at a time and in
         #: the order asked: an older record must not land after a newer one.
         self._file_writes = asyncio.Lock()
-        (self.state_dir / "specs").mkdir(mode=0o700, parents=True, exist_ok=True)
+        #: What descriptors may make this host do (sdmesh.components.policy): the agent sets
+        #: it from its configuration before ``start``; deny by default until then.
+        self.policy = HostPolicy()
+        # Records and descriptors (they can hold cloud-init user data): root's alone.
+        ensure_private_dir(self.state_dir / "specs", 0o700, what="specs directory")
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coroutine)

@@ -94,6 +94,7 @@ class MembershipView(PoolState):
                     _free_memory_mib(capacity),
                     frozenset(str(label) for label in labels),
                     _disk_free_mib(capacity),
+                    shell=member.meta.get("shell") is True,
                 )
             )
         return tuple(out)
