@@ -85,6 +85,7 @@ def sdmesh(count: int) -> tuple[float, float]:
                 f"guest.initrd={image.initrd}",
                 "-D",
                 f"guest.base={image.base}",
+                *(f"--allow-image-dir={directory}" for directory in image.allowed_dirs),
                 handle.name,
             ],
             stdout=subprocess.DEVNULL,

@@ -161,6 +161,7 @@ class TwoAgents:
         if seed is not None:
             argv += ["--peer", f"127.0.0.1:{seed.gossip}"]
         env = {**os.environ, "SDMESH_VIRT_TYPE": os.environ.get("SDMESH_VIRT_TYPE", "qemu")}
+        env["SDMESH_ALLOWED_IMAGE_DIRS"] = ",".join(self.image.allowed_dirs)  # no default
         with log.open("wb") as out:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=out, env=env, preexec_fn=_die_with_parent

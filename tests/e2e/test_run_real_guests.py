@@ -38,6 +38,7 @@ def start(image: GuestImage, state: Path, name: str) -> subprocess.Popen[str]:
             f"guest.initrd={image.initrd}",
             "-D",
             f"guest.base={image.base}",
+            *(f"--allow-image-dir={directory}" for directory in image.allowed_dirs),
             str(POOLS / "threeGuests.sf"),
         ],
         stdout=subprocess.PIPE,

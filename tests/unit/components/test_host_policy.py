@@ -76,7 +76,7 @@ def created(state: Path) -> list[str]:
     [
         ("Qcow2OverlayBackend", "/etc/shadow"),
         ("LoopbackStorageBackend", "/etc/shadow"),
-        ("Qcow2OverlayBackend", "/var/lib/libvirt/images/../../../../etc/shadow"),
+        ("Qcow2OverlayBackend", "/var/lib/sdmesh/images/../../../../etc/shadow"),
     ],
 )
 async def test_a_base_image_outside_the_allowed_dirs_is_refused_before_anything_exists(
@@ -88,9 +88,7 @@ async def test_a_base_image_outside_the_allowed_dirs_is_refused_before_anything_
         await disk.deploy()
     message = str(refused.value)
     assert message.startswith(f"baseImage {base}")
-    assert "is outside allowed-image-dirs [/var/lib/sdmesh/images, /var/lib/libvirt/images]" in (
-        message
-    )
+    assert "is outside allowed-image-dirs [/var/lib/sdmesh/images]" in (message)
     assert "(set allowed-image-dirs in /etc/sdmesh/sdmesh.toml)" in message
     assert created(state) == []
 
@@ -152,11 +150,11 @@ async def test_an_lvm_base_outside_the_allowed_volume_groups_is_refused(
     [
         ('kernel "/root/vmlinuz";', "kernel /root/vmlinuz is outside allowed-image-dirs"),
         (
-            'kernel "/var/lib/libvirt/images/k"; initrd "/etc/shadow";',
+            'kernel "/var/lib/sdmesh/images/k"; initrd "/etc/shadow";',
             "initrd /etc/shadow is outside allowed-image-dirs",
         ),
-        ('kernel "/var/lib/libvirt/images/k"; bridge "br0";', "bridge br0 is not in"),
-        ('kernel "/var/lib/libvirt/images/k"; network "lan";', "network lan is not in"),
+        ('kernel "/var/lib/sdmesh/images/k"; bridge "br0";', "bridge br0 is not in"),
+        ('kernel "/var/lib/sdmesh/images/k"; network "lan";', "network lan is not in"),
     ],
 )
 async def test_vm_host_names_outside_the_allow_lists_are_refused_at_deploy(
@@ -197,7 +195,7 @@ async def test_a_console_log_outside_the_state_dir_is_refused_and_nothing_is_cre
     context = await context_for(driver, state, HostPolicy(), real=real)
     vm = make(
         context,
-        f'sfConfig extends VM {{ kernel "/var/lib/libvirt/images/k"; consoleLog "{log}"; }}',
+        f'sfConfig extends VM {{ kernel "/var/lib/sdmesh/images/k"; consoleLog "{log}"; }}',
         "sfConfig",
     )
     with pytest.raises(ComponentError, match="consoleLog"):
@@ -286,3 +284,18 @@ def test_sdmesh_run_allows_the_users_shell_and_confines_root_only(tmp_path: Path
     with pytest.raises(PolicyRefused, match="sdmesh run as root keeps to the host defaults"):
         as_root.host_file("baseImage", "/etc/shadow")
     as_root.host_file("baseImage", str(tmp_path / "images" / "base.qcow2"))
+
+
+@pytest.mark.parametrize("backend", ["Qcow2OverlayBackend", "LoopbackStorageBackend"])
+async def test_a_base_with_a_backing_file_is_refused_before_anything_exists(
+    driver: LibvirtDriver, state: Path, tmp_path: Path, backend: str
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    base = images / "base.qcow2"  # a qcow2 whose backing file is outside the allowed dir
+    base.write_bytes(b"QFI\xfb" + (3).to_bytes(4, "big") + (512).to_bytes(8, "big") + bytes(100))
+    context = await context_for(driver, state, HostPolicy(image_dirs=(images,)), real=True)
+    disk = make(context, f'sfConfig extends {backend} {{ baseImage "{base}"; }}', "sfConfig")
+    with pytest.raises(ComponentError, match="is a qcow2 image with a backing file"):
+        await disk.deploy()
+    assert created(state) == []
