@@ -92,7 +92,7 @@ def sdmesh(count: int) -> tuple[float, float]:
             stderr=subprocess.PIPE,
             env={**os.environ, "SDMESH_VIRT_TYPE": os.environ.get("SDMESH_VIRT_TYPE", "qemu")},
         )
-        consoles = state / "volumes" / "console"
+        consoles = state / "volumes" / "console" / "benchpool"
         while True:
             logs = list(consoles.glob("*.log")) if consoles.exists() else []
             ready = sum(1 for log in logs if MARKER in log.read_text(errors="replace"))

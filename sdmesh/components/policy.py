@@ -71,6 +71,13 @@ class PolicyRefused(Exception):
     """This host does not allow what the descriptor asks; the message says which setting."""
 
 
+def refuse_nul(what: str, path: str) -> None:
+    """No path holds a NUL byte (the system calls would take it as the end of the name, and
+    Python raises ValueError): refuse it, located, before anything looks it up."""
+    if "\0" in path:
+        raise PolicyRefused(f"{what} {path.split(chr(0))[0]!r}... contains a NUL byte")
+
+
 def resolved(path: str | Path) -> Path:
     """``path`` with every symlink and ``..`` resolved, as far as it exists."""
     return Path(os.path.realpath(path))
@@ -117,6 +124,7 @@ class HostPolicy:
         """The real path of a host file a descriptor names (baseImage, kernel, initrd),
         refused unless it lies under one of ``image_dirs``. Use the returned path, not the
         descriptor's, so a later swap of a link on the way changes nothing."""
+        refuse_nul(what, path)
         if not Path(path).is_absolute():
             raise PolicyRefused(f"{what} {path} must be an absolute path")
         real = resolved(path)
@@ -204,6 +212,7 @@ class HostPolicy:
     def console_log(console_dir: Path, requested: str) -> Path:
         """Where a descriptor's ``consoleLog`` goes: a file name, kept in ``console_dir``
         (under the state directory). A path is accepted only if it already lies there."""
+        refuse_nul("consoleLog", requested)
         if "/" not in requested:
             if not _LOG_NAME.fullmatch(requested):
                 raise PolicyRefused(

@@ -304,7 +304,7 @@ def test_a_pool_boots_on_two_agents_and_goes_when_the_other_terminates_it(
             path,
             agent.name,
         )
-        log = agent.state / "volumes" / "console" / f"{domain}.log"
+        log = agent.state / "volumes" / "console" / mesh.pool / f"{domain}.log"
         wait_for_marker(log, timeout=max(1.0, TIMEOUT - (time.monotonic() - started)))
         text = log.read_text(errors="replace")
         identity = console_identity(text)

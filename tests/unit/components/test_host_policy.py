@@ -215,11 +215,45 @@ async def test_a_console_log_name_lands_in_a_private_console_dir(
     await vm.start()
     try:
         console = state.resolve() / "console"
-        assert vm.spec is not None and vm.spec.console_log == str(console / "web.log")  # type: ignore[attr-defined]
+        log = console / "web" / "web.log"  # under the pool's own directory
+        assert vm.spec is not None and vm.spec.console_log == str(log)  # type: ignore[attr-defined]
         assert console.stat().st_mode & 0o777 == 0o700
+        assert (console / "web").stat().st_mode & 0o777 == 0o700
     finally:
         await vm.terminate(TerminationRecord.normal_end("test"))
         await context.close()
+
+
+async def test_a_pool_cannot_name_another_pools_console_log(
+    driver: LibvirtDriver, state: Path
+) -> None:
+    """Console logs are kept per pool: web's descriptor cannot make QEMU append to db's log."""
+    other = state.resolve() / "console" / "db" / "sdm-db-vm.log"
+    for real in (False, True):
+        context = await context_for(driver, state, HostPolicy(), real=real)
+        vm = make(
+            context,
+            f'sfConfig extends VM {{ kernel "/var/lib/sdmesh/images/k"; consoleLog "{other}"; }}',
+            "sfConfig",
+        )
+        with pytest.raises(ComponentError, match="is outside the console directory"):
+            await vm.deploy()
+        await context.close()
+    assert created(state) == []
+
+
+@pytest.mark.parametrize("what", ["baseImage", "kernel"])
+def test_a_nul_byte_in_a_path_is_a_located_refusal(what: str) -> None:
+    policy = HostPolicy(image_dirs=(Path("/var/lib/sdmesh/images"),))
+    with pytest.raises(
+        PolicyRefused, match=f"^{what} '/var/lib/sdmesh/images/a'... contains a NUL"
+    ):
+        if what == "baseImage":
+            policy.base_image("/var/lib/sdmesh/images/a\0b")
+        else:
+            policy.host_file(what, "/var/lib/sdmesh/images/a\0b")
+    with pytest.raises(PolicyRefused, match=r"^consoleLog .* contains a NUL byte"):
+        HostPolicy.console_log(Path("/var/lib/sdmesh/volumes/console/web"), "/x\0.log")
 
 
 def test_console_log_names_are_names() -> None:
