@@ -80,6 +80,9 @@ class StandIn:
     def drops(self) -> dict[str, int]:
         return {}
 
+    def dht_drops(self) -> dict[str, int]:  # /v1/health reports them (AgentView)
+        return {}
+
     def peers(self) -> list[dict[str, object]]:
         return []
 
