@@ -295,5 +295,5 @@ class VirtualMachineComponent:
         if not record.normal and record.source == self.node.path:
             return
         Path(self.spec.console_log).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # the pool's directory goes with its last log
+        with contextlib.suppress(OSError, PolicyRefused):  # the pool's directory goes with it
             os.rmdir(self.context.console_dir)
