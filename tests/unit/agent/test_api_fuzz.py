@@ -80,7 +80,7 @@ class StandIn:
     def drops(self) -> dict[str, int]:
         return {}
 
-    def dht_drops(self) -> dict[str, int]:  # /v1/health reports them (AgentView)
+    def dht_drops(self) -> dict[str, int]:
         return {}
 
     def peers(self) -> list[dict[str, object]]:
