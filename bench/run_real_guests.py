@@ -85,13 +85,14 @@ def sdmesh(count: int) -> tuple[float, float]:
                 f"guest.initrd={image.initrd}",
                 "-D",
                 f"guest.base={image.base}",
+                *(f"--allow-image-dir={directory}" for directory in image.allowed_dirs),
                 handle.name,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "SDMESH_VIRT_TYPE": os.environ.get("SDMESH_VIRT_TYPE", "qemu")},
         )
-        consoles = state / "volumes" / "console"
+        consoles = state / "volumes" / "console" / "benchpool"
         while True:
             logs = list(consoles.glob("*.log")) if consoles.exists() else []
             ready = sum(1 for log in logs if MARKER in log.read_text(errors="replace"))

@@ -56,11 +56,14 @@ class UnsafeDirectory(Exception):
 
 def check_owned_dir(path: Path, *, uid: int | None = None, what: str = "state directory") -> None:
     """Refuse ``path`` unless it is a real directory (not a symlink) owned by ``uid`` (the
-    process's own by default) and writable by nobody else.
+    process's own by default) and writable by nobody else, under parents nobody else can
+    change.
 
     In a directory another user owns or may write, any name the agent creates can be planted
     in advance (a symlink, a hard link, a file it keeps open), so nothing written there is
-    private. The check is on the directory itself; its parents are the operator's choice.
+    private. The same holds one level up: whoever owns or may write a parent can rename the
+    checked directory away and put a link in its place after the check, so every parent up to
+    ``/`` must be safe too (:func:`check_parents`).
     """
     uid = os.geteuid() if uid is None else uid
     try:
@@ -83,33 +86,73 @@ def check_owned_dir(path: Path, *, uid: int | None = None, what: str = "state di
             f"{what} {path} is writable by its group or by others (mode "
             f"{stat.S_IMODE(info.st_mode):04o}); run chmod go-w {path}"
         )
+    check_parents(path, uid=uid, what=what)
+
+
+def check_parents(path: Path, *, uid: int | None = None, what: str = "state directory") -> None:
+    """Refuse ``path`` unless every directory above it, up to ``/``, is owned by root or by
+    ``uid`` (ours by default) and writable by nobody else, except a sticky directory root
+    owns (as ``/tmp``: others may add names there, not rename ours). A parent reached
+    through a symbolic link is checked where the link points as well as where it lies."""
+    uid = os.geteuid() if uid is None else uid
+    owners = {0, uid, os.geteuid()}
+    absolute = Path(os.path.abspath(path))
+    directories = list(absolute.parents)
+    directories += [d for d in Path(os.path.realpath(absolute.parent)).parents]
+    directories.append(Path(os.path.realpath(absolute.parent)))
+    for directory in dict.fromkeys(directories):
+        try:
+            info = os.lstat(directory)
+        except FileNotFoundError:
+            raise UnsafeDirectory(f"{what} {path}: its parent {directory} does not exist") from None
+        if stat.S_ISLNK(info.st_mode):
+            continue  # the link's own directory is checked; where it points is, too
+        if info.st_uid not in owners:
+            raise UnsafeDirectory(
+                f"{what} {path}: its parent {directory} is owned by uid {info.st_uid}, who "
+                f"could move {path} away and put a link in its place; choose a path whose "
+                "parents root (or this agent) owns"
+            )
+        sticky_root = bool(info.st_mode & stat.S_ISVTX) and info.st_uid == 0
+        if info.st_mode & 0o022 and not sticky_root:
+            raise UnsafeDirectory(
+                f"{what} {path}: its parent {directory} is writable by its group or by others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod go-w {directory}"
+            )
 
 
 def ensure_private_dir(path: Path, mode: int = 0o700, *, what: str = "directory") -> Path:
     """Create ``path`` (and missing parents, 0711) or check the existing one: either
-    way it ends as a directory of ours, writable by us alone, with at most ``mode``.
+    way it ends as a directory of ours, writable by us alone, with at most ``mode``, under
+    parents nobody else can change (:func:`check_owned_dir`).
 
     ``mode`` is 0700 for what only the agent reads (keys, descriptors, console logs) and
     0711 for directories QEMU, running as another user, must traverse to open a disk it was
     given (it cannot list them). An existing directory keeps its mode if that is already
-    stricter; one that is looser is tightened.
+    stricter; one that is looser is tightened. Missing levels are made only after the deepest
+    existing one and its parents passed the check, one at a time, each checked before the
+    next is made in it, so nothing is ever created where someone else could interfere.
     """
     missing = []
-    current = path
+    current = Path(os.path.abspath(path))
     while not os.path.lexists(current):
         missing.append(current)
         if current.parent == current:
             break
         current = current.parent
+    if missing:
+        check_parents(missing[-1], what=what)  # the deepest existing level and all above
     for directory in reversed(missing):
         # Missing parents: 0711, so a 0711 directory made later below them stays reachable
         # (QEMU must traverse every level above a disk); only ``path`` itself gets ``mode``.
-        wanted = mode if directory == path else PARENT_DIR_MODE
+        wanted = mode if directory == missing[0] else PARENT_DIR_MODE
         try:
             os.mkdir(directory, wanted)
         except FileExistsError:
-            continue  # made meanwhile by someone else: checked below like any existing one
-        restrict_mode(directory, wanted)  # exactly: the umask may have taken o+x
+            pass  # made meanwhile (by root or us: its parent is safe): checked below
+        else:
+            restrict_mode(directory, wanted)  # exactly: the umask may have taken o+x
+        check_owned_dir(directory, what=what)
     check_owned_dir(path, what=what)
     current_mode = stat.S_IMODE(os.lstat(path).st_mode)
     if current_mode & ~mode:

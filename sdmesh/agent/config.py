@@ -73,7 +73,7 @@ class AgentConfig:
     api_signing_key: str | None = None
     # --- Host policy (issue 11 item 4, track h11-deny; sdmesh/components/policy.py) ---
     # What a descriptor may make this host do; deny by default. allowed_image_dirs None means
-    # images-dir (if set), <state-dir>/images and /var/lib/libvirt/images.
+    # images-dir (if set) and <state-dir>/images (not /var/lib/libvirt/images: live disks).
     allow_shell: bool = False
     allowed_image_dirs: tuple[Path, ...] | None = None
     allowed_networks: tuple[str, ...] = ("default",)
@@ -214,7 +214,7 @@ def host_policy(config: AgentConfig, config_file: Path | None = None) -> HostPol
 
     image_dirs = config.allowed_image_dirs
     if image_dirs is None:
-        defaults = [config.state_dir / "images", Path("/var/lib/libvirt/images")]
+        defaults = [config.state_dir / "images"]
         image_dirs = tuple(([config.images_dir] if config.images_dir else []) + defaults)
     return HostPolicy(
         allow_shell=config.allow_shell,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sys
@@ -13,6 +14,7 @@ import click
 from sdmesh.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, descriptor_options, print_diagnostics
 from sdmesh.cli.language import load
 from sdmesh.cli.progress import Progress
+from sdmesh.components.policy import local_run_policy
 from sdmesh.language import DescriptorError
 from sdmesh.lifecycle.model import Problem
 from sdmesh.runner.local import EMBEDDED, LocalRun, RunError, default_state_dir
@@ -36,6 +38,14 @@ _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     help="Where volumes, seeds and run locks live (default: /var/lib/sdmesh as root).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per state change.")
+@click.option(
+    "--allow-image-dir",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="As root: a directory baseImage, kernel and initrd may name, besides "
+    "<state-dir>/images (repeatable).",
+)
 @descriptor_options
 def run(
     file: str,
@@ -43,6 +53,7 @@ def run(
     pool: str | None,
     state_dir: Path | None,
     as_json: bool,
+    image_dirs: tuple[Path, ...],
     include_dirs: tuple[Path, ...],
     defines: tuple[str, ...],
 ) -> None:
@@ -72,14 +83,19 @@ def run(
     def note(message: str) -> None:
         click.echo(f"sdmesh: {message}", err=True)
 
+    for directory in image_dirs:
+        if not directory.is_absolute():
+            raise click.BadParameter(f"{directory} is not absolute", param_hint="--allow-image-dir")
+    state = state_dir or default_state_dir()
     local = LocalRun(
         descriptor,
         name,
         hypervisor,
-        state_dir or default_state_dir(),
+        state,
         progress,
         problem,
         note,
+        policy=local_run_policy(state, os.geteuid(), image_dirs),
     )
     try:
         with progress:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdmesh.components.policy import HostPolicy
+from sdmesh.components.policy import HostPolicy, PolicyRefused
 from sdmesh.hypervisor import DomainEvent, HostCapabilities, HypervisorDriver
 from sdmesh.hypervisor.nocloud import NoCloudSeedStore
 from sdmesh.language.values import NULL
@@ -50,9 +50,19 @@ class HostContext:
         return self.caps.driver == "test"
 
     @property
-    def console_dir(self) -> Path:
-        """Console logs live here, under the state directory, whatever the descriptor says."""
+    def console_root(self) -> Path:
+        """Where every pool's console logs live, under the state directory (0700)."""
         return self.state_dir / "console"
+
+    @property
+    def console_dir(self) -> Path:
+        """This pool's console logs live here (0700), whatever the descriptor says: one
+        directory per pool, so a pool's ``consoleLog`` can never name (and QEMU append to)
+        another pool's log. Pool ids never are ``.`` or ``..`` (they start with a letter or
+        a digit), and a name that could be is refused rather than joined."""
+        if self.pool in ("", ".", "..") or "/" in self.pool or "\0" in self.pool:
+            raise PolicyRefused(f"pool id {self.pool!r} cannot name a console directory")
+        return self.console_root / self.pool
 
     def storage(self, component: str) -> StorageBackend:
         """The backend for a storage component class (simulated on test-driver hosts)."""

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from sdmesh.language.values import ComponentDescription
+from sdmesh.safeio import UnsafeDirectory, check_parents
+from sdmesh.storage.images import BASE_HEADER_BYTES, base_header_problem
 
 #: Where host policy is configured, for the messages (the agent passes its own file).
 DEFAULT_CONFIG_FILE = "/etc/sdmesh/sdmesh.toml"
-#: sdmesh's own images directory and libvirt's default storage pool (Debian: root, 0711).
-DEFAULT_IMAGE_DIRS = (Path("/var/lib/sdmesh/images"), Path("/var/lib/libvirt/images"))
+#: sdmesh's own images directory. Not libvirt's default storage pool,
+#: /var/lib/libvirt/images: other guests' live disks live there, and a descriptor naming one
+#: as its base would read (and, as raw, copy) another guest's disk; a host that keeps its
+#: bases there lists that directory (or a subdirectory) in allowed-image-dirs.
+DEFAULT_IMAGE_DIRS = (Path("/var/lib/sdmesh/images"),)
 #: libvirt's NAT network: guests reach out, nothing on the host's LAN reaches in.
 DEFAULT_NETWORKS = ("default",)
 #: Components that run commands on the host (SmartFrog's shellscript package).
@@ -63,6 +69,13 @@ def needs_shell(description: ComponentDescription) -> bool:
 
 class PolicyRefused(Exception):
     """This host does not allow what the descriptor asks; the message says which setting."""
+
+
+def refuse_nul(what: str, path: str) -> None:
+    """No path holds a NUL byte (the system calls would take it as the end of the name, and
+    Python raises ValueError): refuse it, located, before anything looks it up."""
+    if "\0" in path:
+        raise PolicyRefused(f"{what} {path.split(chr(0))[0]!r}... contains a NUL byte")
 
 
 def resolved(path: str | Path) -> Path:
@@ -111,6 +124,7 @@ class HostPolicy:
         """The real path of a host file a descriptor names (baseImage, kernel, initrd),
         refused unless it lies under one of ``image_dirs``. Use the returned path, not the
         descriptor's, so a later swap of a link on the way changes nothing."""
+        refuse_nul(what, path)
         if not Path(path).is_absolute():
             raise PolicyRefused(f"{what} {path} must be an absolute path")
         real = resolved(path)
@@ -124,6 +138,48 @@ class HostPolicy:
                 f"{what} {path}{via} is outside allowed-image-dirs [{shown}] "
                 f"{self._hint('allowed-image-dirs')}"
             )
+        return real
+
+    def base_image(self, path: str, declared_format: str | None = None) -> Path:
+        """:meth:`host_file` for a ``baseImage``, and the file itself checked: a regular file
+        owned by root (or the agent) that nobody else may write, under parents nobody else
+        may change (else its owner swaps in another after the check), standing alone (a
+        qcow2 backing file or external data file would make QEMU open a path no allow-list
+        saw) and of the declared ``baseFormat``. Read here, from its header, with no tool
+        that could be fooled by format probing."""
+        real = self.host_file("baseImage", path)
+        if not self.confined:
+            return real
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return real  # the backend says it is missing, with its hint
+        except OSError as error:
+            raise PolicyRefused(f"baseImage {path} cannot be opened: {error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            header = os.pread(fd, BASE_HEADER_BYTES, 0) if stat.S_ISREG(info.st_mode) else b""
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyRefused(f"baseImage {path} is not a regular file")
+        if info.st_uid not in (0, os.geteuid(), *qemu_uids()):
+            raise PolicyRefused(
+                f"baseImage {path} is owned by uid {info.st_uid}; bases must be owned by root "
+                "(or the agent's user), or their owner can change what guests boot"
+            )
+        if info.st_mode & 0o022:
+            raise PolicyRefused(
+                f"baseImage {path} is writable by its group or by others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); run chmod go-w on it"
+            )
+        try:
+            check_parents(real, what="baseImage")
+        except UnsafeDirectory as error:
+            raise PolicyRefused(str(error)) from None
+        problem = base_header_problem(header, declared_format, path)
+        if problem is not None:
+            raise PolicyRefused(problem)
         return real
 
     # ---------------------------------------------------------------------- networks
@@ -156,6 +212,7 @@ class HostPolicy:
     def console_log(console_dir: Path, requested: str) -> Path:
         """Where a descriptor's ``consoleLog`` goes: a file name, kept in ``console_dir``
         (under the state directory). A path is accepted only if it already lies there."""
+        refuse_nul("consoleLog", requested)
         if "/" not in requested:
             if not _LOG_NAME.fullmatch(requested):
                 raise PolicyRefused(
@@ -173,19 +230,38 @@ class HostPolicy:
         return real
 
 
-def local_run_policy(state_dir: Path, euid: int) -> HostPolicy:
+#: The users QEMU runs as under qemu:///system (Debian, Fedora). libvirt's DAC driver gives
+#: every image of a running guest's chain, bases included, to that user and does not always
+#: give a backing file back, so a base of root's may be found owned by it.
+QEMU_USERS = ("libvirt-qemu", "qemu")
+
+
+def qemu_uids() -> tuple[int, ...]:
+    """The uids of :data:`QEMU_USERS` that exist on this host."""
+    import pwd
+
+    found = []
+    for name in QEMU_USERS:
+        try:
+            found.append(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            continue
+    return tuple(found)
+
+
+def local_run_policy(state_dir: Path, euid: int, image_dirs: tuple[Path, ...] = ()) -> HostPolicy:
     """``sdmesh run``: the invoking user runs their own descriptor on their own machine.
 
     Shell components are allowed (the user could run the commands themselves; sdmesh lends
     no privilege to run them). As root the host allow-lists apply with their defaults
-    (``<state-dir>/images`` and /var/lib/libvirt/images, libvirt's ``default`` network, no
-    bridge, no volume group): a descriptor from elsewhere must not make root read
-    /etc/shadow into a guest disk. As anyone else, libvirt (qemu:///session) opens files with
-    the user's own rights, so there is nothing to confine.
+    (``<state-dir>/images`` and the ``image_dirs`` given with ``--allow-image-dir``,
+    libvirt's ``default`` network, no bridge, no volume group): a descriptor from elsewhere
+    must not make root read /etc/shadow into a guest disk. As anyone else, libvirt
+    (qemu:///session) opens files with the user's own rights, so there is nothing to confine.
     """
     return HostPolicy(
         allow_shell=True,
-        image_dirs=(state_dir / "images", Path("/var/lib/libvirt/images")),
+        image_dirs=(state_dir / "images", *image_dirs),
         confined=euid == 0,
         config_file="",
     )

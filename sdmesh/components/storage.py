@@ -32,11 +32,11 @@ class StorageComponent:
         base = text(self.root, self.node, "baseImage")
         if base is None:
             raise ComponentError("baseImage is not set")
+        fmt = text(self.root, self.node, "baseFormat")
         try:
-            base = self._allowed_base(base)
+            base = self._allowed_base(base, fmt if fmt in ("qcow2", "raw") else None)
         except (PolicyRefused, StorageError) as error:
             raise ComponentError(str(error)) from None
-        fmt = text(self.root, self.node, "baseFormat")
         size = text(self.root, self.node, "size")
         try:
             size_bytes = parse_size(size) if size else None
@@ -55,7 +55,7 @@ class StorageComponent:
         except StorageError as error:  # its text carries the hint
             raise ComponentError(str(error)) from None
 
-    def _allowed_base(self, base: str) -> str:
+    def _allowed_base(self, base: str, declared_format: str | None) -> str:
         """The base this host lets the descriptor use: a logical volume in an allowed volume
         group, or a file under an allowed image directory (its real path, links resolved).
         A test-driver host opens no base at all, so it takes any name (the demo's)."""
@@ -66,7 +66,7 @@ class StorageComponent:
             volume_group, _ = parse_lv_ref(base)
             policy.check_volume_group(f"baseImage {base}", volume_group)
             return base
-        return str(policy.host_file("baseImage", base))
+        return str(policy.base_image(base, declared_format))
 
     async def start(self) -> None:
         pass

@@ -9,6 +9,8 @@ cloud-init NoCloud seed for disk images.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from sdmesh.components.context import HostContext, text, value
@@ -239,6 +241,7 @@ class VirtualMachineComponent:
         """Create the log's directory (0700, ours) and check the name again now that it
         exists: the check that counts is the one made at the moment of use."""
         try:
+            ensure_private_dir(self.context.console_root, 0o700, what="console directory")
             ensure_private_dir(self.context.console_dir, 0o700, what="console directory")
             ensure_private_dir(Path(console_log).parent, 0o700, what="console directory")
             HostPolicy.console_log(self.context.console_dir, console_log)
@@ -292,3 +295,5 @@ class VirtualMachineComponent:
         if not record.normal and record.source == self.node.path:
             return
         Path(self.spec.console_log).unlink(missing_ok=True)
+        with contextlib.suppress(OSError, PolicyRefused):  # the pool's directory goes with it
+            os.rmdir(self.context.console_dir)

@@ -23,10 +23,13 @@ POOL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # used with fullmatch ('$'
 #: A digest names a file (specs/<digest>.spec): letters, digits, '_' and '-' only (sha256
 #: hex in practice; PoolSpec.decode checks the real one).
 DIGEST = re.compile(r"[A-Za-z0-9_-]{1,128}")
-#: Member names and component paths from the mesh: printable, bounded, no '/' in names (they
-#: end up in file names, log lines and libvirt metadata).
-_MEMBER_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,255}")
-_COMPONENT_PATH = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
+#: Member names and component paths from the mesh: printable, bounded, no '/' in names and no
+#: '.' or '..' segment (they end up in file names, log lines and libvirt metadata).
+MAX_MEMBER_NAME: Final = 255
+MAX_COMPONENT_PATH: Final = 1024
+#: The prototype a component extended (``kinds``): a name, shown by status and the dashboard.
+MAX_KIND_CHARS: Final = 128
+_SEGMENTS = re.compile(r"[:/]")
 MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
 #: Pool states, as ``sdmesh status`` shows them.
 POOL_STATES: Final = ("deploying", "running", "terminating", "terminated", "failed")
@@ -71,11 +74,44 @@ def checked_ids(
     if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest)):
         raise RecordFormatError("malformed descriptor digest")
     for name in names:
-        if not (isinstance(name, str) and _MEMBER_NAME.fullmatch(name)):
+        if not is_member_name(name):
             raise RecordFormatError("malformed member name")
     for path in paths:
-        if not (isinstance(path, str) and _COMPONENT_PATH.fullmatch(path)):
+        if not is_component_path(path):
             raise RecordFormatError("malformed component path")
+
+
+def _printable(text: str) -> bool:
+    """No C0 or C1 control, no format character (``str.isprintable`` refuses categories Cc
+    and Cf, so the bidi overrides and isolates U+202A-202E and U+2066-2069, which make a log
+    line or a terminal read as something else), no line or paragraph separator."""
+    return text.isprintable()
+
+
+def is_member_name(name: object) -> bool:
+    """1-255 printable characters, no '/', not '.' or '..'."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_MEMBER_NAME
+        and "/" not in name
+        and name not in (".", "..")
+        and _printable(name)
+    )
+
+
+def is_component_path(path: object) -> bool:
+    """1-1024 printable characters, no '.' or '..' between ':' or '/' separators."""
+    return (
+        isinstance(path, str)
+        and 0 < len(path) <= MAX_COMPONENT_PATH
+        and _printable(path)
+        and not any(part in (".", "..") for part in _SEGMENTS.split(path))
+    )
+
+
+def is_kind(kind: object) -> bool:
+    """A component's prototype name: at most 128 printable characters (empty: none)."""
+    return isinstance(kind, str) and len(kind) <= MAX_KIND_CHARS and _printable(kind)
 
 
 def checked_rumor_ids(key: str, body: dict[str, Any]) -> None:
@@ -158,6 +194,8 @@ class PoolSpec:
         if hashlib.sha256(spec.text.encode()).hexdigest() != spec.digest:
             raise RecordFormatError("spec text does not match its digest")
         checked_ids(pool=spec.pool, digest=spec.digest, paths=tuple(spec.kinds))
+        if not all(is_kind(kind) for kind in spec.kinds.values()):
+            raise RecordFormatError("malformed component kind")
         return spec
 
 

@@ -108,6 +108,21 @@ def leaf_refusal(
     return trust.check_leaf(signature, spec.digest, pool, kind, now)
 
 
+def caller_refusal(
+    envelope: DescriptorSignature, kinds: list[str], pool: str, caller_role: Role
+) -> Refusal | None:
+    """A Refusal when the API caller's role is below the role ``envelope`` was signed with,
+    or below the least role the pool's component classes ``kinds`` need."""
+    needed = max(envelope.role, role_for_all(kinds))
+    if caller_role.allows(needed):
+        return None
+    return Refusal(
+        "role-too-low",
+        f"pool {pool} is signed as {envelope.role.label} and needs role {needed.label} "
+        f"to submit, the request has {caller_role.label}",
+    )
+
+
 def submission_signature(
     body: Mapping[str, Any],
     spec: PoolSpec,
@@ -120,9 +135,19 @@ def submission_signature(
     pool's record, or the Refusal to answer with 403 (counted). An unsigned request is signed
     by the agent's own key when it has one (never beyond ``caller_role``), and refused
     otherwise; either way this host checks it as it will check every leaf.
+
+    A signed request is refused too when the caller's API role is below the envelope's role
+    or below what the pool's components need: an envelope is public (it travels with the
+    pool's record and every order), so carrying one proves nothing about the caller, and a
+    ``read`` caller must not resubmit an admin's shell pool with the admin's old signature.
     SubmissionError (400) for a malformed ``signature``."""
     envelope = envelope_of(body)
     classes = leaf_classes(tree)
+    if envelope is not None:
+        beyond = caller_refusal(envelope, classes, spec.pool, caller_role)
+        if beyond is not None:
+            trust.refusals.count(beyond)
+            return beyond
     if envelope is None:
         made = trust.sign_for_caller(spec.digest, spec.pool, classes, caller_role, now)
         if isinstance(made, Refusal):

@@ -22,7 +22,7 @@ from typing import Any
 from sdmesh.language import DescriptorError, ResolvedDescriptor, resolve_text
 from sdmesh.language.policy import agent_policy, include_key
 from sdmesh.pools.layout import LayoutError, layout, skeleton, walk
-from sdmesh.pools.records import PoolSpec, check_pool_id
+from sdmesh.pools.records import MAX_KIND_CHARS, PoolSpec, check_pool_id, is_kind
 
 #: Below the API's 4 MiB request limit (sdmesh.agent.api_input), which also carries the JSON
 #: around the descriptor and its escapes.
@@ -86,10 +86,8 @@ def build_spec_and_tree(body: Mapping[str, Any], submitted_by: str = "") -> tupl
         layout(resolved.root)
     except LayoutError as error:
         raise SubmissionError(str(error)) from None
-    given = body.get("kinds")
     kinds = kinds_of(resolved)
-    if isinstance(given, dict):
-        kinds.update({str(k): str(v) for k, v in given.items() if str(k) in kinds})
+    kinds.update(_given_kinds(body.get("kinds"), kinds))
     spec = PoolSpec(name, resolved.to_sf(), resolved.digest(), kinds, submitted_by)
     return spec, resolved.root
 
@@ -109,6 +107,27 @@ def resolve_spec_tree(spec: PoolSpec) -> Any:
 def _not_resolved(error: DescriptorError) -> str:
     shown = "\n".join(d.format() for d in error.diagnostics[:20])
     return f"the descriptor does not resolve:\n{shown}"
+
+
+def _given_kinds(value: object, kinds: Mapping[str, str]) -> dict[str, str]:
+    """``"kinds"`` of a request (path -> prototype, as the submitter's tool saw it), for the
+    components the descriptor has: each a bounded, printable name (they reach status, the
+    dashboard and the spec every member decodes); SubmissionError (400) otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SubmissionError("'kinds' must map component paths to prototype names")
+    given: dict[str, str] = {}
+    for path, kind in value.items():
+        if not isinstance(path, str) or path not in kinds:
+            continue  # not a component of this descriptor: ignored, never stored
+        if not is_kind(kind):
+            raise SubmissionError(
+                f"'kinds': the prototype of {path} must be at most {MAX_KIND_CHARS} printable "
+                "characters"
+            )
+        given[path] = kind
+    return given
 
 
 def _sent_includes(value: object) -> dict[str, str]:

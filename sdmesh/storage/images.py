@@ -53,6 +53,51 @@ def sniff_format(path: Path) -> VolumeFormat:
     return "raw"
 
 
+#: Bytes of a base image's header :func:`base_header_problem` reads (a qcow2 v3 header is 104).
+BASE_HEADER_BYTES = 112
+#: qcow2 incompatible feature bit 2: the guest data lives in an external file the header names.
+_QCOW2_EXTERNAL_DATA = 1 << 2
+
+
+def base_header_problem(header: bytes, declared: str | None, base: str) -> str | None:
+    """Why a base image with this ``header`` (its first :data:`BASE_HEADER_BYTES`) must not
+    be layered on, or None. Pure: read from the file the caller opened, never probed by a
+    tool. A qcow2 base naming a backing file (bytes 8-15 of its header: the offset of its
+    name) or an external data file would make QEMU open a host path the allow-lists never
+    saw; a base whose content is not the declared ``baseFormat`` would be read by QEMU as
+    something else than what the host checked."""
+    if header.startswith(_QCOW2_MAGIC):
+        sniffed = "qcow2"
+        if len(header) < 32:
+            return f"base image {base} has a truncated qcow2 header"
+        backing_offset = int.from_bytes(header[8:16], "big")
+        if backing_offset != 0:
+            return (
+                f"base image {base} is a qcow2 image with a backing file; a base must stand "
+                "alone (flatten it once: qemu-img convert -O qcow2 BASE FLAT.qcow2)"
+            )
+        version = int.from_bytes(header[4:8], "big")
+        if version >= 3:
+            if len(header) < 80:
+                return f"base image {base} has a truncated qcow2 header"
+            if int.from_bytes(header[72:80], "big") & _QCOW2_EXTERNAL_DATA:
+                return (
+                    f"base image {base} is a qcow2 image with an external data file; a base "
+                    "must stand alone (qemu-img convert -O qcow2 BASE FLAT.qcow2)"
+                )
+    else:
+        for magic, name in _UNSUPPORTED_MAGIC.items():
+            if header.startswith(magic):
+                return f"base image {base} is a {name} image; sdmesh uses qcow2 or raw bases"
+        sniffed = "raw"
+    if declared is not None and declared != sniffed:
+        return (
+            f"base image {base} is declared baseFormat {declared} but its content is "
+            f"{sniffed}; declare the format it has"
+        )
+    return None
+
+
 def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """(start, end) of the regions holding data, skipping holes where the FS reports them."""
     position = 0

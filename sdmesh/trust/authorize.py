@@ -39,6 +39,7 @@ REASONS: Final = (
     "unknown-key",
     "revoked-key",
     "bad-signature",
+    "wrong-signer",
     "wrong-pool",
     "wrong-digest",
     "future",
@@ -131,6 +132,14 @@ def check_envelope(
         )
     if verified is not None and not known:
         verified.add(envelope.encode())
+    if envelope.signer != operator.key.name:
+        # The name is the signer's own claim: only the trusted key's name may appear in
+        # refusals, events and audit lines, or one operator signs as another.
+        return Refusal(
+            "wrong-signer",
+            f"pool {pool} is signed by key {envelope.key_id}, which this host trusts as "
+            f"{operator.key.name}, not as the name the envelope gives",
+        )
     if envelope.pool != pool:
         return Refusal(
             "wrong-pool",

@@ -9,13 +9,16 @@ TOML documents, so an administrator can read and edit them::
     name = "alice"
     public_key = "ed25519:<base64 of the 32-byte key>"
 
-A key is known by its *key id*: the first 8 bytes of the SHA-256 of the raw public key, in hex.
+A key is known by its *key id*: the SHA-256 of the raw public key, in hex (all 32 bytes: a
+shorter id could be matched by a key made for the purpose, and a signature names its key by
+id alone).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
 import re
@@ -34,12 +37,12 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from sdmesh.safeio import read_private, write_private
+from sdmesh.safeio import write_private
 
 OPERATOR_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 KEY_PREFIX: Final = "ed25519:"
 KEY_BYTES: Final = 32
-KEY_ID_HEX: Final = 16
+KEY_ID_HEX: Final = 64
 #: Larger key files are not keys (and are not read whole).
 MAX_KEY_FILE: Final = 16 * 1024
 
@@ -59,7 +62,8 @@ def check_operator_name(name: str) -> str:
 
 
 def key_id_of(raw_public: bytes) -> str:
-    return hashlib.sha256(raw_public).hexdigest()[:KEY_ID_HEX]
+    """The key id of a raw public key: its whole SHA-256, in hex."""
+    return hashlib.sha256(raw_public).hexdigest()
 
 
 def encode_key(raw: bytes) -> str:
@@ -144,6 +148,9 @@ def _toml(data: bytes, where: str) -> dict[str, Any]:
         return tomllib.loads(data.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise KeyFileError(f"{where}: not a key file ({error})") from None
+    except (RecursionError, MemoryError, ValueError):
+        # Deeply nested arrays or tables exhaust the parser's recursion: not a key file.
+        raise KeyFileError(f"{where}: not a key file (nested too deeply)") from None
 
 
 def _string(doc: dict[str, Any], key: str, where: str) -> str:
@@ -173,21 +180,39 @@ def loose_mode(info: os.stat_result, *, readable: bool) -> str | None:
 
 
 def read_key_file(path: Path, *, private: bool) -> bytes:
-    """A key file's bytes, refusing symlinks, loose modes and oversized files."""
+    """A key file's bytes, refusing symlinks, loose modes and oversized files.
+
+    The checks are made on the file opened (``O_NOFOLLOW``, then ``fstat``), not on its name,
+    so a file swapped in between is never read; ``O_NONBLOCK`` keeps a FIFO planted there
+    from blocking the open, and at most ``MAX_KEY_FILE + 1`` bytes are read whatever the size
+    says (a file that grows, or a device, cannot make the agent read without end)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        info = os.lstat(path)
+        fd = os.open(path, flags)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise KeyFileError(f"{path}: is a symbolic link; give the file itself") from None
         raise KeyFileError(f"{path}: {error.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise KeyFileError(f"{path}: is a symbolic link; give the file itself")
-    problem = loose_mode(info, readable=private)
-    if problem is not None:
-        raise KeyFileError(f"{path}: {problem}")
-    if info.st_size > MAX_KEY_FILE:
+    try:
+        info = os.fstat(fd)
+        problem = loose_mode(info, readable=private)
+        if problem is not None:
+            raise KeyFileError(f"{path}: {problem}")
+        chunks: list[bytes] = []
+        left = MAX_KEY_FILE + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as error:
+        raise KeyFileError(f"{path}: cannot be read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_KEY_FILE:
         raise KeyFileError(f"{path}: larger than {MAX_KEY_FILE} bytes, not a key file")
-    data = read_private(path)
-    if data is None:
-        raise KeyFileError(f"{path}: cannot be read")
     return data
 
 

@@ -76,7 +76,17 @@ class TrustStore:
 
     @classmethod
     def load(cls, directory: Path) -> TrustStore:
-        """Read ``directory``; never raises (problems are listed, and fail closed)."""
+        """Read ``directory``; never raises (problems are listed, and fail closed): whatever
+        goes wrong that the checks below did not foresee (a parser's recursion, memory)
+        leaves a store that trusts nobody, never an agent that cannot start or reload."""
+        try:
+            return cls._load(directory)
+        except Exception as error:  # fail closed on anything
+            problem = f"{directory}: could not be read ({type(error).__name__})"
+            return cls(problems=(f"{problem}: no operator is trusted",), directory=str(directory))
+
+    @classmethod
+    def _load(cls, directory: Path) -> TrustStore:
         where = str(directory)
 
         def nobody(problem: str) -> TrustStore:
@@ -143,8 +153,11 @@ def _read_operator(path: Path) -> TrustedOperator:
     except ValueError as error:
         raise KeyFileError(f"{path}: {error}") from None
     comment = doc.get("comment", "")
-    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise KeyFileError(f"{path}: 'comment' must be at most {MAX_COMMENT} characters")
+    if not isinstance(comment, str) or not comment_is_safe(comment):
+        raise KeyFileError(
+            f"{path}: 'comment' must be one line of at most {MAX_COMMENT} printable "
+            "characters (no control or bidirectional-override characters)"
+        )
     unknown = sorted(set(doc) - {"name", "public_key", "role", "comment"})
     if unknown:
         raise KeyFileError(f"{path}: unknown setting {unknown[0]!r}")
@@ -175,9 +188,17 @@ def _read_revoked(path: Path) -> set[str]:
     return revoked
 
 
+def comment_is_safe(comment: str) -> bool:
+    """A trust file's comment, shown by ``sdmesh operator list`` and in logs: bounded and
+    printable. ``str.isprintable`` refuses the C0 and C1 controls (newlines, escapes that
+    drive a terminal) and the format characters, among them the bidi overrides and isolates
+    (U+202A-202E, U+2066-2069) that make a line read as something else."""
+    return len(comment) <= MAX_COMMENT and comment.isprintable()
+
+
 def trust_operator(directory: Path, key: PublicKey, role: Role, comment: str = "") -> Path:
     """Write ``NAME.toml`` for ``key`` (0644, root's); refuses a revoked key."""
-    if any(c in comment for c in '"\\') or not comment.isprintable() or len(comment) > MAX_COMMENT:
+    if any(c in comment for c in '"\\') or not comment_is_safe(comment):
         raise KeyFileError(f"a comment is one line of at most {MAX_COMMENT} characters, no quotes")
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     if key.key_id in _read_revoked(directory / REVOKED_FILE):

@@ -50,6 +50,13 @@ class GuestImage:
     kernel_version: str
 
     @property
+    def allowed_dirs(self) -> list[str]:
+        """The directories holding its files: what a host must list in allowed-image-dirs
+        (not a default: /var/lib/libvirt/images also holds other guests' live disks)."""
+        files = (self.boot_kernel, self.initrd, self.base)
+        return sorted({str(path.parent) for path in files})
+
+    @property
     def boot_kernel(self) -> Path:
         """The kernel domains boot; SDMESH_GUEST_PVH=0 forces the bzImage."""
         if self.kernel_pvh and os.environ.get("SDMESH_GUEST_PVH", "1") != "0":

@@ -36,10 +36,14 @@ def state() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(descriptor: Path, state: Path, name: str) -> subprocess.CompletedProcess[str]:
+def run(
+    descriptor: Path, state: Path, name: str, image: GuestImage
+) -> subprocess.CompletedProcess[str]:
+    """``sdmesh run`` as root, lending the guest image's directories (not a default)."""
     return subprocess.run(
         [
             *(sys.executable, "-m", "sdmesh", "run", "--hypervisor", "qemu:///system"),
+            *(f"--allow-image-dir={directory}" for directory in image.allowed_dirs),
             *("--state-dir", str(state), "--name", name, str(descriptor)),
         ],
         capture_output=True,
@@ -66,7 +70,7 @@ def test_a_console_log_at_roots_authorized_keys_is_refused(
     descriptor.write_text(
         BARE.format(kernel=guest_image.boot_kernel, extra=f'consoleLog "{keys}";')
     )
-    done = run(descriptor, state, "e2econsole")
+    done = run(descriptor, state, "e2econsole", guest_image)
     assert done.returncode == 1, done.stderr
     assert f"consoleLog {keys} is outside the console directory" in done.stderr
     nothing_created(state, "e2econsole")
@@ -78,7 +82,7 @@ def test_a_base_image_at_etc_shadow_is_refused(
 ) -> None:
     descriptor = tmp_path / "shadow.sf"
     descriptor.write_text(DISK.format(base="/etc/shadow", kernel=guest_image.boot_kernel))
-    done = run(descriptor, state, "e2eshadow")
+    done = run(descriptor, state, "e2eshadow", guest_image)
     assert done.returncode == 1, done.stderr
     assert "baseImage /etc/shadow is outside allowed-image-dirs" in done.stderr
     nothing_created(state, "e2eshadow")

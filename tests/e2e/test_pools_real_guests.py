@@ -161,6 +161,7 @@ class TwoAgents:
         if seed is not None:
             argv += ["--peer", f"127.0.0.1:{seed.gossip}"]
         env = {**os.environ, "SDMESH_VIRT_TYPE": os.environ.get("SDMESH_VIRT_TYPE", "qemu")}
+        env["SDMESH_ALLOWED_IMAGE_DIRS"] = ",".join(self.image.allowed_dirs)  # no default
         with log.open("wb") as out:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=out, env=env, preexec_fn=_die_with_parent
@@ -303,7 +304,7 @@ def test_a_pool_boots_on_two_agents_and_goes_when_the_other_terminates_it(
             path,
             agent.name,
         )
-        log = agent.state / "volumes" / "console" / f"{domain}.log"
+        log = agent.state / "volumes" / "console" / mesh.pool / f"{domain}.log"
         wait_for_marker(log, timeout=max(1.0, TIMEOUT - (time.monotonic() - started)))
         text = log.read_text(errors="replace")
         identity = console_identity(text)

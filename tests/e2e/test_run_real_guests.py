@@ -38,6 +38,7 @@ def start(image: GuestImage, state: Path, name: str) -> subprocess.Popen[str]:
             f"guest.initrd={image.initrd}",
             "-D",
             f"guest.base={image.base}",
+            *(f"--allow-image-dir={directory}" for directory in image.allowed_dirs),
             str(POOLS / "threeGuests.sf"),
         ],
         stdout=subprocess.PIPE,
@@ -107,7 +108,7 @@ def test_three_guests_show_their_identity_and_leave_nothing(
     try:
         domains = wait_running(process)
         for index, path in enumerate(VMS, start=1):
-            log = tmp_path / "volumes" / "console" / f"{domains[path]}.log"
+            log = tmp_path / "volumes" / "console" / "e2ethree" / f"{domains[path]}.log"
             wait_for_marker(log)
             identity = console_identity(log.read_text(errors="replace"))
             assert identity["hostname"] == f"machine9-dom{index}"
@@ -120,7 +121,7 @@ def test_three_guests_show_their_identity_and_leave_nothing(
         process.communicate(timeout=120)
     assert process.returncode == 0
     nothing_left(tmp_path, "e2ethree")
-    assert not list((tmp_path / "volumes" / "console").glob("*.log")), "logs go with their VMs"
+    assert not list((tmp_path / "volumes" / "console").rglob("*.log")), "logs go with their VMs"
 
 
 def test_a_guest_destroyed_outside_fails_the_pool_and_everything_goes(
@@ -138,5 +139,5 @@ def test_a_guest_destroyed_outside_fails_the_pool_and_everything_goes(
     assert process.returncode == 1
     assert "was stopped outside sdmesh" in err and VMS[1] in err
     nothing_left(tmp_path, "e2ekill")
-    kept = list((tmp_path / "volumes" / "console").glob("*.log"))
+    kept = list((tmp_path / "volumes" / "console" / "e2ekill").glob("*.log"))
     assert [p.name for p in kept] == [f"{domains[VMS[1]]}.log"], "only the failed VM's log stays"

@@ -27,7 +27,8 @@ def post(mesh: Mesh, name: str, descriptor: str) -> tuple[int, str, float]:
         f"http://127.0.0.1:{mesh.ports[name][1]}/v1/pools",
         data=data,
         method="POST",
-        headers={"Content-Type": "application/json"},
+        # Loopback TCP is no credential: the mesh's admin token (its agents' api-token-file).
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {mesh.token}"},
     )
     started = time.monotonic()
     try:

@@ -14,7 +14,8 @@ def test_the_defaults_deny(tmp_path: Path) -> None:
     config = load_config(None, {"state_dir": str(tmp_path)}, environ={})
     policy = host_policy(config)
     assert not policy.allow_shell
-    assert policy.image_dirs == (tmp_path / "images", Path("/var/lib/libvirt/images"))
+    # Not /var/lib/libvirt/images: other guests' live disks are there.
+    assert policy.image_dirs == (tmp_path / "images",)
     assert policy.networks == ("default",)
     assert policy.bridges == () and policy.volume_groups == ()
     assert "shell" not in preliminary_meta("test", (), [], "http://x", config.allow_shell)

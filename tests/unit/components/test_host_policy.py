@@ -76,7 +76,7 @@ def created(state: Path) -> list[str]:
     [
         ("Qcow2OverlayBackend", "/etc/shadow"),
         ("LoopbackStorageBackend", "/etc/shadow"),
-        ("Qcow2OverlayBackend", "/var/lib/libvirt/images/../../../../etc/shadow"),
+        ("Qcow2OverlayBackend", "/var/lib/sdmesh/images/../../../../etc/shadow"),
     ],
 )
 async def test_a_base_image_outside_the_allowed_dirs_is_refused_before_anything_exists(
@@ -88,9 +88,7 @@ async def test_a_base_image_outside_the_allowed_dirs_is_refused_before_anything_
         await disk.deploy()
     message = str(refused.value)
     assert message.startswith(f"baseImage {base}")
-    assert "is outside allowed-image-dirs [/var/lib/sdmesh/images, /var/lib/libvirt/images]" in (
-        message
-    )
+    assert "is outside allowed-image-dirs [/var/lib/sdmesh/images]" in (message)
     assert "(set allowed-image-dirs in /etc/sdmesh/sdmesh.toml)" in message
     assert created(state) == []
 
@@ -152,11 +150,11 @@ async def test_an_lvm_base_outside_the_allowed_volume_groups_is_refused(
     [
         ('kernel "/root/vmlinuz";', "kernel /root/vmlinuz is outside allowed-image-dirs"),
         (
-            'kernel "/var/lib/libvirt/images/k"; initrd "/etc/shadow";',
+            'kernel "/var/lib/sdmesh/images/k"; initrd "/etc/shadow";',
             "initrd /etc/shadow is outside allowed-image-dirs",
         ),
-        ('kernel "/var/lib/libvirt/images/k"; bridge "br0";', "bridge br0 is not in"),
-        ('kernel "/var/lib/libvirt/images/k"; network "lan";', "network lan is not in"),
+        ('kernel "/var/lib/sdmesh/images/k"; bridge "br0";', "bridge br0 is not in"),
+        ('kernel "/var/lib/sdmesh/images/k"; network "lan";', "network lan is not in"),
     ],
 )
 async def test_vm_host_names_outside_the_allow_lists_are_refused_at_deploy(
@@ -197,7 +195,7 @@ async def test_a_console_log_outside_the_state_dir_is_refused_and_nothing_is_cre
     context = await context_for(driver, state, HostPolicy(), real=real)
     vm = make(
         context,
-        f'sfConfig extends VM {{ kernel "/var/lib/libvirt/images/k"; consoleLog "{log}"; }}',
+        f'sfConfig extends VM {{ kernel "/var/lib/sdmesh/images/k"; consoleLog "{log}"; }}',
         "sfConfig",
     )
     with pytest.raises(ComponentError, match="consoleLog"):
@@ -217,11 +215,45 @@ async def test_a_console_log_name_lands_in_a_private_console_dir(
     await vm.start()
     try:
         console = state.resolve() / "console"
-        assert vm.spec is not None and vm.spec.console_log == str(console / "web.log")  # type: ignore[attr-defined]
+        log = console / "web" / "web.log"  # under the pool's own directory
+        assert vm.spec is not None and vm.spec.console_log == str(log)  # type: ignore[attr-defined]
         assert console.stat().st_mode & 0o777 == 0o700
+        assert (console / "web").stat().st_mode & 0o777 == 0o700
     finally:
         await vm.terminate(TerminationRecord.normal_end("test"))
         await context.close()
+
+
+async def test_a_pool_cannot_name_another_pools_console_log(
+    driver: LibvirtDriver, state: Path
+) -> None:
+    """Console logs are kept per pool: web's descriptor cannot make QEMU append to db's log."""
+    other = state.resolve() / "console" / "db" / "sdm-db-vm.log"
+    for real in (False, True):
+        context = await context_for(driver, state, HostPolicy(), real=real)
+        vm = make(
+            context,
+            f'sfConfig extends VM {{ kernel "/var/lib/sdmesh/images/k"; consoleLog "{other}"; }}',
+            "sfConfig",
+        )
+        with pytest.raises(ComponentError, match="is outside the console directory"):
+            await vm.deploy()
+        await context.close()
+    assert created(state) == []
+
+
+@pytest.mark.parametrize("what", ["baseImage", "kernel"])
+def test_a_nul_byte_in_a_path_is_a_located_refusal(what: str) -> None:
+    policy = HostPolicy(image_dirs=(Path("/var/lib/sdmesh/images"),))
+    with pytest.raises(
+        PolicyRefused, match=f"^{what} '/var/lib/sdmesh/images/a'... contains a NUL"
+    ):
+        if what == "baseImage":
+            policy.base_image("/var/lib/sdmesh/images/a\0b")
+        else:
+            policy.host_file(what, "/var/lib/sdmesh/images/a\0b")
+    with pytest.raises(PolicyRefused, match=r"^consoleLog .* contains a NUL byte"):
+        HostPolicy.console_log(Path("/var/lib/sdmesh/volumes/console/web"), "/x\0.log")
 
 
 def test_console_log_names_are_names() -> None:
@@ -286,3 +318,18 @@ def test_sdmesh_run_allows_the_users_shell_and_confines_root_only(tmp_path: Path
     with pytest.raises(PolicyRefused, match="sdmesh run as root keeps to the host defaults"):
         as_root.host_file("baseImage", "/etc/shadow")
     as_root.host_file("baseImage", str(tmp_path / "images" / "base.qcow2"))
+
+
+@pytest.mark.parametrize("backend", ["Qcow2OverlayBackend", "LoopbackStorageBackend"])
+async def test_a_base_with_a_backing_file_is_refused_before_anything_exists(
+    driver: LibvirtDriver, state: Path, tmp_path: Path, backend: str
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    base = images / "base.qcow2"  # a qcow2 whose backing file is outside the allowed dir
+    base.write_bytes(b"QFI\xfb" + (3).to_bytes(4, "big") + (512).to_bytes(8, "big") + bytes(100))
+    context = await context_for(driver, state, HostPolicy(image_dirs=(images,)), real=True)
+    disk = make(context, f'sfConfig extends {backend} {{ baseImage "{base}"; }}', "sfConfig")
+    with pytest.raises(ComponentError, match="is a qcow2 image with a backing file"):
+        await disk.deploy()
+    assert created(state) == []

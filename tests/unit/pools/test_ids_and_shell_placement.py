@@ -51,6 +51,14 @@ def order(**changes: Any) -> list[Any]:
         ({"shepherd": "h0/../x"}, "malformed member name"),
         ({"path": "sfConfig:vm\x00"}, "malformed component path"),
         ({"unit": ""}, "malformed component path"),
+        ({"shepherd": ".."}, "malformed member name"),
+        ({"shepherd": "."}, "malformed member name"),
+        ({"shepherd": "h\u009b1"}, "malformed member name"),  # C1: a terminal's CSI
+        ({"shepherd": "h\u202e1"}, "malformed member name"),  # bidi override
+        ({"path": "sfConfig:..:vm"}, "malformed component path"),
+        ({"path": "../vm"}, "malformed component path"),
+        ({"path": "sfConfig:vm\u0085"}, "malformed component path"),  # C1 next line
+        ({"unit": "sfConfig:\u2066vm"}, "malformed component path"),  # bidi isolate
     ],
 )
 def test_orders_from_the_mesh_carry_valid_ids(changes: dict[str, Any], why: str) -> None:
@@ -72,6 +80,29 @@ def test_reports_and_records_from_the_mesh_carry_valid_ids() -> None:
         PoolRecord.decode(bad_digest.encode())
     good = PoolRecord("web", DIGEST, 1, "h0", placement={"sfConfig:vm": "h1"})
     assert PoolRecord.decode(good.encode()) == good
+
+
+def test_specs_and_submissions_carry_printable_bounded_kinds() -> None:
+    from sdmesh.pools.records import PoolSpec
+    from sdmesh.pools.submission import SubmissionError, build_spec, request_body
+
+    from ..trust.helpers import VM_POOL
+
+    resolved = resolve_text(VM_POOL)
+    body = request_body(resolved, "web")
+    spec = build_spec(body)
+    assert PoolSpec.decode(spec.encode()) == spec
+    for bad in ("x" * 129, "Evil\u202eMV", "a\nb", "\x1b[31m", 7):
+        with pytest.raises(SubmissionError, match="'kinds': the prototype of sfConfig:vm"):
+            build_spec({**body, "kinds": {"sfConfig:vm": bad}})
+        if isinstance(bad, str):  # a spec from the mesh is checked again
+            forged = PoolSpec("web", spec.text, spec.digest, {"sfConfig:vm": bad})
+            with pytest.raises(RecordFormatError, match="malformed component kind"):
+                PoolSpec.decode(forged.encode())
+    with pytest.raises(SubmissionError, match="'kinds' must map"):
+        build_spec({**body, "kinds": ["VM"]})
+    # Paths the descriptor does not have are ignored, never stored.
+    assert "sfConfig:ghost" not in build_spec({**body, "kinds": {"sfConfig:ghost": "X"}}).kinds
 
 
 # ------------------------------------------------------------------------ shell placement

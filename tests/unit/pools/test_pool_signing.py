@@ -211,3 +211,36 @@ def test_what_the_api_keeps_or_refuses(tmp_path: Path) -> None:
     with pytest.raises(SubmissionError):
         submission_signature({**plain, "signature": "%%"}, spec, tree, with_key, Role.ADMIN, NOW)
     assert dict(with_key.refusals.samples())["role-too-low"] == 1
+
+
+def test_an_envelope_lends_the_caller_nothing(tmp_path: Path) -> None:
+    """An admin's signature seen in the DHT, replayed by a read or operate caller, is refused:
+    the caller needs the envelope's role (and the components') itself."""
+    from sdmesh.pools.signing import submission_signature
+    from sdmesh.trust.host import HostTrust
+
+    from ..trust.helpers import trusted_dir
+
+    directory = trusted_dir(tmp_path, (ALICE, Role.ADMIN), (OLIVER, Role.OPERATE))
+    host = HostTrust.open(directory)
+    shell = submitted(SHELL_POOL, ALICE, name="maint")
+    spec, tree = build_spec_and_tree(shell)
+    for caller in (Role.READ, Role.OPERATE):
+        later = NOW + 30 * 86400
+        refused = submission_signature(shell, spec, tree, host, caller, later)
+        assert isinstance(refused, Refusal) and refused.reason == "role-too-low"
+        assert "admin" in refused.message and caller.label in refused.message
+    assert isinstance(submission_signature(shell, spec, tree, host, Role.ADMIN, NOW), bytes)
+    # A VM pool an admin signed as admin: an operate caller is still below the envelope.
+    vm_as_admin = request_body(resolve_text(VM_POOL), "web")
+    sign_request(vm_as_admin, resolve_text(VM_POOL), ALICE, NOW, role=Role.ADMIN)
+    spec, tree = build_spec_and_tree(vm_as_admin)
+    refused = submission_signature(vm_as_admin, spec, tree, host, Role.OPERATE, NOW)
+    assert isinstance(refused, Refusal) and refused.reason == "role-too-low"
+    # A read caller cannot submit even an operate-signed VM pool.
+    vm = submitted(VM_POOL, OLIVER)
+    spec, tree = build_spec_and_tree(vm)
+    refused = submission_signature(vm, spec, tree, host, Role.READ, NOW)
+    assert isinstance(refused, Refusal) and refused.reason == "role-too-low"
+    assert isinstance(submission_signature(vm, spec, tree, host, Role.OPERATE, NOW), bytes)
+    assert dict(host.refusals.samples())["role-too-low"] == 4

@@ -123,6 +123,45 @@ def test_a_group_writable_or_linked_state_dir_is_refused(tmp_path: Path) -> None
         ensure_private_dir(link)
 
 
+@root_only
+def test_a_state_dir_under_a_parent_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    """The owner of a parent could rename the checked directory away and put a link to a
+    victim in its place between the check and the writes: refused, and nothing created."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    os.chown(evil, NOBODY, NOBODY)
+    state = evil / "state"
+    state.mkdir()  # root's own, 0755: on its own it would pass
+    with pytest.raises(UnsafeDirectory) as refused:
+        ensure_private_dir(state, 0o711, what="state directory")
+    assert f"its parent {evil} is owned by uid {NOBODY}" in str(refused.value)
+    with pytest.raises(UnsafeDirectory, match="is owned by uid 65534"):
+        check_owned_dir(state)
+    # Missing levels below it are not made either.
+    with pytest.raises(UnsafeDirectory):
+        ensure_private_dir(evil / "new" / "state", 0o711)
+    assert sorted(p.name for p in evil.iterdir()) == ["state"]
+    # Reached through a symlink that root owns in a safe place: the target's parents count.
+    safe = tmp_path / "safe"
+    safe.mkdir()
+    (safe / "link").symlink_to(evil)
+    with pytest.raises(UnsafeDirectory, match=f"its parent {evil} is owned by uid {NOBODY}"):
+        ensure_private_dir(safe / "link" / "state", 0o711)
+
+
+def test_a_writable_parent_is_refused_a_sticky_root_one_is_not(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(UnsafeDirectory, match=r"writable by its group or by others \(mode 0777\)"):
+        ensure_private_dir(shared / "state", 0o700)
+    assert list(shared.iterdir()) == []
+    if os.geteuid() == 0:  # like /tmp: others add names, cannot rename ours
+        shared.chmod(0o1777)
+        made = ensure_private_dir(shared / "a" / "state", 0o700)
+        assert mode(made) == 0o700 and mode(made.parent) == 0o711
+
+
 # -------------------------------------------------------------------- volumes and seeds
 
 

@@ -101,6 +101,23 @@ def test_a_signature_for_another_pool_runs_nowhere(trust: TrustStore) -> None:
     assert reason(refusal) == "wrong-pool"
 
 
+def test_a_signer_name_other_than_the_trusted_keys_runs_nowhere(tmp_path: Path) -> None:
+    """The envelope's name is the signer's own claim: mallory's trusted key cannot sign as
+    alice (refusals, events and audit lines would blame alice)."""
+    from sdmesh.trust.signatures import DescriptorSignature, signed_bytes
+
+    store = store_of(tmp_path, (MALLORY, Role.OPERATE), (ALICE, Role.ADMIN))
+    key_id = MALLORY.public.key_id
+    fields = ("web", DIGEST, key_id, "alice", NOW, Role.OPERATE)
+    forged = DescriptorSignature(*fields, MALLORY.sign(signed_bytes(*fields)))
+    refusal = authorize_leaf(forged, DIGEST, "web", VM, store, NOW)
+    assert reason(refusal) == "wrong-signer"
+    assert refusal is not None and "trusts as mallory" in refusal.message
+    assert "alice" not in refusal.message
+    honest = sign_descriptor(MALLORY, "web", DIGEST, Role.OPERATE, NOW)
+    assert authorize_leaf(honest, DIGEST, "web", VM, store, NOW) is None
+
+
 def test_operate_cannot_run_shell(trust: TrustStore) -> None:
     refusal = authorize_leaf(signed(OLIVER), DIGEST, "web", SCRIPT, trust, NOW)
     assert reason(refusal) == "role-too-low"

@@ -53,8 +53,8 @@ def test_what_is_signed_is_domain_separated_and_covers_every_field() -> None:
     ):
         altered = dataclasses.replace(envelope, **change)  # type: ignore[arg-type]
         assert not key.public.verify(altered.signature, altered.signed_bytes()), change
-    assert signed_bytes("a", "b", "0" * 16, "n", 1, Role.READ) != signed_bytes(
-        "a", "b", "0" * 16, "n", 1, Role.OPERATE
+    assert signed_bytes("a", "b", "0" * 64, "n", 1, Role.READ) != signed_bytes(
+        "a", "b", "0" * 64, "n", 1, Role.OPERATE
     )
 
 
@@ -64,15 +64,15 @@ def test_what_is_signed_is_domain_separated_and_covers_every_field() -> None:
         b"",
         b"\xc1",
         msgpack.packb({"v": 1}),
-        msgpack.packb([2, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([2, "p", DIGEST, "0" * 64, "n", 1, "operate", b"s" * 64]),
         msgpack.packb([1, "p", DIGEST, "0" * 15, "n", 1, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "root", b"s" * 64]),
-        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 63]),
-        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", True, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", "s" * 64]),
-        msgpack.packb([1, "p", "d", "0" * 16, "n", 1, "operate", b"s" * 64]),
-        msgpack.packb([1, "p\n", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64]),
-        msgpack.packb([1, "p", DIGEST, "0" * 16, "\x1b[31mroot", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 64, "n", 1, "root", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 64, "n", 1, "operate", b"s" * 63]),
+        msgpack.packb([1, "p", DIGEST, "0" * 64, "n", True, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 64, "n", 1, "operate", "s" * 64]),
+        msgpack.packb([1, "p", "d", "0" * 64, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p\n", DIGEST, "0" * 64, "n", 1, "operate", b"s" * 64]),
+        msgpack.packb([1, "p", DIGEST, "0" * 64, "\x1b[31mroot", 1, "operate", b"s" * 64]),
         b"\x00" * 2000,
     ],
 )
@@ -88,8 +88,11 @@ def test_malformed_api_text_is_refused(text: object) -> None:
 
 
 def test_a_well_formed_envelope_of_other_fields_decodes() -> None:
-    data = msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64])
+    data = msgpack.packb([1, "p", DIGEST, "0" * 64, "n", 1, "operate", b"s" * 64])
     assert DescriptorSignature.decode(data).pool == "p"
+    short = msgpack.packb([1, "p", DIGEST, "0" * 16, "n", 1, "operate", b"s" * 64])
+    with pytest.raises(SignatureFormatError, match="malformed key id"):
+        DescriptorSignature.decode(short)  # a 64-bit id is no longer a key id
 
 
 @given(st.binary(max_size=400))

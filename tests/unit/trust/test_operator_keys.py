@@ -30,7 +30,7 @@ def test_a_key_pair_round_trips_through_its_files(tmp_path: Path) -> None:
     message = b"hello"
     assert key.public.verify(again.sign(message), message)
     assert not key.public.verify(again.sign(message), b"other")
-    assert len(key.public.key_id) == 16
+    assert len(key.public.key_id) == 64  # the whole SHA-256: no short id to collide with
 
 
 def test_existing_files_are_kept_unless_forced(tmp_path: Path) -> None:
@@ -87,3 +87,25 @@ def test_missing_files_and_bad_names() -> None:
 def test_a_trailing_newline_is_not_a_name() -> None:
     with pytest.raises(KeyFileError):
         check_operator_name("alice\n")
+
+
+def test_key_files_are_checked_on_what_was_opened(tmp_path: Path) -> None:
+    """No link followed, no FIFO waited on, never more than MAX_KEY_FILE + 1 bytes read."""
+    from sdmesh.trust.keys import MAX_KEY_FILE, parse_public_key, read_key_file
+
+    real = tmp_path / "real.pub"
+    real.write_text("x = 1\n")
+    link = tmp_path / "link.pub"
+    link.symlink_to(real)
+    with pytest.raises(KeyFileError, match="is a symbolic link"):
+        read_key_file(link, private=False)
+    fifo = tmp_path / "fifo.pub"
+    os.mkfifo(fifo, 0o644)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        read_key_file(fifo, private=False)  # returns at once: opened O_NONBLOCK, never read
+    big = tmp_path / "big.pub"
+    big.write_bytes(b"#" * (MAX_KEY_FILE + 1))
+    with pytest.raises(KeyFileError, match=f"larger than {MAX_KEY_FILE} bytes"):
+        read_key_file(big, private=False)
+    with pytest.raises(KeyFileError, match="nested too deeply"):
+        parse_public_key(b"a = " + b"[" * 5000, "deep.pub")

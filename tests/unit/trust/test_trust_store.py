@@ -62,8 +62,11 @@ def test_revoking_deletes_the_file_and_lists_the_key(tmp_path: Path) -> None:
     # By key id too, and for a key never trusted here; unknown names revoke nothing.
     assert revoke_operator(directory, bob.public.key_id) == [bob.public.key_id]
     assert revoke_operator(directory, "nobody") == []
-    assert revoke_operator(directory, "0123456789abcdef") == ["0123456789abcdef"]
-    assert TrustStore.load(directory).is_revoked("0123456789abcdef")
+    stranger = "0123456789abcdef" * 4  # a whole key id (64 hex digits)
+    assert revoke_operator(directory, stranger) == [stranger]
+    assert TrustStore.load(directory).is_revoked(stranger)
+    # The short (64-bit) form of an id is not an id: it revokes nothing.
+    assert revoke_operator(directory, "0123456789abcdef") == []
 
 
 def test_the_revoked_file_takes_public_keys_and_comments(tmp_path: Path) -> None:
@@ -176,3 +179,38 @@ def test_an_unreadable_store_trusts_nobody_and_never_raises(
     store = TrustStore.load(directory)
     assert store.operators == {}
     assert store.problems == (f"{directory}: Permission denied: no operator is trusted",)
+
+
+def test_a_deeply_nested_trust_file_is_skipped_and_load_never_raises(tmp_path: Path) -> None:
+    alice = OperatorKey.generate("alice")
+    directory = trusted_dir(tmp_path, (alice, Role.OPERATE))
+    (directory / "deep.toml").write_bytes(b"a = " + b"[" * 5000)  # tomllib: RecursionError
+    store = TrustStore.load(directory)
+    assert store.lookup(alice.public.key_id) is not None
+    assert any("deep.toml: not a key file (nested too deeply)" in p for p in store.problems)
+    # A revoked file the parser cannot take makes the host trust nobody, without raising.
+    (directory / REVOKED_FILE).write_bytes(b"\xff\xfe")
+    store = TrustStore.load(directory)
+    assert store.operators == {} and store.problems
+
+
+@pytest.mark.parametrize(
+    "comment",
+    ["line\\nbreak", "bell\\u0007", "c1 \\u009b31m", "evil\\u202eelif", "iso\\u2066x", "x" * 201],
+)
+def test_a_trust_files_comment_is_checked_on_load(tmp_path: Path, comment: str) -> None:
+    """Comments reach `sdmesh operator list` and logs: no control or bidi characters."""
+    alice = OperatorKey.generate("alice")
+    directory = tmp_path / "operators.d"
+    directory.mkdir()
+    (directory / "alice.toml").write_text(
+        f'name = "alice"\npublic_key = "{alice.public.text}"\nrole = "admin"\n'
+        f'comment = "{comment}"\n'
+    )
+    store = TrustStore.load(directory)
+    assert store.lookup(alice.public.key_id) is None
+    assert any("'comment' must be one line" in p for p in store.problems)
+    with pytest.raises(KeyFileError, match="a comment is one line"):
+        trust_operator(
+            directory, alice.public, Role.ADMIN, comment.encode().decode("unicode_escape")
+        )
