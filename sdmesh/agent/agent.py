@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from sdmesh.agent.config import AgentConfig
+from sdmesh.agent.config import AgentConfig, host_policy
 from sdmesh.agent.events import EventHub, follow_members, follow_pools
 from sdmesh.agent.identity import (
     Reloader,
@@ -73,7 +73,9 @@ if TYPE_CHECKING:
     from sdmesh.dht import Dht
     from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
+    from sdmesh.lifecycle.model import Node
     from sdmesh.membership.identity import IdentityChecker
+    from sdmesh.pools.records import PoolSpec
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +338,11 @@ class Agent:
         from sdmesh.agent.pools import PoolService
 
         pools = PoolService(config.name, node, dht, node.client, hypervisor, caps, config.state_dir)
+        # What descriptors may make this host do (allow-lists, shell), and who may order it:
+        # every deploy and start needs an envelope from a trusted operator (docs/security.md).
+        pools.policy = host_policy(config)
+        if self.trust is not None:
+            pools.leaf_guards.append(signature_guard(self.trust, pools))
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
@@ -578,3 +585,19 @@ def _notify_systemd(message: str) -> None:
 
 
 __all__ = ["Agent"]
+
+
+def signature_guard(
+    trust: HostTrust, pools: PoolService
+) -> Callable[[PoolSpec, Node, str], str | None]:
+    """The leaf guard that runs a leaf only under a trusted operator's signature covering this
+    descriptor, this pool and the leaf's class (sdmesh.pools.signing.leaf_refusal); the
+    refusal's reason fails the leaf, and is counted in ``trust.refusals``."""
+    from sdmesh.pools.signing import leaf_refusal
+
+    def guard(spec: PoolSpec, node: Node, op: str) -> str | None:
+        signature = pools.signature_of(spec.pool)
+        refusal = leaf_refusal(trust, signature, spec, spec.pool, node, time.time())
+        return None if refusal is None else refusal.message
+
+    return guard

@@ -7,13 +7,14 @@ is its main client. JSON in and out. Who may call what: api_access.py.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from sdmesh.agent import api_callers, api_observe, dashboard
-from sdmesh.agent.api_access import check_role, note_target
+from sdmesh.agent.api_access import caller_of, check_role, note_target
 from sdmesh.agent.api_auth import install_access
 from sdmesh.agent.api_context import AGENT_KEY, agent_of, failed, pool_service
 from sdmesh.agent.api_docs import openapi_document
@@ -149,6 +150,31 @@ def check_submission_role(request: web.Request, spec: PoolSpec) -> None:
     check_role(request, required_role_for(spec.text, spec.kinds), "a pool with shell components")
 
 
+def authorize_submission(request: web.Request, spec: PoolSpec, body: Mapping[str, Any]) -> bytes:
+    """The caller's role for ``spec`` (403), then its operator signature (docs/security.md):
+    the envelope the request carries, or the agent's own signature within the caller's role,
+    checked as every host will check each leaf; the envelope to keep with the pool, or a 403
+    naming why (counted). Bytes empty only for an agent with no trust store (in-process
+    tests): no host runs such a pool."""
+    from sdmesh.agent.pools import spec_tree
+    from sdmesh.pools.signing import submission_signature
+    from sdmesh.pools.submission import SubmissionError
+    from sdmesh.trust.authorize import Refusal
+
+    check_submission_role(request, spec)
+    trust = agent_of(request).trust
+    if trust is None:
+        return b""
+    role = caller_of(request).role
+    try:
+        result = submission_signature(body, spec, spec_tree(spec), trust, role, time.time())
+    except SubmissionError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    if isinstance(result, Refusal):
+        raise web.HTTPForbidden(text=f"pool {spec.pool}: {result.message}")
+    return result
+
+
 async def submit(request: web.Request) -> web.Response:
     """``{"descriptor": text, "name"?, "kinds"?, "dry_run"?}``: the descriptor is resolved
     here (against the built-in library; the CLI sends it already resolved, with its includes
@@ -161,11 +187,15 @@ async def submit(request: web.Request) -> web.Response:
     except BadInput as error:
         raise web.HTTPBadRequest(text=str(error)) from None
     spec = await resolve_submission(body, service.name)
-    check_submission_role(request, spec)
-    try:
-        if body.get("dry_run"):
+    if body.get("dry_run"):
+        check_submission_role(request, spec)
+        try:
             return web.json_response(service.dry_run(spec))
-        return web.json_response(await service.submit(spec), status=201)
+        except PoolError as error:
+            raise _failed(error) from None
+    signature = authorize_submission(request, spec, body)
+    try:
+        return web.json_response(await service.submit(spec, signature), status=201)
     except PoolError as error:
         raise _failed(error) from None
 
@@ -231,7 +261,7 @@ def build_app(agent: AgentView) -> web.Application:
     app.router.add_get("/v1/pools", list_pools)
     app.router.add_get("/v1/pools/{pool}", pool_status)
     app.router.add_delete("/v1/pools/{pool}", terminate)
-    dashboard.add_routes(app, resolve_submission, check_submission_role)  # page, templates
+    dashboard.add_routes(app, resolve_submission, authorize_submission)  # page, templates
     api_observe.add_routes(app)  # /v1/events and /metrics
     from sdmesh.agent import api_keyring  # keys, revocations, reload (track h12-identity)
 

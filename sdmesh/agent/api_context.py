@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sdmesh.agent.pools import PoolService
     from sdmesh.dht import Dht
     from sdmesh.hypervisor import HypervisorDriver
+    from sdmesh.trust.host import HostTrust
 
 
 class AgentView(Protocol):
@@ -31,6 +32,7 @@ class AgentView(Protocol):
     pools: PoolService | None
     hypervisor: HypervisorDriver | None
     events: EventHub
+    trust: HostTrust | None
 
     def request_leave(self) -> None: ...
 

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 #: ``resolve_submission`` of sdmesh.agent.api: a submission's body -> its spec.
 ResolveSubmission = Callable[[Mapping[str, Any], str], Awaitable["PoolSpec"]]
-#: ``check_submission_role`` of sdmesh.agent.api: 403 unless the caller may submit it.
-CheckSubmission = Callable[[web.Request, "PoolSpec"], None]
+#: ``authorize_submission`` of sdmesh.agent.api: 403 unless the caller may submit it; the
+#: operator signature envelope to keep with the pool.
+CheckSubmission = Callable[[web.Request, "PoolSpec", Mapping[str, Any]], bytes]
 SUBMISSION_KEY = web.AppKey("sdmesh_submission", tuple)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -157,17 +158,18 @@ async def submit_template(request: web.Request) -> web.Response:
     except ValueError as error:
         raise _bad_request(str(error), {POOL_FIELD_NAME: str(error)}) from None
     descriptor = render(template, values)
-    resolve_submission, check_submission_role = request.app[SUBMISSION_KEY]
+    resolve_submission, authorize_submission = request.app[SUBMISSION_KEY]
     try:  # in a worker thread, as POST /v1/pools
         spec = await resolve_submission({"descriptor": descriptor, "name": pool}, service.name)
     except web.HTTPBadRequest as error:  # a template bug: the unit tests render every one
         raise _bad_request(error.text or "the descriptor does not resolve") from None
-    check_submission_role(request, spec)
+    # A template carries no signature: the agent signs with its own key, if it has one.
+    signature = authorize_submission(request, spec, {})
     try:
         if body.get("dry_run"):
             result = service.dry_run(spec)
             return web.json_response({**result, "descriptor": descriptor})
-        result = await service.submit(spec)
+        result = await service.submit(spec, signature)
     except PoolError as error:
         raise _failed(error) from None
     return web.json_response({**result, "descriptor": descriptor}, status=201)

@@ -126,9 +126,18 @@ class _AgentCollector(Collector):
         yield from self._drops()
         yield from self._pools()
         yield from self._events()
+        yield from self._refusals()
 
     def describe(self) -> Iterable[Metric]:
         return []  # families depend on what is running; nothing to check at registration
+
+    def _refusals(self) -> Iterator[Metric]:
+        """Submissions and leaves the operator-signature check refused, by reason."""
+        trust = getattr(self.agent, "trust", None)
+        if trust is not None:
+            from sdmesh.trust.authorize import refusal_metric
+
+            yield refusal_metric(trust.refusals)
 
     def _members(self) -> Iterator[Metric]:
         node = self.agent.node

@@ -25,6 +25,7 @@ import msgpack
 
 from sdmesh.trust.keys import (
     KEY_BYTES,
+    KEY_ID_HEX,
     OPERATOR_NAME,
     KeyFileError,
     OperatorKey,
@@ -112,7 +113,7 @@ class HostCertificate:
         _, name, key, not_before, not_after, serial, ca_key_id, signature = obj
         if not OPERATOR_NAME.fullmatch(name) or len(key) != KEY_BYTES:
             raise IdentityError("malformed name or key in the host certificate")
-        if len(signature) != SIGNATURE_BYTES or len(ca_key_id) > 32:
+        if len(signature) != SIGNATURE_BYTES or len(ca_key_id) > KEY_ID_HEX:
             raise IdentityError("malformed signature in the host certificate")
         return cls(name, key, not_before, not_after, serial, ca_key_id, signature)
 
@@ -167,7 +168,7 @@ class Revocation:
         _, serial, name, revoked_at, ca_key_id, signature = obj
         if not OPERATOR_NAME.fullmatch(name) or len(signature) != SIGNATURE_BYTES:
             raise IdentityError("malformed revocation")
-        if len(ca_key_id) > 32:
+        if len(ca_key_id) > KEY_ID_HEX:
             raise IdentityError("malformed revocation")
         return cls(serial, name, revoked_at, ca_key_id, signature)
 

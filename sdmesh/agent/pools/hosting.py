@@ -50,6 +50,8 @@ class HostSide(PoolState):
             if self.host.resubmitted(order):
                 self._forget_descriptor(order.pool)  # the name's earlier pool had another
             self._digests.setdefault(order.pool, order.digest)
+            if order.op != "terminate" and order.signature:
+                self._signatures[order.pool] = order.signature
             veto = self._admission_veto(order) if order.op == "deploy" else None
             answers = self._host_feed(hc.OrderReceived(order, veto))
             answer = answers[0] if answers else None
@@ -83,6 +85,7 @@ class HostSide(PoolState):
         """A resubmission under the name of an ended pool: its spec and tree are the new
         descriptor's (leftovers of the old one are removed by their libvirt tags)."""
         self._digests.pop(pool, None)
+        self._signatures.pop(pool, None)
         self._hosting.pop(pool, None)  # a load under way is the earlier pool's
         hosted = self._host_pools.pop(pool, None)
         if hosted is not None:

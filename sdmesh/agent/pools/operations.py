@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 class PoolOperations(PoolState):
     """The API's requests about pools."""
 
-    async def submit(self, spec: PoolSpec) -> dict[str, object]:
-        """Store the spec and hand the pool to its shepherd (which may be us)."""
+    async def submit(self, spec: PoolSpec, signature: bytes = b"") -> dict[str, object]:
+        """Store the spec and hand the pool to its shepherd (which may be us), with the
+        operator's ``signature`` envelope, which travels in its record and every order."""
         from sdmesh.pools.layout import LayoutError, layout
 
         try:
@@ -71,7 +72,7 @@ class PoolOperations(PoolState):
         )
         self.tombs.pop(spec.pool, None)
         if shepherd == self.name:
-            await self._shepherd(spec, generation, None)
+            await self._shepherd(spec, generation, None, signature=signature)
         else:
             addr = self._address(shepherd)
             reply: object = None
@@ -79,7 +80,12 @@ class PoolOperations(PoolState):
                 with contextlib.suppress(StreamError, OSError):
                     reply = await self.client.request(
                         addr,
-                        {"rpc": "submit", "spec": spec.encode(), "generation": generation},
+                        {
+                            "rpc": "submit",
+                            "spec": spec.encode(),
+                            "generation": generation,
+                            "signature": signature,
+                        },
                         timeout=RPC_TIMEOUT,
                     )
             if not (isinstance(reply, dict) and reply.get("ok")):
@@ -92,7 +98,9 @@ class PoolOperations(PoolState):
                     stored = await self.read_record(spec.pool)
                     if stored is None or stored.generation < generation:
                         await self.write_record(
-                            PoolRecord(spec.pool, spec.digest, generation, shepherd)
+                            PoolRecord(
+                                spec.pool, spec.digest, generation, shepherd, signature=signature
+                            )
                         )
         return {"pool": spec.pool, "shepherd": shepherd, "digest": spec.digest}
 

@@ -123,7 +123,10 @@ class PoolService(
                 tomb = self.tombs.get(spec.pool)
                 if tomb is not None and not tomb.covers(generation):
                     del self.tombs[spec.pool]  # a resubmission: the tombstone is the old pool's
-                await self._shepherd(spec, generation, None)
+                signature = request.get("signature") or b""
+                if not isinstance(signature, bytes):
+                    raise TypeError("'signature' must be bytes")
+                await self._shepherd(spec, generation, None, signature=signature)
                 return {"ok": True}
             if kind == "spec":  # a host that missed the descriptor in the DHT
                 data = await self.held_spec(str(request.get("digest", "")))
@@ -188,6 +191,7 @@ class PoolService(
             self.known.pop(pool, None)
             self._finished_runs.pop(pool, None)
             self._digests.pop(pool, None)
+            self._signatures.pop(pool, None)
             self._takeover_misses.pop(pool, None)
             self._takeover_floor.pop(pool, None)
             retry = self._takeover_retry.pop(pool, None)

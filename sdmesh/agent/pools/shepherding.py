@@ -32,9 +32,11 @@ class ShepherdDriver(PoolState):
         generation: int,
         old: PoolRecord | None,
         vouched: Mapping[str, Mapping[str, str]] | None = None,
+        signature: bytes = b"",
     ) -> None:
         """Run the pool's shepherd core here (no await inside: a hand-over adopts its pools
-        at once). ``vouched``: what a leaving predecessor's host runs of it."""
+        at once). ``vouched``: what a leaving predecessor's host runs of it; ``signature``:
+        the operator's envelope of a new pool (a taken-over pool keeps its record's)."""
         from sdmesh.pools import shepherd as sc
         from sdmesh.pools.layout import layout
 
@@ -51,6 +53,7 @@ class ShepherdDriver(PoolState):
             old.reason if old is not None else "",
             away=dict(old.away) if old is not None else {},
             vouched=dict(old.vouched) if old is not None else {},
+            signature=old.signature if old is not None and old.signature else signature,
         )
         if record.state == "running":
             record = PoolRecord(**{**record.__dict__, "state": "deploying"})

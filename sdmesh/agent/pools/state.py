@@ -107,6 +107,9 @@ class PoolState:
         #: Descriptor loads under way (``_hosted``), one per pool.
         self._hosting: dict[str, asyncio.Task[HostedPool]] = {}
         self._digests: dict[str, str] = {}
+        #: Per pool, the operator's signature envelope its orders carry (checked by the
+        #: ``leaf_guards`` before every deploy and start; docs/security.md).
+        self._signatures: dict[str, bytes] = {}
         self._specs: dict[str, PoolSpec] = {}
         #: Reports to send, per shepherd, with how many times each was tried already.
         self._reports: dict[str, list[tuple[Report, int]]] = defaultdict(list)
@@ -154,6 +157,11 @@ class PoolState:
         self.policy = HostPolicy()
         # Records and descriptors (they can hold cloud-init user data): root's alone.
         ensure_private_dir(self.state_dir / "specs", 0o700, what="specs directory")
+
+    def signature_of(self, pool: str) -> bytes:
+        """The operator's signature envelope this host last got in ``pool``'s orders (empty:
+        none, which no leaf guard accepts)."""
+        return self._signatures.get(pool, b"")
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = self._loop.create_task(coroutine)
@@ -236,6 +244,7 @@ class PoolState:
         generation: int,
         old: PoolRecord | None,
         vouched: Mapping[str, Mapping[str, str]] | None = None,
+        signature: bytes = b"",
     ) -> None:
         raise NotImplementedError
 

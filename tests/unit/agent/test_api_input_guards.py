@@ -47,7 +47,7 @@ class FakePools:
     def dry_run(self, spec: PoolSpec) -> dict[str, object]:
         return {"pool": spec.pool, "shepherd": "n0", "placement": [], "unplaced": []}
 
-    async def submit(self, spec: PoolSpec) -> dict[str, object]:
+    async def submit(self, spec: PoolSpec, signature: bytes = b"") -> dict[str, object]:
         self.submitted.append(spec)
         return {"pool": spec.pool, "shepherd": "n0", "digest": spec.digest}
 

@@ -36,7 +36,7 @@ class FakePools:
             "unplaced": [],
         }
 
-    async def submit(self, spec: PoolSpec) -> dict[str, object]:
+    async def submit(self, spec: PoolSpec, signature: bytes = b"") -> dict[str, object]:
         if self.refuse is not None:
             raise self.refuse
         self.submitted.append(spec)
@@ -53,7 +53,7 @@ async def client() -> AsyncIterator[TestClient[Any, Any]]:
     agent = FakeAgent()
     app = web.Application()
     app[AGENT_KEY] = agent
-    dashboard.add_routes(app, resolve_submission, lambda request, spec: None)
+    dashboard.add_routes(app, resolve_submission, lambda request, spec, body: b"")
     async with TestClient(TestServer(app)) as test_client:
         test_client.agent = agent  # type: ignore[attr-defined]
         yield test_client
