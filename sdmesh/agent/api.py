@@ -29,6 +29,8 @@ from sdmesh.trust.components import required_role_for
 
 if TYPE_CHECKING:
     from sdmesh.agent.api_context import AgentView
+    from sdmesh.agent.api_tokens import TokenStore
+    from sdmesh.agent.config import AgentConfig
     from sdmesh.pools.records import PoolSpec
 
 #: DHT keys only the pool service writes (its records, specs and their chunks).
@@ -243,11 +245,26 @@ async def terminate(request: web.Request) -> web.Response:
     return web.json_response(result, status=202)
 
 
+def _reload_tokens(tokens: TokenStore, config: AgentConfig) -> list[str]:
+    """The token store and ``api-token-file`` read again; on a problem the old tokens stay."""
+    from sdmesh.agent.api_auth import token_store
+    from sdmesh.agent.config import ConfigError
+
+    try:
+        tokens.replace_with(token_store(config))
+    except ConfigError as error:
+        return [str(error)]
+    return []
+
+
 def build_app(agent: AgentView) -> web.Application:
     # Explicit: a submission carries its descriptor, and this is its size limit (413 beyond).
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[AGENT_KEY] = agent
     tokens = install_access(app, agent.config)  # who may call what (api_access.py)
+    reloader = getattr(agent, "reloader", None)  # SIGHUP re-reads the tokens too
+    if reloader is not None:
+        reloader.register("api-tokens", lambda: _reload_tokens(tokens, agent.config))
     api_callers.add_routes(app, tokens)  # /v1/whoami, /v1/tokens, /v1/auth/proof
     install_api_limits(app)  # event streams per client, PUT /v1/dht rate (api_limits.py)
     app.router.add_get("/v1/openapi.yaml", openapi_document)

@@ -109,6 +109,12 @@ class TokenStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def replace_with(self, fresh: TokenStore) -> None:
+        """Take ``fresh``'s tokens (SIGHUP: the store file and ``api-token-file`` read
+        again), so a token revoked by editing them, or a new ``api-token-file``, counts at
+        once; the access guard keeps this object."""
+        self._entries = dict(fresh._entries)
+
     def lookup(self, token: str) -> TokenEntry | None:
         """The entry of ``token``, or None. The digest of a 256-bit secret is compared, so
         the time a lookup takes says nothing useful about any stored token."""
