@@ -53,9 +53,6 @@ class IdentityMesh(Mesh):
         with issued.open("a") as out:
             out.write(f"{self.serial} {as_name or name}\n")
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name][1]}"
-
     def post(self, name: str, path: str, body: object) -> object:
         import urllib.request
 
@@ -63,7 +60,7 @@ class IdentityMesh(Mesh):
             self.url(name) + path,
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={**self.headers(), "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
@@ -140,7 +137,7 @@ def test_nobody_joins_as_b_and_a_revoked_host_is_out(idmesh: IdentityMesh) -> No
 
     # Revoking c is one command; it is out everywhere within a failure-detection period.
     done = idmesh.sdmesh(
-        "ca", "revoke", "--ca", str(idmesh.ca_dir), "c", "--agent", idmesh.url("a")
+        "ca", "revoke", "--ca", str(idmesh.ca_dir), "c", "--agent", idmesh.agent("a")
     )
     assert done.returncode == 0, done.stderr
     took = idmesh.wait(
@@ -166,12 +163,12 @@ def test_rotation_across_the_running_mesh_and_reload(idmesh: IdentityMesh) -> No
     old_key_file.chmod(0o600)
     old_id = idmesh.api("a", "/v1/keyring")["primary"]  # type: ignore[index]
 
-    added = idmesh.sdmesh("keygen", "--add", "--agent", idmesh.url("b"))
+    added = idmesh.sdmesh("keygen", "--add", "--agent", idmesh.agent("b"))
     assert added.returncode == 0, added.stderr + added.stdout
     new_id = added.stdout.split()[1].rstrip(":")
-    used = idmesh.sdmesh("keygen", "--use", new_id, "--agent", idmesh.url("b"))
+    used = idmesh.sdmesh("keygen", "--use", new_id, "--agent", idmesh.agent("b"))
     assert used.returncode == 0, used.stderr + used.stdout
-    removed = idmesh.sdmesh("keygen", "--remove", old_id, "--agent", idmesh.url("c"))
+    removed = idmesh.sdmesh("keygen", "--remove", old_id, "--agent", idmesh.agent("c"))
     assert removed.returncode == 0, removed.stderr + removed.stdout
     for name in "abc":
         ring = idmesh.api(name, "/v1/keyring")
