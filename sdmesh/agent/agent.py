@@ -68,6 +68,9 @@ LEAVE_TIMEOUT = 5.0
 #: At most this long handing pools over before the leave is announced (PoolService.leave);
 #: with LEAVE_TIMEOUT, well within the systemd unit's TimeoutStopSec (20 s).
 HANDOVER_BUDGET = 12.0
+#: At most this long, at start-up, to learn which recovered VMs a lease protects before
+#: fencing those no lease covered (they may be running elsewhere already).
+STARTUP_POLICY_WAIT = 1.0
 #: Seconds between two looks at this host's free and committed memory.
 CAPACITY_PERIOD = 2.0
 
@@ -306,6 +309,7 @@ class Agent:
         stack.push_async_callback(pools.close)
         self.pools = pools
         if lease is not None and (not covered or lease.lapses != lapses or not lease.may_run()):
+            await pools.policies_known(STARTUP_POLICY_WAIT)
             pools.fence("no lease covered this host's VMs while no agent ran")
         follow_pools(self.events, pools)
         if config.peers:

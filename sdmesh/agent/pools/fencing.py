@@ -123,7 +123,15 @@ class Fencing(PoolState):
         descriptors in the background so fencing knows which of their VMs it protects."""
         for pool, digest in pools.items():
             self._digests.setdefault(pool, digest)
-            self._spawn(self._load_policy(pool))
+            self._policy_loads.append(self._spawn(self._load_policy(pool)))
+
+    async def policies_known(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the recovered pools' policies: a fence at start-up
+        then spares the VMs the mesh would never rebuild (their descriptors are usually in
+        this host's own spec files)."""
+        loads, self._policy_loads = self._policy_loads, []
+        if loads:
+            await asyncio.wait(loads, timeout=timeout)
 
     async def _load_policy(self, pool: str) -> None:
         try:

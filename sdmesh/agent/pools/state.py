@@ -154,6 +154,8 @@ class PoolState:
         #: Local record and spec files are written in worker threads, one at a time and in
         #: the order asked: an older record must not land after a newer one.
         self._file_writes = asyncio.Lock()
+        #: Descriptor loads of recovered pools (``load_policies``), for ``policies_known``.
+        self._policy_loads: list[asyncio.Task[None]] = []
         (self.state_dir / "specs").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:

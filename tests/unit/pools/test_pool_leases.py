@@ -194,3 +194,24 @@ def test_without_leases_a_lost_host_is_reclaimed_at_once(tmp_path: Path) -> None
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_start_up_fence_spares_recovered_vms_the_mesh_never_rebuilds(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver()
+        spec = build_spec(
+            {"name": "web", "descriptor": resolve_text(pool_text(1, restart="never")).to_sf()}
+        )
+        svc.host.handle(hc.Recovered("web", VM, VM, 3, "h1", 1, 256))
+        _, client = parts(svc)
+        client.replies = [{"spec": spec.encode()}]
+        svc.load_policies({"web": spec.digest})  # from the domain's metadata
+        await svc.policies_known(5.0)
+        assert svc.unit_fenceable("web", VM) is False
+        assert svc.fence("no lease covered this host's VMs") == []
+        assert svc.fenceable() == frozenset()
+        assert driver.destroyed == []
+        await svc.close()
+
+    asyncio.run(go())
