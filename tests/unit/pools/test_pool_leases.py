@@ -5,6 +5,7 @@ core ``HostReclaimed`` only once the lease service says the lost host's lease en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,19 @@ def test_a_start_up_fence_spares_recovered_vms_the_mesh_never_rebuilds(tmp_path:
         assert svc.fence("no lease covered this host's VMs") == []
         assert svc.fenceable() == frozenset()
         assert driver.destroyed == []
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_witness_never_shepherds_a_pool(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = service(tmp_path, ["h0", "h1", "w"])
+        witness = svc.node.core.m["w"]
+        svc.node.core.m["w"] = dataclasses.replace(witness, meta={"witness": True})
+        owners = {svc.shepherd_for(f"pool-{i}") for i in range(200)}
+        assert owners == {"h0", "h1"}
+        assert not svc._being_handed_over("pool-1")
         await svc.close()
 
     asyncio.run(go())
