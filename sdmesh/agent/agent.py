@@ -412,7 +412,9 @@ async def _start_lease(
         return await node.client.request(found.addr, payload, timeout=timing.renew_interval)
 
     def lost(reason: str) -> None:
-        log.warning("isolation response due (%s): pools stop their restartable VMs", reason)
+        # The lease service warns when a held lease is lost, and the pools when they stop
+        # VMs: at start-up (no lease yet, nothing running) this is no news.
+        log.debug("isolation response due (%s): pools stop their restartable VMs", reason)
         on_isolated(reason)
 
     lease = LeaseService(
