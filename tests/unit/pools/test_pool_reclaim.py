@@ -4,6 +4,11 @@ on the deterministic cluster (tests/unit/pools/cluster.py)."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
+from sdmesh.pools import host as hc
 from sdmesh.pools import shepherd as sc
 
 from .cluster import Cluster
@@ -166,3 +171,74 @@ def test_reclaim_actions_are_plain_events_for_the_driver() -> None:
     assert sc.ReclaimHost(lost) not in again  # asked once
     moved = core.handle(sc.HostReclaimed(lost), cluster.now)
     assert any(isinstance(a, sc.SendOrder) and a.host != lost for a in moved)
+
+
+REBUILD_WAIT = 6.12  # sdmesh.ha.timing: the voters' wait after their last grant
+FENCE_AFTER = 5.0  # the cut host's isolation response (isolation timeout less allowance)
+
+
+class LeasedCluster(Cluster):
+    """The cluster with a model of leases: a cut host stops its VMs FENCE_AFTER seconds after
+    the cut, and a reclaim completes no sooner than REBUILD_WAIT seconds after it."""
+
+    def __init__(self, hosts_: dict[str, tuple[int, int]]) -> None:
+        super().__init__(hosts_)
+        self.reclaim_delay = None
+        self.cut_at: dict[str, float] = {}
+
+    def shepherd_action(self, pool: str, at: str, action: sc.Action) -> None:
+        super().shepherd_action(pool, at, action)
+        if isinstance(action, sc.ReclaimHost):
+            host = action.host
+            ends = self.cut_at.get(host, self.now) + REBUILD_WAIT
+            self.at(max(0.0, ends - self.now), lambda: self.reclaim_done(pool, at, host))
+
+    def cut_host(self, name: str) -> None:
+        self.cut_at[name] = self.now
+        self.partition(name)
+        self.at(FENCE_AFTER, lambda: self.fence_host(name))
+
+    def fence_host(self, name: str) -> None:
+        sim = self.hosts[name]
+        if name not in self.cut_at:
+            return  # healed in time: the lease was renewed
+        for (pool, path), up in list(sim.real.items()):
+            if up:
+                sim.real[(pool, path)] = False
+                sim.core.handle(hc.LeafDied(pool, path, "fenced: lease lost"))
+
+    def heal_host(self, name: str) -> None:
+        self.cut_at.pop(name, None)
+        self.heal()
+
+    def run_checked(self, pool: str, until: float) -> None:
+        """Run event by event, checking after each that no VM runs on two hosts."""
+        while self.queue and self.queue[0][0] <= until:
+            self.run(until=until, steps=1)
+            running = self.running(pool)
+            twice = {path: where for path, where in running.items() if len(where) > 1}
+            assert not twice, f"t={self.now:.3f}: {twice}"
+        self.now = max(self.now, until)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cuts_long_and_short_never_run_a_vm_twice(seed: int) -> None:
+    rng = random.Random(seed)
+    cluster = LeasedCluster(hosts(5))
+    core = cluster.submit(pool_text(10, restart="always"), "web", "h0")
+    cluster.run_checked("web", 5.0)
+    assert core.state == "running"
+    for _ in range(4):
+        victim = rng.choice(["h1", "h2", "h3", "h4"])
+        cut_for = rng.choice([1.0, 3.0, 8.0, 15.0])  # short ones heal before any fence
+        cluster.cut_host(victim)
+        cluster.run_checked("web", cluster.now + cut_for)
+        cluster.heal_host(victim)
+        for host in cluster.hosts:
+            cluster.send_inventory(host, "web", "h0")
+        cluster.run_checked("web", cluster.now + 20.0)
+        for host in cluster.hosts:
+            cluster.send_inventory(host, "web", "h0")
+        cluster.run_checked("web", cluster.now + 20.0)
+        assert sorted(cluster.running("web")) == vm_paths(10), (victim, cut_for)
+        assert core.state == "running"
