@@ -79,10 +79,12 @@ install-service: deps
 	install -d /etc/sdmesh
 	sed "s#/usr/local/bin/sdmesh#$(abspath $(BIN))/sdmesh#" agents/sdmesh.service \
 	  > /etc/systemd/system/sdmesh.service
+	sed "s#/usr/local/bin/sdmesh-fence-guard#$(abspath $(BIN))/sdmesh-fence-guard#" \
+	  agents/sdmesh-fence-guard.service > /etc/systemd/system/sdmesh-fence-guard.service
 	test -f /etc/sdmesh/sdmesh.toml || install -m 0644 agents/sdmesh.toml /etc/sdmesh/sdmesh.toml
 	@systemctl daemon-reload 2>/dev/null || echo "install-service: systemd is not running here"
 	@echo "edit /etc/sdmesh/sdmesh.toml, add /etc/sdmesh/cluster.key (sdmesh keygen), then:"
-	@echo "  systemctl enable --now sdmesh"
+	@echo "  systemctl enable --now sdmesh-fence-guard sdmesh"
 
 clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -83,6 +83,9 @@ LEAVE_TIMEOUT = 5.0
 #: At most this long handing pools over before the leave is announced (PoolService.leave);
 #: with LEAVE_TIMEOUT, well within the systemd unit's TimeoutStopSec (20 s).
 HANDOVER_BUDGET = 12.0
+#: At most this long, at start-up, to learn which recovered VMs a lease protects before
+#: fencing those no lease covered (they may be running elsewhere already).
+STARTUP_POLICY_WAIT = 1.0
 #: Seconds between two looks at this host's free and committed memory.
 CAPACITY_PERIOD = 2.0
 
@@ -231,7 +234,9 @@ class Agent:
 
             # Leases (docs/ha.md): every member votes, a witness too; hosts hold them.
             if config.leases:
-                self.lease = await _start_lease(stack, node, config, self._fenceable)
+                self.lease = await _start_lease(
+                    stack, node, config, self._fenceable, self._lease_lost
+                )
             # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
             pools = None if config.witness else await self._start_host(stack, node, api, images)
 
@@ -289,9 +294,13 @@ class Agent:
         self.status = "stopped"
 
     def _fenceable(self) -> frozenset[tuple[str, str]]:
-        """This host's fenceable (pool, component) pairs, for the fence guard. Empty until
-        the pool service provides them (hook: docs/ha.md, sdmesh.ha.policy.fenceable)."""
-        return frozenset()
+        """This host's fenceable (pool, component) pairs, for the fence guard."""
+        return self.pools.fenceable() if self.pools is not None else frozenset()
+
+    def _lease_lost(self, reason: str) -> None:
+        """The isolation response: the pool service stops this host's fenceable VMs."""
+        if self.pools is not None:
+            self.pools.fence(reason)
 
     async def _start_host(
         self, stack: contextlib.AsyncExitStack, node: MeshNode, api: str, images: list[str]
@@ -337,7 +346,15 @@ class Agent:
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
 
-        pools = PoolService(config.name, node, dht, node.client, hypervisor, caps, config.state_dir)
+        lease = self.lease
+        # What a previous agent left running is covered only by its guard's deadline (the
+        # lease core starts from it): without one, or if the lease lapses meanwhile, the
+        # recovered restartable VMs may have been rebuilt elsewhere already.
+        covered = lease is not None and lease.may_run()
+        lapses = lease.lapses if lease is not None else 0
+        pools = PoolService(
+            config.name, node, dht, node.client, hypervisor, caps, config.state_dir, lease
+        )
         # What descriptors may make this host do (allow-lists, shell), and who may order it:
         # every deploy and start needs an envelope from a trusted operator (docs/security.md).
         pools.policy = host_policy(config)
@@ -346,6 +363,9 @@ class Agent:
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
+        if lease is not None and (not covered or lease.lapses != lapses or not lease.may_run()):
+            await pools.policies_known(STARTUP_POLICY_WAIT)
+            pools.fence("no lease covered this host's VMs while no agent ran")
         follow_pools(self.events, pools)
         if config.peers:
             seeds = [(host, port + 1) for host, port in config.peers]
@@ -364,7 +384,7 @@ class Agent:
             return await self.lease.handle_rpc(request, _sent_by(self.node, peer))
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
-                return {"error": "starting"}
+                return {"error": "a witness runs no pools" if self.config.witness else "starting"}
             return await self.pools.handle_rpc(request)
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
@@ -450,6 +470,7 @@ async def _start_lease(
     node: MeshNode,
     config: AgentConfig,
     fenceable: Callable[[], frozenset[tuple[str, str]]],
+    on_isolated: Callable[[str], None],
 ) -> LeaseService:
     """The lease service (sdmesh.ha): renews over stream RPCs to each member's gossip port,
     follows the membership view for its voters, keeps the fence guard armed. A previous
@@ -474,7 +495,10 @@ async def _start_lease(
         return await node.client.request(found.addr, payload, timeout=timing.renew_interval)
 
     def lost(reason: str) -> None:
-        log.warning("isolation response due (%s): pools stop their restartable VMs", reason)
+        # The lease service warns when a held lease is lost, and the pools when they stop
+        # VMs: at start-up (no lease yet, nothing running) this is no news.
+        log.debug("isolation response due (%s): pools stop their restartable VMs", reason)
+        on_isolated(reason)
 
     lease = LeaseService(
         config.name, rpc, config.state_dir, timing=timing, guard=guard,

@@ -54,8 +54,11 @@ def agent_of(request: web.Request) -> AgentView:
 
 def pool_service(request: web.Request) -> PoolService:
     """The agent's pool service; 503 while the agent is still starting."""
-    service = agent_of(request).pools
+    agent = agent_of(request)
+    service = agent.pools
     if service is None:
+        if agent.config.witness:  # never will: it only votes (docs/ha.md)
+            raise web.HTTPConflict(text="a witness runs no pools")
         raise web.HTTPServiceUnavailable(text="the agent is still starting; try again")
     return service
 

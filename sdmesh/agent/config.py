@@ -90,8 +90,9 @@ class AgentConfig:
     # no hypervisor; the isolation timeout is the lease term (sdmesh.ha.timing); the fence
     # guard's socket (none: the agent fences only while it lives); an opt-in watchdog device
     # the guard pets (sdmesh-fence-guard --watchdog; named here so the agent can report it).
-    # ``leases`` turns the lease service on (off until the pool service consults it).
-    leases: bool = False
+    # ``leases``: hosts run restartable VMs only under a lease and the mesh rebuilds a lost
+    # host's VMs only once its lease surely ended (track h14-wire); false: no fencing at all.
+    leases: bool = True
     witness: bool = False
     isolation_timeout: float = 6.0
     fence_guard_socket: str | None = "/run/sdmesh-fence-guard/guard.sock"

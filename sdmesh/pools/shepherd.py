@@ -117,6 +117,14 @@ class HandOver:
 
 
 @dataclass(frozen=True)
+class HostReclaimed:
+    """The host lost earlier (``ReclaimHost``) has surely stopped its fenceable VMs (a
+    majority of voters says its lease ended): its units may be rebuilt elsewhere now."""
+
+    host: str
+
+
+@dataclass(frozen=True)
 class Pause:
     """This agent lost the majority of the mesh: decide nothing (no order, no move, no save)
     until ``Resume``; what arrives meanwhile waits (the latest view only, no inventory)."""
@@ -137,6 +145,7 @@ Event = (
     | TerminateRequested
     | TimerFired
     | HandOver
+    | HostReclaimed
     | Pause
     | Resume
 )
@@ -214,6 +223,23 @@ class Superseded:
     seen: int
 
 
+@dataclass(frozen=True)
+class ReclaimHost:
+    """``host`` is lost (dead, cut off, or its leave's grace ran out): before any of its
+    units is rebuilt elsewhere, find out that it has surely stopped them (its lease ended,
+    sdmesh.ha); the driver answers ``HostReclaimed``. Meanwhile its units stay placed there."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class CancelReclaim:
+    """``host`` is back before its reclaim completed: stop asking (its VMs stayed, or it
+    fenced them and reports so)."""
+
+    host: str
+
+
 Action = (
     SaveRecord
     | SendOrder
@@ -223,6 +249,8 @@ Action = (
     | Warning
     | HandOff
     | Superseded
+    | ReclaimHost
+    | CancelReclaim
 )
 
 RETRY_SECONDS = 1.0
@@ -296,6 +324,12 @@ class Shepherd:
         self.handed_to: str | None = None
         #: The newer generation a host had seen when it fenced us; set, the core is inert.
         self.superseded: int | None = None
+        #: Lost hosts whose reclaim is under way (``ReclaimHost``): their units stay placed
+        #: there, nothing of them is rebuilt, until ``HostReclaimed``.
+        self.reclaiming: set[str] = set()
+        #: Lost hosts whose reclaim completed: their units may move (``isolation "keep"``
+        #: ones stay until the host is back).
+        self.reclaimed: set[str] = set()
         self._actions: list[Action] = []
         self._now = 0.0
         self._engine_timers: dict[str, tuple[str, int]] = {}
@@ -345,6 +379,8 @@ class Shepherd:
                 self._feed(lm.TerminateApplication(lm.TerminationRecord.normal_end(event.reason)))
         elif isinstance(event, TimerFired):
             self._on_timer(event.name)
+        elif isinstance(event, HostReclaimed):
+            self._on_reclaimed(event.host)
 
     def _resume(self) -> None:
         """Replay what waited (the latest view first), then resend what the pause may have
@@ -427,7 +463,7 @@ class Shepherd:
                 del self.away[host]
                 self.vouched.pop(host, None)
             elif ends <= self._now:
-                del self.away[host]  # it ran out: its units are lost, placed again below
+                del self.away[host]  # it ran out: its units are lost, moved once reclaimed
                 self.vouched.pop(host, None)
             else:
                 self._actions.append(SetTimer(f"away:{host}", ends))
@@ -451,9 +487,19 @@ class Shepherd:
 
     def _place_all(self) -> None:
         """Place every unit not on a live member. Units on a host that left stay there (its
-        VMs run on); local leaves go with the shepherd."""
+        VMs run on), and so do units on a lost host until its reclaim completes (it may still
+        run them); local leaves go with the shepherd."""
+        for host in sorted(set(self.placement.values())):
+            if host not in self.offers and host not in self.away:
+                self._lose(host)
         units = [
-            u for u in self.layout.units.values() if self.placement.get(u.path) not in self.away
+            u
+            for u in self.layout.units.values()
+            if self.placement.get(u.path) not in self.away
+            and self.placement.get(u.path) not in self.reclaiming
+            and not (
+                self._kept_in_isolation(u.path) and self.placement.get(u.path) in self.reclaimed
+            )
         ]
         placed = {u: h for u, h in self.placement.items() if h in self.offers}
         plan = place([u.demand for u in units], self.offers.values(), already=placed)
@@ -563,6 +609,12 @@ class Shepherd:
             # Nothing to ask of a dead or unknown host; it cleans up when it comes back.
             self._engine_done(leaf, None)
             return
+        if host is not None and host not in self.offers and host not in self.away:
+            if host not in self.reclaimed:
+                self._lose(host)
+            if host in self.reclaiming or self._kept_in_isolation(leaf.unit):
+                leaf.host = host
+                return  # sent (or moved) once the host is back or surely stopped it
         if host is not None and host in self.away:
             if self._vouched_for(host, path, op):
                 leaf.host = host  # it runs there and keeps running: done, as the host said
@@ -633,6 +685,9 @@ class Shepherd:
         if answer.outcome == "fenced":
             return  # an order from before our own last generation bump: superseded by us
         if answer.outcome == "unreachable":
+            if answer.host not in self.offers and answer.host not in self.away:
+                self._lose(answer.host)  # lost: moved once reclaimed, resent once back
+                return
             if leaf.retries < MAX_RETRIES and answer.host in self.offers:
                 leaf.retries += 1
                 self._arm(f"retry:{leaf.path}:{order.op}", RETRY_SECONDS * leaf.retries)
@@ -692,10 +747,73 @@ class Shepherd:
             del self.away[back]  # its agent is back: its inventory reconciles what it runs
             self.vouched.pop(back, None)
             self._save()
+        for back in sorted((self.reclaiming | self.reclaimed) & set(self.offers)):
+            if back in self.reclaiming:
+                self._actions.append(CancelReclaim(back))
+            self.reclaiming.discard(back)
+            self.reclaimed.discard(back)
+            self._wake(back)
         for host in sorted(away - set(self.offers) - set(self.away)):
             self._host_away(host)
         for gone in sorted(before - set(self.offers) - set(self.away)):
-            self._host_down(gone)
+            self._lose(gone)
+
+    def _lose(self, host: str) -> None:
+        """``host`` is lost: its units move only once its reclaim completes (its lease
+        surely ended, so it stopped their VMs), never before: two copies otherwise."""
+        if host in self.reclaiming or host in self.reclaimed or host in self.offers:
+            return
+        if not any(h == host for h in self.placement.values()):
+            return  # nothing of this pool there: nothing to wait for
+        self.reclaiming.add(host)
+        self._actions.append(ReclaimHost(host))
+
+    def _on_reclaimed(self, host: str) -> None:
+        """The lost host surely stopped its fenceable VMs: rebuild its units elsewhere (per
+        their ``restart``; ``isolation "keep"`` ones wait for the host), and move the
+        operations that waited for it."""
+        if host not in self.reclaiming:
+            return  # cancelled (it came back), or not asked by this core
+        self.reclaiming.discard(host)
+        if host in self.offers or host in self.away:
+            return
+        self.reclaimed.add(host)
+        for unit_path in [u for u, h in self.placement.items() if h == host]:
+            leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
+            if unit_path not in self.replays and all(
+                leaf.state in ("created", "deploying", "terminated") for leaf in leaves
+            ):
+                continue  # nothing of it confirmed there: its waiting operations move it
+            self._unit_down(unit_path, host)
+        for leaf in list(self.leaves.values()):
+            op = leaf.engine_op
+            if (
+                op is not None
+                and self.placement.get(leaf.unit) == host
+                and leaf.unit not in self.replays
+            ):
+                self._engine_op(leaf.path, op)
+
+    def _wake(self, host: str) -> None:
+        """``host`` is back: send again what waited for it (it answers at once for what it
+        did already)."""
+        for unit_path, chain in self.replays.items():
+            if chain and self.placement.get(unit_path) == host:
+                path, op = chain[0]
+                self._send(self.leaves[path], op, host)
+        for leaf in self.leaves.values():
+            if (
+                leaf.engine_op is not None
+                and leaf.unit not in self.replays
+                and self.placement.get(leaf.unit) == host
+            ):
+                self._send(leaf, leaf.engine_op, host)
+
+    def _kept_in_isolation(self, unit_path: str) -> bool:
+        """A unit whose host keeps it running without a lease (``isolation "keep"``): the
+        mesh never rebuilds it while that host is lost."""
+        unit = self.layout.units.get(unit_path)
+        return unit is not None and unit.isolation == "keep"
 
     def _host_away(self, host: str) -> None:
         """A host left gracefully: its VMs keep running, so its units stay placed there for
@@ -739,6 +857,8 @@ class Shepherd:
         active = [leaf for leaf in leaves if leaf.state not in ("created", "terminated")]
         if not active or self.engine.root.state.ended:
             return
+        if self._kept_in_isolation(unit_path) and host not in self.offers:
+            return  # its host keeps it running: it stays there until the host is back
         if self.state == "terminating":
             for leaf in active:
                 if leaf.engine_op == "terminate":
@@ -911,7 +1031,7 @@ class Shepherd:
             if ends is not None and ends <= self._now and gone not in self.offers:
                 del self.away[gone]  # not back in time: its units are lost, as if it died
                 self.vouched.pop(gone, None)
-                self._host_down(gone)
+                self._lose(gone)  # once its (leave's) lease surely ended
                 self._save()
         elif name.startswith("retry:"):
             path, op = name[6:].rsplit(":", 1)

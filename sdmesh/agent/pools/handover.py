@@ -15,7 +15,7 @@ from sdmesh.agent.pools.state import PoolState
 from sdmesh.agent.pools.trees import tree_of
 from sdmesh.membership import State
 from sdmesh.pools import host as hc
-from sdmesh.pools.ownership import successors
+from sdmesh.pools.ownership import shepherd_candidates, successors
 from sdmesh.pools.records import PoolRecord, PoolSpec, RecordFormatError
 from sdmesh.transport import StreamError
 
@@ -60,7 +60,7 @@ class HandOver(PoolState):
         from sdmesh.pools import shepherd as sc
 
         live = self.live_members()  # without us: we are leaving
-        members = [m.name for m in live]
+        members = shepherd_candidates((m.name, m.meta) for m in live)  # never a witness
         suspects = [m.name for m in live if m.state is not State.ALIVE]
         handed: dict[str, tuple[PoolRecord, list[str]]] = {}
         for pool, run in list(self.shepherding.items()):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from sdmesh.agent.pools.common import LeafOp, PoolError, domain_name
+from sdmesh.agent.pools.fencing import fenceable_units
 from sdmesh.agent.pools.state import HostedPool, PoolState
 from sdmesh.agent.pools.trees import tree_of
 from sdmesh.pools import host as hc
@@ -97,6 +98,9 @@ class HostSide(PoolState):
 
         error: str | None = None
         began = time.monotonic()
+        # A start that began before a lease lapse must not leave its VM running (docs/ha.md).
+        lapses = self.lease.lapses if self.lease is not None else 0
+        guarded = False
         try:
             hosted = await self._hosted(action.pool)
             hosted.context.generation = action.generation
@@ -109,9 +113,14 @@ class HostSide(PoolState):
                 error = await self._deploy(hosted, action)
             elif action.op == "start":
                 component = hosted.components.get(action.path)
+                unit = self.host.pools[action.pool].leaves.get(action.path)
+                unit_path = unit.unit if unit is not None else action.path
                 if component is None:
                     error = f"{action.path} was not deployed on {self.name}"
+                elif (refused := self.start_refusal(action.pool, unit_path)) is not None:
+                    error = refused
                 else:
+                    guarded = self.unit_fenceable(action.pool, unit_path) is not False
                     await component.start()
             else:
                 component = hosted.components.pop(action.path, None)
@@ -128,6 +137,13 @@ class HostSide(PoolState):
         except Exception as failure:
             log.exception("%s of %s failed", action.op, action.path)
             error = f"internal error during {action.op}: {type(failure).__name__}: {failure}"
+        if (
+            guarded
+            and error is None
+            and self.lease is not None
+            and (self.lease.lapses != lapses or not self.lease.may_run())
+        ):
+            error = await self.undo_start(action.pool, action.path)
         if action.op == "terminate":
             if error is not None:
                 log.warning(
@@ -231,7 +247,8 @@ class HostSide(PoolState):
         while True:
             try:
                 spec = await self.spec(digest, pool, ask=self.host.shepherd_of(pool))
-                root = skeleton(await tree_of(spec))
+                tree = await tree_of(spec)
+                root = skeleton(tree)
                 break
             except PoolError as error:
                 if error.status != 503 or attempt + 1 >= DESCRIPTOR_ATTEMPTS:
@@ -253,7 +270,9 @@ class HostSide(PoolState):
                 policy=self.policy,
             )
             nodes = {node.path: node for node in walk(root)}
-            hosted = self._host_pools[pool] = HostedPool(spec, root, nodes, context)
+            hosted = self._host_pools[pool] = HostedPool(
+                spec, root, nodes, context, fenceable=fenceable_units(tree)
+            )
         return hosted
 
     async def _remove_by_tags(self, pool: str, path: str) -> None:
@@ -281,11 +300,15 @@ class HostSide(PoolState):
 
         found = 0
         domains: set[tuple[str, str]] = set()
+        digests: dict[str, str] = {}
         for domain in await self.driver.list_managed():
             meta = domain.metadata
             if not meta.pool:
                 continue
             domains.add((meta.pool, meta.path))
+            algorithm, _, digest = meta.descriptor_hash.partition(":")
+            if algorithm == "sha256" and digest:
+                digests.setdefault(meta.pool, digest)
             self.host.handle(
                 hc.Recovered(
                     meta.pool,
@@ -318,3 +341,4 @@ class HostSide(PoolState):
             log.info(
                 "recovered %d leaves of %d pools from libvirt", found, len(self.host.pools_held())
             )
+        self.load_policies(digests)  # which recovered VMs the lease protects

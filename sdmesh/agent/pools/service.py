@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from sdmesh.agent.pools.common import KnownPool, PoolError
+from sdmesh.agent.pools.fencing import Fencing
 from sdmesh.agent.pools.following import ViewFollower
 from sdmesh.agent.pools.handover import HandOver
 from sdmesh.agent.pools.hosting import HostSide
@@ -39,6 +40,7 @@ class PoolService(
     MembershipView,
     RumorFollower,
     HostSide,
+    Fencing,
     HostReports,
     ShepherdDriver,
     HandOver,

@@ -177,6 +177,29 @@ class ShepherdDriver(PoolState):
             log.warning("pool %s: %s: %s", pool, action.path, action.message)
         elif isinstance(action, sc.Superseded):
             self._step_down(pool, run, action.seen)
+        elif isinstance(action, sc.ReclaimHost):
+            log.info("pool %s: %s is lost; its units move once its lease ended", pool, action.host)
+            self._spawn(self._reclaim(pool, run, action.host))
+        elif isinstance(action, sc.CancelReclaim) and self.lease is not None:
+            self.lease.cancel_reclaim(action.host)
+
+    async def _reclaim(self, pool: str, run: ShepherdRun, host: str) -> None:
+        """Wait until ``host``'s lease has surely ended (a majority of voters says so: it
+        stopped its fenceable VMs), then let the core rebuild its units. Without leases the
+        units move at once, as before leases."""
+        from sdmesh.pools import shepherd as sc
+
+        if self.lease is not None:
+            try:
+                await self.lease.reclaim(host)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the service is closing
+                return  # the host came back (CancelReclaim)
+            log.info("pool %s: %s's lease has ended: its units may be rebuilt", pool, host)
+        if self.shepherding.get(pool) is run:
+            self._feed(pool, sc.HostReclaimed(host))
 
     def _step_down(self, pool: str, run: ShepherdRun, seen: int) -> None:
         """A host fenced this core (another shepherd ran the pool at generation ``seen``):

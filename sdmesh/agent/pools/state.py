@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sdmesh.agent.mesh import MeshNode
     from sdmesh.components.context import HostContext
     from sdmesh.dht import Dht
+    from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
     from sdmesh.lifecycle.model import Node
     from sdmesh.membership import Member
@@ -49,6 +50,8 @@ class HostedPool:
     nodes: dict[str, Node]
     context: HostContext
     components: dict[str, Component] = field(default_factory=dict)
+    #: Its units (VM paths) a lease protects (sdmesh.ha.policy.fenceable).
+    fenceable: frozenset[str] | None = None
 
 
 @dataclass
@@ -77,8 +80,11 @@ class PoolState:
         driver: HypervisorDriver,
         caps: HostCapabilities,
         state_dir: Path,
+        lease: LeaseService | None = None,
     ) -> None:
         self.name = name
+        #: This agent's lease (sdmesh.ha): None runs without leases (nothing is fenced).
+        self.lease = lease
         self.node = node
         self.dht = dht
         self.client = client
@@ -103,6 +109,7 @@ class PoolState:
         #: why not (e.g. a descriptor no trusted operator signed), or None. A refusal fails
         #: the leaf with that reason; terminations are never refused.
         self.leaf_guards: list[Callable[[PoolSpec, Node, str], str | None]] = []
+        self.admission_guards.append(self.lease_veto)
         self._host_pools: dict[str, HostedPool] = {}
         #: Descriptor loads under way (``_hosted``), one per pool.
         self._hosting: dict[str, asyncio.Task[HostedPool]] = {}
@@ -152,6 +159,8 @@ class PoolState:
         #: Local record and spec files are written in worker threads, one at a time and in
         #: the order asked: an older record must not land after a newer one.
         self._file_writes = asyncio.Lock()
+        #: Descriptor loads of recovered pools (``load_policies``), for ``policies_known``.
+        self._policy_loads: list[asyncio.Task[None]] = []
         #: What descriptors may make this host do (sdmesh.components.policy): the agent sets
         #: it from its configuration before ``start``; deny by default until then.
         self.policy = HostPolicy()
@@ -221,6 +230,25 @@ class PoolState:
         raise NotImplementedError
 
     def take_orders(self, orders: list[Order]) -> list[list[object]]:
+        raise NotImplementedError
+
+    async def _hosted(self, pool: str) -> HostedPool:
+        raise NotImplementedError
+
+    # leases (Fencing)
+    def lease_veto(self, order: Order) -> str | None:
+        raise NotImplementedError
+
+    def unit_fenceable(self, pool: str, unit: str) -> bool | None:
+        raise NotImplementedError
+
+    def start_refusal(self, pool: str, unit: str) -> str | None:
+        raise NotImplementedError
+
+    async def undo_start(self, pool: str, path: str) -> str:
+        raise NotImplementedError
+
+    def load_policies(self, pools: dict[str, str]) -> None:
         raise NotImplementedError
 
     def _queue_report(self, shepherd: str, report: Report, attempt: int = 0) -> None:

@@ -8,7 +8,7 @@ import time
 
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.membership import Member, State
-from sdmesh.pools.ownership import Owners, has_quorum
+from sdmesh.pools.ownership import Owners, has_quorum, is_witness, shepherd_candidates
 from sdmesh.pools.placement import HostOffer
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class MembershipView(PoolState):
     def _being_handed_over(self, pool: str) -> bool:
         """The pool's shepherd, counting members that are leaving, is one of them: it hands
         the pool over itself (or, failing that, it is taken over once its leave shows)."""
-        everyone = frozenset(m.name for m in self.node.core.live_members())
+        everyone = shepherd_candidates((m.name, m.meta) for m in self.node.core.live_members())
         if everyone != self._owners_all.members:
             self._owners_all = Owners(everyone)
         return self._owners_all.shepherd(pool) in self.departing
@@ -95,12 +95,13 @@ class MembershipView(PoolState):
                     frozenset(str(label) for label in labels),
                     _disk_free_mib(capacity),
                     shell=member.meta.get("shell") is True,
+                    witness=is_witness(member.meta),
                 )
             )
         return tuple(out)
 
     def shepherd_for(self, pool: str) -> str | None:
-        live = frozenset(m.name for m in self.counted_members())
+        live = shepherd_candidates((m.name, m.meta) for m in self.counted_members())
         if live != self._owners.members:
             self._owners = Owners(live)
         return self._owners.shepherd(pool)

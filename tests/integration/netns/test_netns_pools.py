@@ -339,6 +339,59 @@ def copies(found: dict[str, list[str]], pool: str) -> Counter[str]:
     return Counter(d for ds in found.values() for d in ds if _of(d, [pool]))
 
 
+class DomainWatch(threading.Thread):
+    """Every host's domains of one pool, sampled every 0.2 s while a host is cut: VMs on two
+    hosts at once, the cut host starting anything, when it stopped what it ran, and when
+    every VM ran elsewhere."""
+
+    def __init__(self, mesh: PoolMesh, pool: str, victim: Host, before: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.mesh, self.pool, self.victim, self.before = mesh, pool, victim, before
+        self.problems: list[str] = []
+        self.samples = 0
+        self.fenced_at = float("nan")
+        self._last: dict[str, list[str]] = {}
+        self._moved: dict[int, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            with contextlib.suppress(AgentNotReady):
+                found = self.mesh.domains_everywhere()
+                now = time.monotonic()
+                self.samples += 1
+                self._last = found
+                twice = {d: n for d, n in copies(found, self.pool).items() if n > 1}
+                if twice:
+                    self.problems.append(f"VMs on two hosts at once: {twice}")
+                kept = self.kept()
+                if kept - self.before:  # sampled: never the placeholder
+                    self.problems.append(f"{self.victim} started {kept - self.before} while cut")
+                if not kept and self.fenced_at != self.fenced_at:  # still NaN: first time
+                    self.fenced_at = now
+                elsewhere = copies(
+                    {h: d for h, d in found.items() if h != self.victim.name}, self.pool
+                )
+                self._moved.setdefault(sum(elsewhere.values()), now)
+            self._halt.wait(0.2)
+
+    def kept(self) -> set[str]:
+        """The pool's VMs the cut host still has (unknown before the first sample)."""
+        if self.victim.name not in self._last:
+            return {"(not sampled yet)"}
+        return set(copies({self.victim.name: self._last[self.victim.name]}, self.pool))
+
+    def moved_at(self, count: int) -> float:
+        return self._moved.get(count, float("nan"))
+
+    def check(self) -> None:
+        assert not self.problems, f"{self.problems[:3]}\n{self.mesh.report()}"
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+
 # --- tests -----------------------------------------------------------------------------------
 
 
@@ -433,34 +486,43 @@ def test_partitioned_host_its_vms_move_and_the_stale_copies_go_after_the_heal(
     others = [h for h in mesh.members if h != victim]
     before = set(mesh.domains(victim))
     assert before
+    cut_at = time.monotonic()
     mesh.testbed.cut(victim)
+    # Leases (docs/ha.md): the cut host stops its restartable VMs (it cannot renew its lease)
+    # before the connected side may rebuild them: never two copies, on any host. Sampled
+    # on its own thread, every 0.2 s: a status call can wait for the cut shepherd (10 s).
+    watch = DomainWatch(mesh, pool, victim, before)
+    watch.start()
+    try:
 
-    def moved() -> dict[str, Any] | None:
-        found = mesh.domains_everywhere(others)
-        twice = {d: n for d, n in copies(found, pool).items() if n > 1}
-        assert not twice, f"VMs twice on the connected side: {twice}\n{mesh.report()}"
-        # The cut host keeps what it ran (nothing tells it to stop) and starts nothing new.
-        # TODO(issue 14, item 1, h14-lease): once hosts hold leases and self-fence, the cut
-        # host must stop its restartable VMs before the connected side rebuilds them; then
-        # this becomes "the cut host runs none of them once they run elsewhere".
-        stale = set(mesh.domains(victim))
-        assert stale <= before, f"{victim} started {stale - before} while cut off"
-        s = mesh.status(others[0], pool)
-        done = running_under(s) and victim.name not in vm_hosts(s).values()
-        return s if done and sum(copies(found, pool).values()) == count else None
+        def moved() -> dict[str, Any] | None:
+            watch.check()
+            found = mesh.domains_everywhere(others)
+            s = mesh.status(others[0], pool)
+            done = running_under(s) and victim.name not in vm_hosts(s).values()
+            kept = watch.kept()
+            return s if done and not kept and sum(copies(found, pool).values()) == count else None
 
-    moved_status = mesh.wait(moved, "the cut host's VMs never moved", timeout=90)
-    # Long enough alone for the cut host to declare everyone else dead: with no majority in
-    # its view it must not take the pool over (it would boot every VM a second time).
-    cut_off = mesh.wait(
-        lambda: all(mesh.kind.members(victim).get(h.name) == MemberState.DEAD for h in others),
-        f"{victim} never gave up on the others",
-    )
-    assert cut_off
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        moved()
-        time.sleep(0.3)
+        moved_status = mesh.wait(moved, "the cut host's VMs never moved", timeout=90)
+        print(
+            f"\n{pool}: cut -> {victim} stopped its VMs {watch.fenced_at - cut_at:.1f} s; "
+            f"cut -> all {count} VMs running elsewhere {watch.moved_at(count) - cut_at:.1f} s; "
+            f"{watch.samples} samples, overlap 0"
+        )
+        # Long enough alone for the cut host to declare everyone else dead: with no majority
+        # in its view it must not take the pool over (it would boot every VM a second time).
+        cut_off = mesh.wait(
+            lambda: all(mesh.kind.members(victim).get(h.name) == MemberState.DEAD for h in others),
+            f"{victim} never gave up on the others",
+        )
+        assert cut_off
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            moved()
+            time.sleep(0.3)
+    finally:
+        watch.stop()
+    watch.check()
     assert int(moved_status["generation"]) > int(status["generation"])
     mesh.testbed.heal(victim)
 

@@ -59,6 +59,12 @@ class Cluster:
         #: Shepherds that do not notice membership changes (a cut too short for them).
         self.deaf: set[str] = set()
         self.texts: dict[str, str] = {}
+        #: How long a reclaim takes (the lease's rebuild wait); None: only ``reclaim_done``.
+        self.reclaim_delay: float | None = 0.0
+        #: (pool, shepherd host, lost host) of every reclaim asked, cancelled, completed.
+        self.reclaims: list[tuple[str, str, str]] = []
+        self.cancelled: list[tuple[str, str, str]] = []
+        self.reclaimed: list[tuple[float, str, str, str]] = []
 
     # ------------------------------------------------------------------- scheduling
     def at(self, delay: float, call: Callable[[], None]) -> None:
@@ -162,6 +168,13 @@ class Cluster:
             self.warnings.append(f"{action.path}: {action.message}")
         elif isinstance(action, sc.HandOff):
             self.handoffs.append((pool, action))
+        elif isinstance(action, sc.ReclaimHost):
+            self.reclaims.append((pool, at, action.host))
+            if self.reclaim_delay is not None:
+                host = action.host
+                self.at(self.reclaim_delay + LATENCY, lambda: self.reclaim_done(pool, at, host))
+        elif isinstance(action, sc.CancelReclaim):
+            self.cancelled.append((pool, at, action.host))
         elif isinstance(action, sc.Superseded):
             # As PoolService does: stop the core, read the record again, take over above.
             self.step_downs.append((pool, at, action.seen))
@@ -171,6 +184,11 @@ class Cluster:
                 LATENCY,
                 lambda: self.take_over(self.texts[pool], self.dht[pool], at, above=seen),
             )
+
+    def reclaim_done(self, pool: str, at: str, host: str) -> None:
+        """The lease service says ``host``'s lease surely ended (as LeaseService.reclaim)."""
+        self.reclaimed.append((self.now, pool, at, host))
+        self.feed_shepherd(pool, at, sc.HostReclaimed(host))
 
     def send_order(self, pool: str, src: str, dst: str, order: Order) -> None:
         def deliver() -> None:

@@ -1,0 +1,231 @@
+"""The pool service's side of leases (sdmesh/agent/pools/fencing.py, shepherding.py): no new
+restartable unit without a lease, the isolation response, and a shepherd that feeds the
+core ``HostReclaimed`` only once the lease service says the lost host's lease ended."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from sdmesh.agent.pools.fencing import NO_LEASE
+from sdmesh.agent.pools.state import ShepherdRun
+from sdmesh.language import resolve_text
+from sdmesh.pools import host as hc
+from sdmesh.pools import shepherd as sc
+from sdmesh.pools.records import Order
+from sdmesh.pools.submission import build_spec
+
+from .test_pool_cores import pool_text
+from .test_pool_hiccups import ordered, parts
+from .test_pool_service_ends import service
+
+VM = "sfConfig:pool:sd0:vm"
+
+
+class FakeLease:
+    """LeaseService's calls the pool service makes, driven by the test."""
+
+    def __init__(self) -> None:
+        self.valid = True
+        self.lapses = 0
+        self.rearmed = 0
+        self.cancelled: list[str] = []
+        self._reclaims: dict[str, asyncio.Future[None]] = {}
+
+    def may_run(self) -> bool:
+        return self.valid
+
+    def rearm(self) -> None:
+        self.rearmed += 1
+
+    async def reclaim(self, holder: str) -> None:
+        future = self._reclaims.get(holder)
+        if future is None or future.done():
+            future = self._reclaims[holder] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(future)
+
+    def cancel_reclaim(self, holder: str) -> None:
+        self.cancelled.append(holder)
+        future = self._reclaims.pop(holder, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    def ended(self, holder: str) -> None:
+        self._reclaims.pop(holder).set_result(None)
+
+
+class FakeDriver:
+    def __init__(self) -> None:
+        self.destroyed: list[str] = []
+
+    async def destroy(self, name: str) -> bool:
+        self.destroyed.append(name)
+        return True
+
+
+class StubCore:
+    """Records what the driver feeds a shepherd core."""
+
+    paused = False
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def handle(self, event: object, now: float) -> list[object]:
+        self.events.append(event)
+        return []
+
+
+def deploy(unit: str, generation: int = 3) -> Order:
+    return Order("web", generation, "h1", "d" * 64, unit, "deploy", unit, 1, 256)
+
+
+def leased(tmp_path: Path) -> tuple[Any, FakeLease]:
+    svc = service(tmp_path)
+    lease = FakeLease()
+    svc.lease = lease  # type: ignore[assignment]
+    return svc, lease
+
+
+def test_no_new_restartable_unit_without_a_lease(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, lease = leased(tmp_path)
+        lease.valid = False
+        # Nothing known of the pool yet: it counts as restartable (deny by default).
+        assert svc.take_orders([deploy(VM)]) == [["refused", NO_LEASE, 3]]
+        lease.valid = True
+        assert svc.take_orders([deploy(VM)])[0][0] == "accepted"
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_pool_without_restart_needs_no_lease(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, lease = leased(tmp_path)
+        spec = build_spec(
+            {"name": "web", "descriptor": resolve_text(pool_text(1, restart="never")).to_sf()}
+        )
+        ordered(svc, spec)
+        _, client = parts(svc)
+        client.replies = [{"spec": spec.encode()}]
+        hosted = await svc._hosted("web")
+        assert hosted.fenceable == frozenset()
+        lease.valid = False
+        assert svc.take_orders([deploy(VM)])[0][0] == "accepted"
+        assert svc.unit_fenceable("web", VM) is False
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_restartable_pool_is_fenceable_and_starts_only_under_a_lease(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, lease = leased(tmp_path)
+        spec = build_spec(
+            {"name": "web", "descriptor": resolve_text(pool_text(2, restart="always")).to_sf()}
+        )
+        ordered(svc, spec)
+        _, client = parts(svc)
+        client.replies = [{"spec": spec.encode()}]
+        hosted = await svc._hosted("web")
+        assert hosted.fenceable == {VM, "sfConfig:pool:sd1:vm"}
+        assert svc.start_refusal("web", VM) is None and lease.rearmed == 1
+        lease.valid = False
+        assert svc.start_refusal("web", VM) == NO_LEASE
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_fence_destroys_running_fenceable_vms_and_reports_them_ended(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver()
+        other = "sfConfig:pool:sd1:vm"
+        svc.host.handle(hc.Recovered("web", VM, VM, 3, "h1", 1, 256))
+        svc.host.handle(hc.Recovered("web", other, other, 3, "h1", 1, 256, state="deployed"))
+        assert svc.fenceable() == {("web", VM), ("web", other)}  # unknown policy: fenceable
+        assert svc.fence("no majority answered") == [("web", VM)]  # only what runs
+        await asyncio.sleep(0.01)
+        assert len(driver.destroyed) == 1
+        assert svc.host.states("web")[VM] == "deployed"
+        _, client = parts(svc)
+        sent = [r for q in client.requests if q.get("rpc") == "reports" for r in q["reports"]]
+        assert len(sent) == 1 and "fenced: lease lost" in str(sent[0])
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_the_shepherd_rebuilds_only_after_the_reclaim_completes(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, lease = leased(tmp_path)
+        core = StubCore()
+        run = ShepherdRun(core)  # type: ignore[arg-type]
+        svc.shepherding["web"] = run
+        svc._shepherd_action("web", run, sc.ReclaimHost("h2"))
+        await asyncio.sleep(0.05)
+        assert core.events == []  # the lease may still run: nothing moves
+        lease.ended("h2")
+        await asyncio.sleep(0.01)
+        assert core.events == [sc.HostReclaimed("h2")]
+        svc._shepherd_action("web", run, sc.ReclaimHost("h1"))
+        await asyncio.sleep(0.01)
+        svc._shepherd_action("web", run, sc.CancelReclaim("h1"))  # it came back
+        await asyncio.sleep(0.01)
+        assert lease.cancelled == ["h1"]
+        assert core.events == [sc.HostReclaimed("h2")]
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_without_leases_a_lost_host_is_reclaimed_at_once(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = service(tmp_path)
+        core = StubCore()
+        run = ShepherdRun(core)  # type: ignore[arg-type]
+        svc.shepherding["web"] = run
+        svc._shepherd_action("web", run, sc.ReclaimHost("h2"))
+        await asyncio.sleep(0.01)
+        assert core.events == [sc.HostReclaimed("h2")]
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_start_up_fence_spares_recovered_vms_the_mesh_never_rebuilds(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver()
+        spec = build_spec(
+            {"name": "web", "descriptor": resolve_text(pool_text(1, restart="never")).to_sf()}
+        )
+        svc.host.handle(hc.Recovered("web", VM, VM, 3, "h1", 1, 256))
+        _, client = parts(svc)
+        client.replies = [{"spec": spec.encode()}]
+        svc.load_policies({"web": spec.digest})  # from the domain's metadata
+        await svc.policies_known(5.0)
+        assert svc.unit_fenceable("web", VM) is False
+        assert svc.fence("no lease covered this host's VMs") == []
+        assert svc.fenceable() == frozenset()
+        assert driver.destroyed == []
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_witness_never_shepherds_a_pool(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = service(tmp_path, ["h0", "h1", "w"])
+        witness = svc.node.core.m["w"]
+        svc.node.core.m["w"] = dataclasses.replace(witness, meta={"witness": True})
+        owners = {svc.shepherd_for(f"pool-{i}") for i in range(200)}
+        assert owners == {"h0", "h1"}
+        assert not svc._being_handed_over("pool-1")
+        await svc.close()
+
+    asyncio.run(go())
