@@ -365,7 +365,8 @@ class Agent:
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "starting"}
-            return await self.pools.handle_rpc(request)
+            assert self.node is not None
+            return await self.pools.handle_rpc(request, _sent_by(self.node, peer))
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
 

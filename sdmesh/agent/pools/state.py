@@ -19,6 +19,7 @@ import msgpack
 from sdmesh.agent.pools.common import KnownPool, LeafOp, log_failure
 from sdmesh.components.policy import HostPolicy
 from sdmesh.pools import host as hc
+from sdmesh.pools.authz import MeshRefusals
 from sdmesh.pools.losses import LossConfirmer
 from sdmesh.pools.ownership import Owners, QuorumGate
 from sdmesh.pools.records import Order, PoolRecord, PoolSpec, Report, Tomb
@@ -138,6 +139,8 @@ class PoolState:
         #: rebuilt only when who is live changes, not on every metadata update.
         self._owners = Owners(())
         self._owners_all = Owners(())
+        #: Requests from the mesh refused as unauthorized (sdmesh.pools.authz), by reason.
+        self.refusals = MeshRefusals()
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}
@@ -157,6 +160,19 @@ class PoolState:
         self.policy = HostPolicy()
         # Records and descriptors (they can hold cloud-init user data): root's alone.
         ensure_private_dir(self.state_dir / "specs", 0o700, what="specs directory")
+
+    def newest_generation(self, pool: str) -> int:
+        """The newest generation of ``pool`` this host knows (0: none)."""
+        known = self.known.get(pool)
+        tomb = self.tombs.get(pool)
+        run = self.shepherding.get(pool)
+        hosted = self.host.pools.get(pool)
+        return max(
+            known.generation if known is not None else 0,
+            tomb.generation if tomb is not None else 0,
+            run.core.generation if run is not None else 0,
+            hosted.generation if hosted is not None else 0,
+        )
 
     def signature_of(self, pool: str) -> bytes:
         """The operator's signature envelope this host last got in ``pool``'s orders (empty:
