@@ -336,6 +336,7 @@ class Agent:
 
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
+        from sdmesh.trust.termination import termination_check, termination_signer
 
         pools = PoolService(config.name, node, dht, node.client, hypervisor, caps, config.state_dir)
         # What descriptors may make this host do (allow-lists, shell), and who may order it:
@@ -343,6 +344,9 @@ class Agent:
         pools.policy = host_policy(config)
         if self.trust is not None:
             pools.leaf_guards.append(signature_guard(self.trust, pools))
+            # Terminations: signed by an operator, or no further than what a host knows.
+            pools.termination_check = termination_check(self.trust)
+            pools.termination_signer = termination_signer(self.trust)
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools

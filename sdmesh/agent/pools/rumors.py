@@ -13,8 +13,8 @@ import msgpack
 from sdmesh.agent.pools.common import TOMBSTONE_GRACE, TOPIC_POOL, TOPIC_TOMB, KnownPool
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.pools import host as hc
-from sdmesh.pools.authz import GENERATION, TOMBSTONE
-from sdmesh.pools.generations import generation_refusal, termination_refusal
+from sdmesh.pools.authz import GENERATION
+from sdmesh.pools.generations import generation_refusal
 from sdmesh.pools.records import RecordFormatError, Tomb, checked_rumor_ids
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,9 @@ class RumorFollower(PoolState):
         else:
             known_gen = self.known[rumor.key].generation if rumor.key in self.known else 0
             covered = Tomb.generation_of(body, known_gen)
-            if self._tomb_refused(rumor.key, covered):
+            if self.terminate_refusal(rumor.key, covered, body.get("sig", b"")) is not None:
                 return
             self._heard_tomb(rumor.key, covered)
-
-    def _tomb_refused(self, pool: str, generation: int) -> bool:
-        """A tombstone out of bounds, or too far above what this host knows of the pool
-        (sdmesh.pools.generations): counted, logged, and it ends nothing."""
-        problem = termination_refusal(generation, self.newest_generation(pool))
-        if problem is None:
-            return False
-        self.refusals.refuse(TOMBSTONE, f"pool {pool} tombstone: {problem}")
-        return True
 
     def _heard_tomb(self, pool: str, generation: int) -> bool:
         """A termination record: applied unless a resubmission is known to be newer (an

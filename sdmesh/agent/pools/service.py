@@ -161,7 +161,7 @@ class PoolService(
                 known = self.known.get(pool)
                 default = known.generation if known is not None else 0
                 wanted = request.get("generation", default)
-                refused = self.terminate_refusal(pool, wanted)
+                refused = self.terminate_refusal(pool, wanted, request.get("signature", b""))
                 if refused is not None:
                     return {"ok": False, "error": refused}
                 self._terminate_here(pool, int(wanted))

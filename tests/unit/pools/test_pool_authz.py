@@ -284,3 +284,61 @@ def test_refusals_show_in_metrics(tmp_path: Path) -> None:
     }
     assert found[("sdmesh_mesh_refusals_total", (("reason", authz.TOMBSTONE),))] == 1
     assert found[("sdmesh_mesh_refusals_total", (("reason", authz.NOT_SHEPHERD),))] == 0
+
+
+# ------------------------------------------------------------ signed terminations
+def signing_service(tmp_path: Path) -> Any:
+    from sdmesh.trust.keys import OperatorKey
+    from sdmesh.trust.roles import Role
+    from sdmesh.trust.store import TrustedOperator, TrustStore
+    from sdmesh.trust.termination import sign_termination, termination_refusal
+
+    key = OperatorKey.generate("alice")
+    trusted = TrustStore({key.public.key_id: TrustedOperator(key.public, Role.OPERATE)})
+    svc = hosting_service(tmp_path)
+    svc.termination_check = lambda data, pool, gen: termination_refusal(data, pool, gen, trusted)
+    svc.termination_signer = lambda pool, gen, now: sign_termination(key, pool, gen, now)
+    return svc
+
+
+def test_with_a_trust_store_an_unsigned_tombstone_reaches_no_further_than_known(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 4}))  # one above: unsigned
+        reply = await svc.handle_rpc({"rpc": "terminate", "pool": "web", "generation": 4})
+        assert reply["ok"] is False and "without a valid operator signature" in reply["error"]
+        forged = {"by": "h1", "gen": 4, "sig": b"\x01" * 100}
+        svc._on_rumor(rumor("tomb", "web", forged))
+        unchanged(svc)
+        assert svc.refusals.counts[authz.TOMBSTONE] == 3
+        svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 3}))  # what it knows: taken
+        assert svc.tombs["web"].generation == 3
+
+    asyncio.run(go())
+
+
+def test_a_signed_termination_goes_through_and_this_agent_signs_its_own(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        body = svc.tomb_body("web", 40)
+        assert body["gen"] == 40 and body["sig"]
+        svc._on_rumor(rumor("tomb", "web", body))
+        assert svc.tombs["web"].generation == 40
+        assert sum(svc.refusals.counts.values()) == 0
+        signature = svc.termination_signature("web", 50)
+        reply = await svc.handle_rpc(
+            {"rpc": "terminate", "pool": "web", "generation": 50, "signature": signature}
+        )
+        assert reply == {"ok": True}
+        assert svc.tombs["web"].generation == 50
+        tomb = [p for p in svc.node.published if p[0] == "tomb"][-1]
+        assert msgpack.unpackb(tomb[2])["sig"]  # hosts that know less take it too
+        huge = {"by": "h1", "gen": 2**64 - 1, "sig": signature}
+        svc._on_rumor(rumor("tomb", "web", huge))
+        assert svc.tombs["web"].generation == 50
+
+    asyncio.run(go())
