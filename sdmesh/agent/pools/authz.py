@@ -30,10 +30,11 @@ class MeshAuthz(MembershipView):
         ``UNAUTHORIZED_OUTCOME`` with the reason, counted, and change nothing."""
         answers: list[list[object] | None] = []
         allowed: list[Order] = []
+        entitled: dict[str, set[str]] = {}  # per pool, once per batch
         for order in orders:
-            refusal = authz.order_refusal(
-                order.pool, order.shepherd, sent_by, self.entitled_shepherds(order.pool)
-            )
+            if order.pool not in entitled:
+                entitled[order.pool] = self.entitled_shepherds(order.pool)
+            refusal = authz.order_refusal(order.pool, order.shepherd, sent_by, entitled[order.pool])
             if refusal is None:
                 allowed.append(order)
                 answers.append(None)

@@ -342,3 +342,24 @@ def test_a_signed_termination_goes_through_and_this_agent_signs_its_own(
         assert svc.tombs["web"].generation == 50
 
     asyncio.run(go())
+
+
+def test_answers_stay_in_order_when_a_batch_mixes_refused_and_taken_orders(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = hosting_service(tmp_path)
+        ranked = by_distance("web", NAMES)
+        bad = Order("web", 4, ranked[-1], "d", "sfConfig:vm", "terminate", "sfConfig:vm")
+        good = Order("web", 3, ranked[0], "d", "sfConfig:vm", "start", "sfConfig:vm")
+        reply = await svc.handle_rpc(
+            {"rpc": "orders", "orders": [bad.to_wire(), good.to_wire(), bad.to_wire()]},
+            lambda name: True,
+        )
+        outcomes = [answer[0] for answer in reply["answers"]]
+        assert outcomes[0] == outcomes[2] == "unreachable"
+        assert outcomes[1] != "unreachable"
+        assert svc.host.inventory("web") == {"sfConfig:vm": 3}
+        assert svc.refusals.counts[authz.NOT_SHEPHERD] == 2
+
+    asyncio.run(go())
