@@ -64,6 +64,16 @@ class MeshAuthz(MembershipView):
             return None
         return self.refusals.refuse(authz.WRONG_SENDER, f"{what} for {name} did not come from it")
 
+    def adoption_refusal(self, pool: str, sender: str) -> str | None:
+        """Why this host does not take ``pool`` over from ``sender``'s hand-over: either is
+        not among the members entitled to shepherd it in this host's view. Counted; the pool
+        is then taken over from its record by whoever is its shepherd."""
+        entitled = self.entitled_shepherds(pool)
+        if sender in entitled and self.name in entitled:
+            return None
+        message = f"a hand-over of pool {pool} from {sender}: not its shepherd or successor here"
+        return self.refusals.refuse(authz.NOT_SHEPHERD, message)
+
     def submit_refusal(self, pool: str) -> str | None:
         """Why this host does not become the shepherd of a submitted ``pool``. Counted."""
         refusal = authz.submit_refusal(pool, self.name, self.shepherd_for(pool))

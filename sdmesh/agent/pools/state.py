@@ -198,6 +198,9 @@ class PoolState:
     ) -> str | None:
         raise NotImplementedError
 
+    def adoption_refusal(self, pool: str, sender: str) -> str | None:
+        raise NotImplementedError
+
     def signature_of(self, pool: str) -> bytes:
         """The operator's signature envelope this host last got in ``pool``'s orders (empty:
         none, which no leaf guard accepts)."""

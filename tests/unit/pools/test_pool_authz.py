@@ -363,3 +363,24 @@ def test_answers_stay_in_order_when_a_batch_mixes_refused_and_taken_orders(
         assert svc.refusals.counts[authz.NOT_SHEPHERD] == 2
 
     asyncio.run(go())
+
+
+def test_a_hand_over_from_a_member_not_entitled_to_the_pool_adopts_nothing(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = service(tmp_path, NAMES)
+        pool = "web"
+        intruder = next(n for n in reversed(by_distance(pool, NAMES)) if n != "h0")
+        spec = spec_wire(pool)
+        digest = PoolSpec.decode(spec).digest
+        record = PoolRecord(pool, digest, 5, intruder, state="running").encode()
+        reply = await svc.handle_rpc(
+            {"rpc": "handover", "from": intruder, "pools": [{"spec": spec, "record": record}]},
+            lambda name: name == intruder,
+        )
+        assert reply == {"taken": {}}
+        assert pool not in svc.shepherding
+        assert svc.refusals.counts[authz.NOT_SHEPHERD] == 1
+
+    asyncio.run(go())
