@@ -345,6 +345,7 @@ class Agent:
 
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
+        from sdmesh.trust.termination import termination_check, termination_signer
 
         lease = self.lease
         # What a previous agent left running is covered only by its guard's deadline (the
@@ -360,6 +361,9 @@ class Agent:
         pools.policy = host_policy(config)
         if self.trust is not None:
             pools.leaf_guards.append(signature_guard(self.trust, pools))
+            # Terminations: signed by an operator, or no further than what a host knows.
+            pools.termination_check = termination_check(self.trust)
+            pools.termination_signer = termination_signer(self.trust)
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
@@ -385,7 +389,8 @@ class Agent:
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "a witness runs no pools" if self.config.witness else "starting"}
-            return await self.pools.handle_rpc(request)
+            assert self.node is not None
+            return await self.pools.handle_rpc(request, _sent_by(self.node, peer))
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
 

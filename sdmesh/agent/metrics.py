@@ -127,6 +127,7 @@ class _AgentCollector(Collector):
         yield from self._pools()
         yield from self._events()
         yield from self._refusals()
+        yield from self._mesh_refusals()
 
     def describe(self) -> Iterable[Metric]:
         return []  # families depend on what is running; nothing to check at registration
@@ -138,6 +139,21 @@ class _AgentCollector(Collector):
             from sdmesh.trust.authorize import refusal_metric
 
             yield refusal_metric(trust.refusals)
+
+    def _mesh_refusals(self) -> Iterator[Metric]:
+        """Requests from other members refused as unauthorized (sdmesh.pools.authz)."""
+        refusals = getattr(self.agent.pools, "refusals", None)
+        if refusals is None:
+            return
+        family = CounterMetricFamily(
+            "sdmesh_mesh_refusals",
+            "Orders, reports, submissions, hand-overs, terminations and tombstones from "
+            "other members refused as unauthorized or out of bounds, by reason.",
+            labels=["reason"],
+        )
+        for reason, value in refusals.samples():
+            family.add_metric([reason], value)
+        yield family
 
     def _members(self) -> Iterator[Metric]:
         node = self.agent.node

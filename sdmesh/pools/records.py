@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import msgpack
 
+from sdmesh.pools.generations import generation_refusal, is_generation
+
 SPEC_VERSION: Final = 1
 POOL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # used with fullmatch ('$' allows "\n")
 #: A digest names a file (specs/<digest>.spec): letters, digits, '_' and '-' only (sha256
@@ -132,6 +134,15 @@ def _require(obj: Any, key: str, kind: type | tuple[type, ...]) -> Any:
     if kind is int and isinstance(value, bool):
         raise RecordFormatError(f"malformed field {key!r}")
     return value
+
+
+def _generation(obj: Any, key: str) -> int:
+    """A generation field, bounded (sdmesh.pools.generations)."""
+    value = _require(obj, key, int)
+    problem = generation_refusal(value)
+    if problem is not None:
+        raise RecordFormatError(f"field {key!r}: {problem}")
+    return int(value)
 
 
 def _str_map(obj: Any, key: str) -> dict[str, str]:
@@ -249,7 +260,7 @@ class PoolRecord:
         record = cls(
             pool=_require(obj, "pool", str),
             digest=_require(obj, "digest", str),
-            generation=_require(obj, "gen", int),
+            generation=_generation(obj, "gen"),
             shepherd=_require(obj, "shepherd", str),
             state=state,
             placement=_str_map(obj, "placement"),
@@ -342,8 +353,11 @@ class Order:
         order = cls(*obj)
         if order.op not in OPERATIONS:
             raise RecordFormatError(f"unknown operation {order.op!r}")
-        if order.vcpus < 0 or order.memory_mib < 0 or order.generation < 0:
+        if order.vcpus < 0 or order.memory_mib < 0:
             raise RecordFormatError("negative figures in an order")
+        problem = generation_refusal(order.generation)
+        if problem is not None:
+            raise RecordFormatError(f"order: {problem}")
         checked_ids(
             pool=order.pool,
             digest=order.digest,
@@ -380,6 +394,9 @@ class Report:
             raise RecordFormatError("malformed report")
         if obj[4] not in (*OPERATIONS, "ended"):
             raise RecordFormatError(f"unknown report operation {obj[4]!r}")
+        problem = generation_refusal(obj[1])
+        if problem is not None:
+            raise RecordFormatError(f"report: {problem}")
         checked_ids(pool=obj[0], names=(obj[2],), paths=(obj[3],))
         return cls(*obj)
 
@@ -413,9 +430,10 @@ class Tomb:
     @staticmethod
     def generation_of(body: dict[str, object], known: int) -> int:
         """The generation a tombstone rumor covers; for one without (an older agent's), the
-        newest this agent knows of the pool (``known``)."""
-        gen = body.get("gen")
-        return gen if isinstance(gen, int) and not isinstance(gen, bool) else known
+        newest this agent knows of the pool (``known``); -1 for a malformed or out-of-bounds
+        one (sdmesh.pools.generations)."""
+        gen = body.get("gen", known)
+        return gen if is_generation(gen) else -1  # -1: out of bounds, refused by the caller
 
 
 def retry_delay(attempt: int, first: float = 1.0, most: float = 60.0) -> float:

@@ -181,6 +181,8 @@ class HandOver(PoolState):
                 continue
             if spec.pool != record.pool or spec.digest != record.digest:
                 continue
+            if self.adoption_refusal(spec.pool, sender) is not None:
+                continue
             if not isinstance(leaves, dict) or record.state in ("terminated", "failed"):
                 continue
             self._specs[spec.digest] = spec

@@ -16,7 +16,7 @@ from sdmesh.agent.pools.common import (
 )
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.agent.pools.trees import spec_tree, tree_of
-from sdmesh.pools.records import PoolRecord, PoolSpec, Tomb, check_pool_id
+from sdmesh.pools.records import PoolRecord, PoolSpec, check_pool_id
 from sdmesh.transport import StreamError
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,12 @@ class PoolOperations(PoolState):
                 with contextlib.suppress(StreamError, OSError):
                     await self.client.request(
                         addr,
-                        {"rpc": "terminate", "pool": pool, "generation": generation},
+                        {
+                            "rpc": "terminate",
+                            "pool": pool,
+                            "generation": generation,
+                            "signature": self.termination_signature(pool, generation),
+                        },
                         timeout=RPC_TIMEOUT,
                     )
         return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
@@ -234,7 +239,7 @@ class PoolOperations(PoolState):
         old = self.tombs.get(pool)
         if old is None or old.generation < generation:
             self._heard_tomb(pool, generation)  # before our own rumor comes back
-            self._publish(TOPIC_TOMB, pool, Tomb(generation, 0.0).encode(self.name))
+            self._publish(TOPIC_TOMB, pool, self.tomb_body(pool, generation))
         tomb = self.tombs.get(pool)
         ignored = tomb is None or tomb.generation < generation  # a rumor looked newer
         if ignored and run is not None and pool in self.shepherding:  # asked: end it

@@ -13,6 +13,8 @@ import msgpack
 from sdmesh.agent.pools.common import TOMBSTONE_GRACE, TOPIC_POOL, TOPIC_TOMB, KnownPool
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.pools import host as hc
+from sdmesh.pools.authz import GENERATION
+from sdmesh.pools.generations import generation_refusal
 from sdmesh.pools.records import RecordFormatError, Tomb, checked_rumor_ids
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,17 @@ class RumorFollower(PoolState):
             log.debug("refused %s rumor: %s", rumor.topic, error)
             return
         if rumor.topic == TOPIC_POOL:
-            generation = body.get("generation")
+            generation = body.get("generation", 0)
+            problem = generation_refusal(generation)
+            if problem is not None:
+                self.refusals.refuse(GENERATION, f"pool {rumor.key} rumor: {problem}")
+                return
             known = KnownPool(
                 str(body.get("digest", "")),
                 str(body.get("state", "")),
                 str(body.get("shepherd", "")),
                 time.monotonic(),
-                generation if isinstance(generation, int) else 0,
+                int(generation),
             )
             self.known[rumor.key] = known
             tomb = self.tombs.get(rumor.key)
@@ -62,7 +68,10 @@ class RumorFollower(PoolState):
             self._view_changed()
         else:
             known_gen = self.known[rumor.key].generation if rumor.key in self.known else 0
-            self._heard_tomb(rumor.key, Tomb.generation_of(body, known_gen))
+            covered = Tomb.generation_of(body, known_gen)
+            if self.terminate_refusal(rumor.key, covered, body.get("sig", b"")) is not None:
+                return
+            self._heard_tomb(rumor.key, covered)
 
     def _heard_tomb(self, pool: str, generation: int) -> bool:
         """A termination record: applied unless a resubmission is known to be newer (an

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from sdmesh.agent.pools.authz import MeshAuthz
 from sdmesh.agent.pools.common import KnownPool, PoolError
 from sdmesh.agent.pools.fencing import Fencing
 from sdmesh.agent.pools.following import ViewFollower
@@ -22,6 +23,8 @@ from sdmesh.agent.pools.store import PoolStore
 from sdmesh.agent.pools.trees import forget_trees, tree_of
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import host as hc
+from sdmesh.pools.authz import GENERATION, SentBy
+from sdmesh.pools.generations import generation_refusal
 from sdmesh.pools.records import Order, PoolSpec, RecordFormatError, Report, checked_ids
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ CLOSE_TIMEOUT = 1.0
 
 
 class PoolService(
+    MeshAuthz,
     ViewFollower,
     MembershipView,
     RumorFollower,
@@ -84,15 +88,17 @@ class PoolService(
             await asyncio.wait_for(asyncio.gather(*contexts, return_exceptions=True), CLOSE_TIMEOUT)
 
     # ======================================================================== RPC
-    async def handle_rpc(self, request: dict[str, Any]) -> object:
-
+    async def handle_rpc(self, request: dict[str, Any], sent_by: SentBy | None = None) -> object:
+        """A request from another member; ``sent_by(name)`` says whether it comes from member
+        ``name`` (None: nobody can tell, e.g. a local call), for the checks of MeshAuthz."""
         kind = request.get("rpc")
         try:
             if kind == "orders":
                 orders = [Order.from_wire(o) for o in request.get("orders", [])]
-                return {"answers": self.take_orders(orders)}
+                return {"answers": self.take_authorized_orders(orders, sent_by)}
             if kind == "reports":
                 reports = [Report.from_wire(r) for r in request.get("reports", [])]
+                reports = self.reports_from_sender(reports, sent_by)
                 # Pools we do not shepherd: the sender tries their shepherd again later.
                 return {"ok": True, "unknown": self._deliver_reports(reports)}
             if kind == "inventory":
@@ -100,6 +106,9 @@ class PoolService(
                 states = request.get("states") or {}
                 if isinstance(leaves, dict):
                     checked_ids(pool=pool, names=(host,), paths=tuple(leaves))
+                    refused = self.sender_refusal(str(host), sent_by, "an inventory")
+                    if refused is not None:
+                        return {"error": refused}
                     self._handle_inventory(
                         pool,
                         str(host),
@@ -109,6 +118,13 @@ class PoolService(
                 return {"ok": True}
             if kind == "submit":
                 spec = PoolSpec.decode(request["spec"])
+                generation = request.get("generation", 1)
+                problem = generation_refusal(generation)
+                if problem is not None:
+                    return {"ok": False, "error": self.refusals.refuse(GENERATION, problem)}
+                refused = self.submit_refusal(spec.pool)
+                if refused is not None:
+                    return {"ok": False, "error": refused}
                 if self.leaving or not self.has_quorum():
                     why = "leaving the mesh" if self.leaving else "no majority of the mesh"
                     return {"ok": False, "error": f"{self.name}: {why}"}
@@ -118,7 +134,6 @@ class PoolService(
                     await self.store_spec(spec)
                 except PoolError as error:
                     return {"ok": False, "error": str(error)}
-                generation = int(request.get("generation", 1))
                 self.known[spec.pool] = KnownPool(
                     spec.digest, "deploying", self.name, time.monotonic(), generation
                 )
@@ -138,13 +153,20 @@ class PoolService(
                 return self.local_status(str(request.get("pool")))
             if kind == "handover":
                 checked_ids(pool=request.get("pool"))
+                refused = self.sender_refusal(str(request.get("from", "")), sent_by, "a hand-over")
+                if refused is not None:
+                    return {"error": refused}
                 return await self._adopt(request)
             if kind == "terminate":
                 checked_ids(pool=request.get("pool"))
                 pool = str(request.get("pool"))
                 known = self.known.get(pool)
                 default = known.generation if known is not None else 0
-                self._terminate_here(pool, int(request.get("generation", default)))
+                wanted = request.get("generation", default)
+                refused = self.terminate_refusal(pool, wanted, request.get("signature", b""))
+                if refused is not None:
+                    return {"ok": False, "error": refused}
+                self._terminate_here(pool, int(wanted))
                 return {"ok": True}
         except (RecordFormatError, KeyError, TypeError, ValueError) as error:
             log.warning("malformed %s request: %s", kind, error)

@@ -8,6 +8,7 @@ declared here, which the part that owns them implements.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import msgpack
 from sdmesh.agent.pools.common import KnownPool, LeafOp, log_failure
 from sdmesh.components.policy import HostPolicy
 from sdmesh.pools import host as hc
+from sdmesh.pools.authz import MeshRefusals
 from sdmesh.pools.losses import LossConfirmer
 from sdmesh.pools.ownership import Owners, QuorumGate
 from sdmesh.pools.records import Order, PoolRecord, PoolSpec, Report, Tomb
@@ -145,6 +147,12 @@ class PoolState:
         #: rebuilt only when who is live changes, not on every metadata update.
         self._owners = Owners(())
         self._owners_all = Owners(())
+        #: Requests from the mesh refused as unauthorized (sdmesh.pools.authz), by reason.
+        self.refusals = MeshRefusals()
+        #: With a trust store: the check of a termination's operator signature, and how this
+        #: agent signs the terminations its API accepted (sdmesh.trust.termination).
+        self.termination_check: Callable[[object, str, int], str | None] | None = None
+        self.termination_signer: Callable[[str, int, float], bytes] | None = None
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}
@@ -166,6 +174,41 @@ class PoolState:
         self.policy = HostPolicy()
         # Records and descriptors (they can hold cloud-init user data): root's alone.
         ensure_private_dir(self.state_dir / "specs", 0o700, what="specs directory")
+
+    def newest_generation(self, pool: str) -> int:
+        """The newest generation of ``pool`` this host knows (0: none)."""
+        known = self.known.get(pool)
+        tomb = self.tombs.get(pool)
+        run = self.shepherding.get(pool)
+        hosted = self.host.pools.get(pool)
+        return max(
+            known.generation if known is not None else 0,
+            tomb.generation if tomb is not None else 0,
+            run.core.generation if run is not None else 0,
+            hosted.generation if hosted is not None else 0,
+        )
+
+    def termination_signature(self, pool: str, generation: int) -> bytes:
+        """This agent's operator signature on ending ``pool`` up to ``generation`` (empty
+        without a signing key): it rides the tombstone and the terminate RPC."""
+        signer = self.termination_signer
+        return signer(pool, generation, time.time()) if signer is not None else b""
+
+    def tomb_body(self, pool: str, generation: int) -> dict[str, object]:
+        """The tombstone rumor this agent publishes, signed when it can sign."""
+        body = Tomb(generation, 0.0).encode(self.name)
+        signature = self.termination_signature(pool, generation)
+        if signature:
+            body["sig"] = signature
+        return body
+
+    def terminate_refusal(
+        self, pool: str, generation: object, signature: object = b""
+    ) -> str | None:
+        raise NotImplementedError
+
+    def adoption_refusal(self, pool: str, sender: str) -> str | None:
+        raise NotImplementedError
 
     def signature_of(self, pool: str) -> bytes:
         """The operator's signature envelope this host last got in ``pool``'s orders (empty:

@@ -1,0 +1,105 @@
+"""The authorization rules of sdmesh.pools.authz and sdmesh.pools.generations, applied to
+what the mesh sends this agent's pool service: orders, reports, inventories, submissions,
+hand-overs, terminations and tombstones (issue 12, item 2; docs/security.md)."""
+
+from __future__ import annotations
+
+from sdmesh.agent.pools.view import MembershipView
+from sdmesh.pools import authz
+from sdmesh.pools.generations import generation_refusal, termination_refusal
+from sdmesh.pools.records import Order, Report
+
+#: The answer an unauthorized order gets: the shepherd retries it a few times (a view this
+#: host has not caught up with yet) before it gives the host up, as for an unreachable one.
+UNAUTHORIZED_OUTCOME = "unreachable"
+
+
+class MeshAuthz(MembershipView):
+    """Checks a request against this host's own view; refusals counted in ``refusals``."""
+
+    def entitled_shepherds(self, pool: str) -> set[str]:
+        """Who may order this host for ``pool`` (sdmesh.pools.authz.entitled_shepherds)."""
+        members = {m.name for m in self.node.core.live_members()}
+        members |= {m.name for m in self.counted_members()}
+        return authz.entitled_shepherds(pool, members, self.host.shepherd_of(pool))
+
+    def take_authorized_orders(
+        self, orders: list[Order], sent_by: authz.SentBy | None
+    ) -> list[list[object]]:
+        """``take_orders`` for the orders an entitled shepherd sent; the others answered
+        ``UNAUTHORIZED_OUTCOME`` with the reason, counted, and change nothing."""
+        answers: list[list[object] | None] = []
+        allowed: list[Order] = []
+        entitled: dict[str, set[str]] = {}  # per pool, once per batch
+        for order in orders:
+            if order.pool not in entitled:
+                entitled[order.pool] = self.entitled_shepherds(order.pool)
+            refusal = authz.order_refusal(order.pool, order.shepherd, sent_by, entitled[order.pool])
+            if refusal is None:
+                allowed.append(order)
+                answers.append(None)
+            else:
+                answers.append([UNAUTHORIZED_OUTCOME, self.refusals.refuse(*refusal), 0])
+        taken = iter(self.take_orders(allowed) if allowed else [])
+        return [answer if answer is not None else next(taken) for answer in answers]
+
+    def reports_from_sender(
+        self, reports: list[Report], sent_by: authz.SentBy | None
+    ) -> list[Report]:
+        """The reports that come from the host they speak for (the others counted)."""
+        if sent_by is None:
+            return reports
+        kept = [report for report in reports if sent_by(report.host)]
+        for report in reports:
+            if report not in kept:
+                self.refusals.refuse(
+                    authz.WRONG_SENDER, f"a report for host {report.host} did not come from it"
+                )
+        return kept
+
+    def sender_refusal(self, name: str, sent_by: authz.SentBy | None, what: str) -> str | None:
+        """Why a request speaking for member ``name`` (an inventory, a hand-over) is refused:
+        it does not come from that member. Counted."""
+        if sent_by is None or sent_by(name):
+            return None
+        return self.refusals.refuse(authz.WRONG_SENDER, f"{what} for {name} did not come from it")
+
+    def adoption_refusal(self, pool: str, sender: str) -> str | None:
+        """Why this host does not take ``pool`` over from ``sender``'s hand-over: either is
+        not among the members entitled to shepherd it in this host's view. Counted; the pool
+        is then taken over from its record by whoever is its shepherd."""
+        entitled = self.entitled_shepherds(pool)
+        if sender in entitled and self.name in entitled:
+            return None
+        message = f"a hand-over of pool {pool} from {sender}: not its shepherd or successor here"
+        return self.refusals.refuse(authz.NOT_SHEPHERD, message)
+
+    def submit_refusal(self, pool: str) -> str | None:
+        """Why this host does not become the shepherd of a submitted ``pool``. Counted."""
+        refusal = authz.submit_refusal(pool, self.name, self.shepherd_for(pool))
+        return self.refusals.refuse(*refusal) if refusal is not None else None
+
+    def terminate_refusal(
+        self, pool: str, generation: object, signature: object = b""
+    ) -> str | None:
+        """Why a termination of ``pool`` up to ``generation`` (an RPC, a tombstone) is
+        refused, or None. Counted. With a trust store, one signed by a trusted operator
+        (sdmesh.trust.termination) may reach any bounded generation, an unsigned one no
+        further than the newest this host knows; without, any may reach ``TERMINATE_STEP``
+        above it (sdmesh.pools.generations)."""
+        newest = self.newest_generation(pool)
+        check = self.termination_check
+        problem = generation_refusal(generation) if check is not None else None
+        if check is not None and problem is None:
+            assert isinstance(generation, int)
+            unsigned = check(signature, pool, generation)
+            if unsigned is not None and generation > newest:
+                problem = (
+                    f"a termination up to generation {generation}, above the newest this "
+                    f"host knows ({newest}), without a valid operator signature ({unsigned})"
+                )
+        elif check is None:
+            problem = termination_refusal(generation, newest)
+        if problem is None:
+            return None
+        return self.refusals.refuse(authz.TOMBSTONE, f"pool {pool}: {problem}")
