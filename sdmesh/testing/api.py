@@ -63,3 +63,22 @@ def socket_call(
 
 
 __all__ = ["UnixHTTPConnection", "bearer", "make_token_file", "secured_config", "socket_call"]
+
+
+def trusted_operator_env(directory: Path, name: str = "test-admin") -> dict[str, str]:
+    """An operator key trusted as admin in a fresh trust store under ``directory``, as the
+    ``SDMESH_*`` settings that make an agent trust it and sign unsigned API submissions with
+    it (``operators-dir``, ``api-signing-key``): for test meshes and benches, whose agents
+    must run what they are given (docs/security.md)."""
+    from sdmesh.safeio import write_private
+    from sdmesh.trust.keys import OperatorKey
+    from sdmesh.trust.roles import Role
+    from sdmesh.trust.store import trust_operator
+
+    key = OperatorKey.generate(name)
+    key_file = directory / f"{name}.key"
+    write_private(key_file, key.file_text().encode(), 0o600)
+    trusted = directory / "operators.d"
+    trusted.mkdir(mode=0o700)
+    trust_operator(trusted, key.public, Role.ADMIN, "a test operator")
+    return {"SDMESH_OPERATORS_DIR": str(trusted), "SDMESH_API_SIGNING_KEY": str(key_file)}
