@@ -160,7 +160,8 @@ class Access:
     tokens: TokenStore
     socket_groups: Mapping[str, Role]
     anonymous_tcp: bool = False
-    """``api-insecure`` without any token: TCP callers are an anonymous admin."""
+    """``api-insecure``: TCP callers are an anonymous admin while the agent holds no token
+    (decided at each request: a token created or reloaded later ends it at once)."""
 
     def identify(self, request: web.Request) -> Caller | web.Response:
         """The caller, or the 401/403 answer that refuses it."""
@@ -177,7 +178,7 @@ class Access:
         peer = request.remote or "?"
         token = presented_token(request)
         if token is None:
-            if self.anonymous_tcp:
+            if self.anonymous_tcp and len(self.tokens) == 0:
                 return Caller("anonymous", Role.ADMIN, "tcp", peer)
             message = "this API needs a token: Authorization: Bearer <token>"
             if TOKEN_QUERY in request.query:

@@ -201,7 +201,7 @@ def install_access(app: web.Application, config: AgentConfig) -> TokenStore:
 
     tokens = token_store(config)
     groups = {name: Role.parse(role) for name, role in config.api_socket_roles}
-    access = Access(tokens, groups, anonymous_tcp=config.api_insecure and len(tokens) == 0)
+    access = Access(tokens, groups, anonymous_tcp=config.api_insecure)
     app.middlewares.insert(0, access_middleware(access))
     return tokens
 

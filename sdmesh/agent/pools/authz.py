@@ -4,6 +4,8 @@ hand-overs, terminations and tombstones (issue 12, item 2; docs/security.md)."""
 
 from __future__ import annotations
 
+import time
+
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import authz
 from sdmesh.pools.generations import generation_refusal, termination_refusal
@@ -12,6 +14,9 @@ from sdmesh.pools.records import Order, Report
 #: The answer an unauthorized order gets: the shepherd retries it a few times (a view this
 #: host has not caught up with yet) before it gives the host up, as for an unreachable one.
 UNAUTHORIZED_OUTCOME = "unreachable"
+#: Seconds an operator's clock may lag this host's when it signs a pool again right after
+#: terminating it (resurrection_refusal).
+RESURRECTION_SKEW = 5.0
 
 
 class MeshAuthz(MembershipView):
@@ -73,6 +78,30 @@ class MeshAuthz(MembershipView):
             return None
         message = f"a hand-over of pool {pool} from {sender}: not its shepherd or successor here"
         return self.refusals.refuse(authz.NOT_SHEPHERD, message)
+
+    def resurrection_refusal(self, pool: str, generation: int, signature: bytes) -> str | None:
+        """Why a submission or order above ``pool``'s tombstone may not bring it back, or
+        None. Envelopes never expire and are public (they ride records and orders), so an old
+        one would let anyone holding the cluster key revive a terminated pool: lifting a
+        tombstone takes an operator signature made after the termination was heard here
+        (within ``RESURRECTION_SKEW`` for clocks). Counted."""
+        tomb = self.tombs.get(pool)
+        if tomb is None or tomb.covers(generation):
+            return None
+        from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError
+
+        heard_at = time.time() - (time.monotonic() - tomb.since)
+        try:
+            signed_at = DescriptorSignature.decode(signature).signed_at if signature else None
+        except SignatureFormatError:
+            signed_at = None
+        if signed_at is not None and signed_at >= heard_at - RESURRECTION_SKEW:
+            return None
+        return self.refusals.refuse(
+            authz.TOMBSTONE,
+            f"pool {pool} was terminated; bringing it back needs an operator signature made "
+            "after its termination (sign and submit it again)",
+        )
 
     def submit_refusal(self, pool: str) -> str | None:
         """Why this host does not become the shepherd of a submitted ``pool``. Counted."""

@@ -16,7 +16,7 @@ from sdmesh.agent.pools.trees import tree_of
 from sdmesh.membership import State
 from sdmesh.pools import host as hc
 from sdmesh.pools.ownership import shepherd_candidates, successors
-from sdmesh.pools.records import PoolRecord, PoolSpec, RecordFormatError
+from sdmesh.pools.records import PoolRecord, PoolSpec, RecordFormatError, checked_ids
 from sdmesh.transport import StreamError
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,11 @@ class HandOver(PoolState):
                 base = (
                     local if local is not None and local.generation > record.generation else record
                 )
+                try:
+                    checked_ids(paths=tuple(leaves))  # they go into the record others decode
+                except RecordFormatError as error:
+                    log.warning("hand-over from %s: %s", sender, error)
+                    continue
                 vouched = {
                     str(k): str(v) for k, v in leaves.items() if v in ("deployed", "running")
                 }

@@ -48,6 +48,11 @@ class HostSide(PoolState):
             if tomb is not None and tomb.covers(order.generation) and order.op != "terminate":
                 out.append(["refused", "the pool was terminated", 0])
                 continue
+            if order.op != "terminate" and tomb is not None and not tomb.covers(order.generation):
+                refused = self.resurrection_refusal(order.pool, order.generation, order.signature)
+                if refused is not None:
+                    out.append(["refused", refused, 0])
+                    continue
             if self.host.resubmitted(order):
                 self._forget_descriptor(order.pool)  # the name's earlier pool had another
             self._digests.setdefault(order.pool, order.digest)

@@ -55,6 +55,12 @@ class PoolOperations(PoolState):
             self.known[spec.pool].generation if spec.pool in self.known else 0,
         ]
         generation = max(earlier) + 1
+        if self.resurrection_refusal(spec.pool, generation, signature) is not None:
+            raise PoolError(
+                f"pool {spec.pool} was terminated; submitting it again needs an operator "
+                "signature made after its termination (sign it again: sdmesh submit --key)",
+                403,
+            )
         await self.store_spec(spec)
         shepherd = self.shepherd_for(spec.pool) or self.name
         self._publish(
@@ -82,6 +88,7 @@ class PoolOperations(PoolState):
                         addr,
                         {
                             "rpc": "submit",
+                            "from": self.name,
                             "spec": spec.encode(),
                             "generation": generation,
                             "signature": signature,

@@ -14,6 +14,7 @@ from sdmesh.agent.pools.common import TOMBSTONE_GRACE, TOPIC_POOL, TOPIC_TOMB, K
 from sdmesh.agent.pools.state import PoolState
 from sdmesh.pools import host as hc
 from sdmesh.pools.authz import GENERATION
+from sdmesh.pools.generations import TERMINATE_STEP as STEP
 from sdmesh.pools.generations import generation_refusal
 from sdmesh.pools.records import RecordFormatError, Tomb, checked_rumor_ids
 
@@ -46,6 +47,12 @@ class RumorFollower(PoolState):
         if rumor.topic == TOPIC_POOL:
             generation = body.get("generation", 0)
             problem = generation_refusal(generation)
+            newest = self.newest_generation(rumor.key)
+            # Gossip is unsigned: a rumor far above what this host knows would raise the bound
+            # terminations are checked against, and poison the name for the next submission
+            # (its generation out of range). Records carry the rest.
+            if problem is None and isinstance(generation, int) and generation > newest + STEP:
+                problem = f"generation {generation} is far above the newest known ({newest})"
             if problem is not None:
                 self.refusals.refuse(GENERATION, f"pool {rumor.key} rumor: {problem}")
                 return

@@ -24,7 +24,7 @@ from sdmesh.agent.pools.trees import forget_trees, tree_of
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import host as hc
 from sdmesh.pools.authz import GENERATION, SentBy
-from sdmesh.pools.generations import generation_refusal
+from sdmesh.pools.generations import generation_refusal, is_generation
 from sdmesh.pools.records import Order, PoolSpec, RecordFormatError, Report, checked_ids
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class PoolService(
                 states = request.get("states") or {}
                 if isinstance(leaves, dict):
                     checked_ids(pool=pool, names=(host,), paths=tuple(leaves))
+                    if not all(is_generation(v) for v in leaves.values()):
+                        raise ValueError("an inventory's generations must be bounded integers")
                     refused = self.sender_refusal(str(host), sent_by, "an inventory")
                     if refused is not None:
                         return {"error": refused}
@@ -117,12 +119,22 @@ class PoolService(
                     )
                 return {"ok": True}
             if kind == "submit":
+                # Everything checked before anything changes.
                 spec = PoolSpec.decode(request["spec"])
                 generation = request.get("generation", 1)
                 problem = generation_refusal(generation)
                 if problem is not None:
                     return {"ok": False, "error": self.refusals.refuse(GENERATION, problem)}
-                refused = self.submit_refusal(spec.pool)
+                signature = request.get("signature") or b""
+                if not isinstance(signature, bytes):
+                    raise TypeError("'signature' must be bytes")
+                sender = request.get("from")
+                refused = self.sender_refusal(
+                    sender if isinstance(sender, str) else "", sent_by, "a submission"
+                )
+                refused = refused or self.submit_refusal(spec.pool)
+                assert isinstance(generation, int)
+                refused = refused or self.resurrection_refusal(spec.pool, generation, signature)
                 if refused is not None:
                     return {"ok": False, "error": refused}
                 if self.leaving or not self.has_quorum():
@@ -140,9 +152,6 @@ class PoolService(
                 tomb = self.tombs.get(spec.pool)
                 if tomb is not None and not tomb.covers(generation):
                     del self.tombs[spec.pool]  # a resubmission: the tombstone is the old pool's
-                signature = request.get("signature") or b""
-                if not isinstance(signature, bytes):
-                    raise TypeError("'signature' must be bytes")
                 await self._shepherd(spec, generation, None, signature=signature)
                 return {"ok": True}
             if kind == "spec":  # a host that missed the descriptor in the DHT

@@ -308,6 +308,10 @@ class PoolState:
     ) -> None:
         raise NotImplementedError
 
+    # authorization (MeshAuthz)
+    def resurrection_refusal(self, pool: str, generation: int, signature: bytes) -> str | None:
+        raise NotImplementedError
+
     # shepherd side (ShepherdDriver)
     async def _shepherd(
         self,

@@ -384,3 +384,97 @@ def test_a_hand_over_from_a_member_not_entitled_to_the_pool_adopts_nothing(
         assert svc.refusals.counts[authz.NOT_SHEPHERD] == 1
 
     asyncio.run(go())
+
+
+# ------------------------------------------------- review findings: no resurrection
+def _envelope(age: float) -> bytes:
+    import time
+
+    from sdmesh.trust.keys import OperatorKey
+    from sdmesh.trust.roles import Role
+    from sdmesh.trust.signatures import sign_descriptor
+
+    key = OperatorKey.generate("alice")
+    return sign_descriptor(key, "web", "d" * 64, Role.OPERATE, time.time() - age).encode()
+
+
+def test_an_old_signature_does_not_bring_a_terminated_pool_back(tmp_path: Path) -> None:
+    """Envelopes never expire and ride every order: one made before the termination must not
+    lift the tombstone (a key holder replaying it); one made after may (a resubmission)."""
+
+    async def go() -> None:
+        svc = hosting_service(tmp_path)
+        shepherd = by_distance("web", NAMES)[0]
+        assert (await svc.handle_rpc({"rpc": "terminate", "pool": "web", "generation": 3}))["ok"]
+        assert svc.tombs["web"].generation == 3
+        old = Order(
+            "web", 4, shepherd, "d", "sfConfig:vm", "deploy", "sfConfig:vm", 1, 1, _envelope(3600)
+        )
+        [answer] = svc.take_orders([old])
+        assert answer[0] == "refused" and "was terminated" in str(answer[1])
+        assert svc.tombs["web"].generation == 3
+        assert svc.refusals.counts[authz.TOMBSTONE] >= 1
+        fresh = Order(
+            "web", 4, shepherd, "d", "sfConfig:vm", "deploy", "sfConfig:vm", 1, 1, _envelope(0)
+        )
+        [answer] = svc.take_orders([fresh])
+        assert answer[0] != "refused", answer
+
+    asyncio.run(go())
+
+
+def test_a_submit_rpc_names_a_live_sender_and_cannot_lift_a_tombstone_with_an_old_envelope(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        pool = "web"
+        svc = service(tmp_path, NAMES)
+        if by_distance(pool, NAMES)[0] != "h0":
+            pool = next(
+                p for p in (f"web{i}" for i in range(100)) if by_distance(p, NAMES)[0] == "h0"
+            )
+        svc.tombs[pool] = Tomb(3, __import__("time").monotonic())
+        nobody = await svc.handle_rpc(
+            {"rpc": "submit", "spec": spec_wire(pool), "generation": 4}, lambda name: False
+        )
+        assert nobody["ok"] is False and "did not come from it" in nobody["error"]
+        replay = await svc.handle_rpc(
+            {
+                "rpc": "submit",
+                "from": "h1",
+                "spec": spec_wire(pool),
+                "generation": 4,
+                "signature": _envelope(3600),
+            },
+            lambda name: name == "h1",
+        )
+        assert replay["ok"] is False and "was terminated" in replay["error"]
+        assert svc.tombs[pool].generation == 3 and pool not in svc.shepherding
+
+    asyncio.run(go())
+
+
+def test_a_gossiped_generation_far_above_what_the_host_knows_is_ignored(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = hosting_service(tmp_path)
+        svc._on_rumor(
+            rumor("pool", "web", {"digest": "d", "state": "running", "generation": MAX_GENERATION})
+        )
+        assert svc.known["web"].generation == 3
+        assert svc.refusals.counts[authz.GENERATION] == 1
+
+    asyncio.run(go())
+
+
+def test_an_inventory_with_an_unbounded_generation_is_an_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = hosting_service(tmp_path)
+        for bad in (1e400, 2**64, -1, "3"):
+            reply = await svc.handle_rpc(
+                {"rpc": "inventory", "pool": "web", "host": "h1", "leaves": {"sfConfig:vm": bad}}
+            )
+            assert isinstance(reply, dict) and "error" in reply, reply
+
+    asyncio.run(go())
