@@ -171,15 +171,17 @@ class NemesisMesh:
         }
 
     def volumes(self, pools: Sequence[str]) -> list[str]:
-        """Volume files of ``pools`` left in any agent's state directory."""
+        """Volume files of ``pools`` (disks, seed ISOs: named ``<pool>-...`` or carrying
+        ``sdm-<pool>-``) left in any agent's volume directory; locks are not volumes."""
         left = []
         for host in self.hosts:
-            state = self.kind.home(host) / "state"
-            for folder in ("volumes", "simulated"):
-                for path in (state / folder).rglob("*") if (state / folder).is_dir() else ():
-                    if any(f"sdm-{pool}-" in path.name for pool in pools) and path.is_file():
-                        left.append(f"{host.name}: {path.relative_to(state)}")
-        return left
+            root = self.kind.home(host) / "state" / "volumes"
+            for path in root.rglob("*") if root.is_dir() else ():
+                if "locks" in path.relative_to(root).parts or not path.is_file():
+                    continue
+                if any(path.name.startswith(f"{p}-") or f"sdm-{p}-" in path.name for p in pools):
+                    left.append(f"{host.name}: {path.relative_to(root)}")
+        return sorted(left)
 
 
 class Sampler(threading.Thread):
@@ -223,9 +225,13 @@ class Sampler(threading.Thread):
 
 
 def _apply(mesh: NemesisMesh, fault: Fault, pools: Sequence[str]) -> Callable[[], None]:
-    """Inflict ``fault``; return its heal."""
+    """Inflict ``fault``; return its heal. A fault on "a host" falls on one running VMs of
+    the pools when there is one (the seed's index into them, in name order): a fault on an
+    empty host tests little."""
     members = mesh.hosts
-    host = members[fault.host % len(members)]
+    busy = [h for h in members if any(pool_of(d) in pools for d in _domains_of(mesh, h))]
+    candidates = busy if busy and fault.kind is not FaultKind.LOSS else members
+    host = candidates[fault.host % len(candidates)]
     if fault.kind is FaultKind.CUT_SHEPHERD:
         pool = pools[fault.pool % len(pools)]
         with contextlib.suppress(NotAnswering):
@@ -250,6 +256,14 @@ def _apply(mesh: NemesisMesh, fault: Fault, pools: Sequence[str]) -> Callable[[]
     else:  # LEAVE_REJOIN: SIGTERM is a graceful leave
         proc.stop(timeout=30)
     return lambda: (mesh.start(host), None)[1]
+
+
+def _domains_of(mesh: NemesisMesh, host: Host) -> list[str]:
+    if not mesh.alive(host):
+        return []
+    with contextlib.suppress(NotAnswering, KeyError, TypeError):
+        return list(mesh.get(host, "/v1/health")["domains"])
+    return []
 
 
 def run_nemesis(
