@@ -47,11 +47,12 @@ class Fault:
     hold: float  # seconds between the fault and its heal
     loss_percent: float = 0.0
 
-    def describe(self, hosts: Sequence[str], pools: Sequence[str]) -> str:
+    def describe(self, host: str, pools: Sequence[str]) -> str:
+        """What happened, naming the host it fell on (chosen when applied)."""
         if self.kind is FaultKind.CUT_SHEPHERD:
-            return f"{self.kind} of {pools[self.pool]} for {self.hold:.0f}s"
+            return f"{self.kind} {host} of {pools[self.pool % len(pools)]} for {self.hold:.0f}s"
         extra = f" {self.loss_percent:.0f}%" if self.kind is FaultKind.LOSS else ""
-        return f"{self.kind}{extra} {hosts[self.host]} for {self.hold:.0f}s"
+        return f"{self.kind}{extra} {host} for {self.hold:.0f}s"
 
 
 def schedule(

@@ -224,10 +224,10 @@ class Sampler(threading.Thread):
             self.tracker.close(time.monotonic())
 
 
-def _apply(mesh: NemesisMesh, fault: Fault, pools: Sequence[str]) -> Callable[[], None]:
-    """Inflict ``fault``; return its heal. A fault on "a host" falls on one running VMs of
-    the pools when there is one (the seed's index into them, in name order): a fault on an
-    empty host tests little."""
+def _apply(mesh: NemesisMesh, fault: Fault, pools: Sequence[str]) -> tuple[Callable[[], None], str]:
+    """Inflict ``fault``; return its heal and the host it fell on. A fault on "a host" falls
+    on one running VMs of the pools when there is one (the seed's index into them, in name
+    order): a fault on an empty host tests little."""
     members = mesh.hosts
     busy = [h for h in members if any(pool_of(d) in pools for d in _domains_of(mesh, h))]
     candidates = busy if busy and fault.kind is not FaultKind.LOSS else members
@@ -246,16 +246,16 @@ def _apply(mesh: NemesisMesh, fault: Fault, pools: Sequence[str]) -> Callable[[]
             mesh.testbed.heal(host)
             mesh.cut.discard(host.name)
 
-        return heal_cut
+        return heal_cut, host.name
     if fault.kind is FaultKind.LOSS:
         mesh.testbed.loss(host, fault.loss_percent, "both")
-        return lambda: mesh.testbed.loss(host, 0)
+        return (lambda: mesh.testbed.loss(host, 0)), host.name
     proc = mesh.procs[host.name]
     if fault.kind is FaultKind.KILL_RESTART:
         mesh.testbed.kill(proc)
     else:  # LEAVE_REJOIN: SIGTERM is a graceful leave
         proc.stop(timeout=30)
-    return lambda: (mesh.start(host), None)[1]
+    return (lambda: (mesh.start(host), None)[1]), host.name
 
 
 def _domains_of(mesh: NemesisMesh, host: Host) -> list[str]:
@@ -295,8 +295,8 @@ def run_nemesis(
             raise RuntimeError("the pools never ran before any fault: " + "; ".join(problems))
         for number, fault in enumerate(faults, 1):
             sampler.round = number
-            label = fault.describe([h.name for h in mesh.hosts], names)
-            heal = _apply(mesh, fault, names)
+            heal, victim = _apply(mesh, fault, names)
+            label = fault.describe(victim, names)
             time.sleep(fault.hold)
             heal()
             took, problems = _converge(mesh, pools, deadline)

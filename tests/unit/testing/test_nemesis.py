@@ -104,3 +104,13 @@ def test_the_run_table_counts_cut_and_other_overlaps_per_round() -> None:
     assert "   4.2          1       0       1.5" in text and "MISS" in text
     assert result.cut_overlaps() and not result.other_overlaps()
     assert [r.number for r in result.missed()] == [2]
+
+
+def test_a_fault_names_the_host_it_fell_on() -> None:
+    cut, loss = schedule(1, 2, 5, 2, kinds=(FaultKind.CUT_SHEPHERD,))[0], None
+    assert cut.describe("h3", ["alpha", "beta"]).startswith("cut-shepherd h3 of ")
+    loss = schedule(1, 1, 5, 2, kinds=(FaultKind.LOSS,))[0]
+    assert (
+        loss.describe("h2", ["alpha"])
+        == f"packet-loss {loss.loss_percent:.0f}% h2 for {loss.hold:.0f}s"
+    )
