@@ -352,7 +352,9 @@ def _terminate(mesh: NemesisMesh, pools: Sequence[str], deadline: float) -> list
             left += [
                 f"{agent}: {pool} {view.get('state')}"
                 for pool, view in by_pool.items()
-                if view is not None and view.get("state") != "terminated"
+                # A failed pool stays "failed" when terminated; what counts is that it left
+                # nothing running or stored.
+                if view is not None and view.get("state") not in ("terminated", "failed")
             ]
         if not left:
             return []

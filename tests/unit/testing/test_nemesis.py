@@ -107,7 +107,7 @@ def test_the_run_table_counts_cut_and_other_overlaps_per_round() -> None:
 
 
 def test_a_fault_names_the_host_it_fell_on() -> None:
-    cut, loss = schedule(1, 2, 5, 2, kinds=(FaultKind.CUT_SHEPHERD,))[0], None
+    cut = schedule(1, 2, 5, 2, kinds=(FaultKind.CUT_SHEPHERD,))[0]
     assert cut.describe("h3", ["alpha", "beta"]).startswith("cut-shepherd h3 of ")
     loss = schedule(1, 1, 5, 2, kinds=(FaultKind.LOSS,))[0]
     assert (
