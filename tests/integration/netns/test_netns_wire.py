@@ -30,6 +30,7 @@ import pytest
 
 from sdmesh.hypervisor.simulated_host import write_simulated_host
 from sdmesh.testing.agents import SdmeshAgent, wait_answering
+from sdmesh.testing.api import bearer, make_token_file
 from sdmesh.testing.netns import Frame, Host, Proc, Testbed, in_netns
 from sdmesh.testing.pytest_netns import close_testbed, open_testbed
 
@@ -47,7 +48,12 @@ class Agents(SdmeshAgent):
     """``sdmesh join`` on each host with a simulated hypervisor of its own."""
 
     def __init__(self, testbed: Testbed) -> None:
-        super().__init__(testbed, port=PORT, api_port=API_PORT)
+        # Loopback TCP is no credential: the agents accept this admin token over TCP, which
+        # is what these tests flood and call.
+        token_file, self.token = make_token_file(testbed.workdir)
+        super().__init__(
+            testbed, port=PORT, api_port=API_PORT, extra_args=["--api-token-file", str(token_file)]
+        )
         self.uris = {
             host.name: write_simulated_host(
                 testbed.workdir / f"{host.name}-hypervisor.xml", cpus=4, memory_mib=4096
@@ -82,7 +88,8 @@ class Mesh:
             conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=10)
             conn.sock = sock
             data = json.dumps(body).encode() if body is not None else None
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json", **bearer(self.kind.token)}
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         finally:
