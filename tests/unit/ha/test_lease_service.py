@@ -17,9 +17,14 @@ from sdmesh.ha.guard_wire import boottime
 from sdmesh.ha.lease_service import VOTER_FILE, LeaseService, Rpc, load_voter_state
 from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
 from sdmesh.ha.timing import LeaseTiming
+from sdmesh.membership import Member, State
 
 FAST = LeaseTiming(isolation_timeout=1.2, renew_interval=0.2, stop_allowance=0.2, leave_term=5)
 NAMES = frozenset({"a", "b", "c"})
+
+
+def alive(names: frozenset[str] | set[str], state: State = State.ALIVE) -> list[Member]:
+    return [Member(n, ("10.0.0.1", 7946), state=state) for n in sorted(names)]
 
 
 def test_wire_round_trip_and_refusals() -> None:
@@ -89,7 +94,7 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
         )
     try:
         for service in mesh.services.values():
-            service.start(NAMES, None)
+            service.start(alive(NAMES), None)
         await asyncio.sleep(0.6)
         assert all(service.may_run() for service in mesh.services.values())
         arm = json.loads(listener.recv(65536))
@@ -147,7 +152,7 @@ async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
         )
     try:
         for service in mesh.services.values():
-            service.start(frozenset({"a", "b"}), None)
+            service.start(alive({"a", "b"}), None)
         await asyncio.sleep(0.5)
         await mesh.services["a"].leave()
         arms = []
