@@ -170,3 +170,23 @@ async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
         for service in mesh.services.values():
             await service.close()
         listener.close()
+
+
+async def test_a_restart_remembers_its_voters_and_waits_for_them(tmp_path: Path) -> None:
+    async def unreachable(member: str, payload: dict[str, object]) -> object:
+        raise ConnectionError("cut")
+
+    first = LeaseService("a", unreachable, tmp_path, timing=FAST)
+    first.start(alive({"a"}), None)
+    assert first.core.voters == {"a"} and not first.may_run()  # joining: no lease of one
+    first.members_changed([*alive({"a", "b"}), *alive({"c"}, State.DEAD)])
+    first.members_changed(alive({"a", "b"}))  # c reaped: it still votes
+    assert first.core.voters == {"a", "b", "c"}
+    assert (tmp_path / "lease-voters.json").stat().st_mode & 0o777 == 0o600
+    await first.close()
+    again = LeaseService("a", unreachable, tmp_path, timing=FAST)
+    again.start(alive({"a"}), boottime() + 0.5)  # killed and restarted under the guard
+    assert again.core.voters == {"a", "b", "c"} and again.covered_at_start()
+    await asyncio.sleep(0.6)
+    assert not again.may_run() and not again.covered_at_start()
+    await again.close()
