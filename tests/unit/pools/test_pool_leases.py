@@ -229,3 +229,42 @@ def test_a_witness_never_shepherds_a_pool(tmp_path: Path) -> None:
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_restarted_host_without_capacity_yet_is_present_not_lost(tmp_path: Path) -> None:
+    """kill -9 and a systemd restart: the host announces its preliminary meta (no capacity
+    yet). Its shepherds must keep its VMs where they run (no ReclaimHost, which would
+    fence them all), while no new VM goes there until it says what it has."""
+    from sdmesh.agent.meta import preliminary_meta, witness_meta
+    from sdmesh.pools.placement import Demand, place
+
+    from .cluster import Cluster
+    from .test_pool_cores import hosts
+
+    async def go() -> None:
+        svc = service(tmp_path, ["h0", "h1", "w"])
+        meta = preliminary_meta("qemu:///system", (), [], "127.0.0.1:1")
+        svc.node.core.m["h1"] = dataclasses.replace(svc.node.core.m["h1"], meta=meta)
+        svc.node.core.m["w"] = dataclasses.replace(
+            svc.node.core.m["w"], meta=witness_meta((), "127.0.0.1:2")
+        )
+        offers = {o.name: o for o in svc.offers()}
+        assert set(offers) == {"h1"} and offers["h1"].vcpus == 0  # h0: FakeCore, no meta
+        assert place([Demand("vm", 1, 256)], offers.values()).assignments == {}
+        await svc.close()
+
+    asyncio.run(go())
+
+    cluster = Cluster(hosts(3))
+    cluster.reclaim_delay = None
+    core = cluster.submit(pool_text(6, restart="always"), "web", "h0")
+    cluster.run()
+    placement = dict(core.placement)
+    assert "h2" in placement.values()
+    restarted = tuple(
+        o if o.name != "h2" else dataclasses.replace(o, vcpus=0, memory_mib=0, memory_free_mib=0)
+        for o in cluster.offers()
+    )
+    cluster.feed_shepherd("web", "h0", sc.MembersChanged(restarted, frozenset()))
+    cluster.run(until=cluster.now + 30)
+    assert cluster.reclaims == [] and core.placement == placement
