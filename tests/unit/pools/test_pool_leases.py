@@ -9,6 +9,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from sdmesh.agent.pools import fencing
 from sdmesh.agent.pools.fencing import NO_LEASE
 from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.language import resolve_text
@@ -57,10 +60,16 @@ class FakeLease:
 
 
 class FakeDriver:
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.destroyed: list[str] = []
+        self.failures = failures
+        self.tries = 0
 
     async def destroy(self, name: str) -> bool:
+        self.tries += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("libvirt: cannot destroy")
         self.destroyed.append(name)
         return True
 
@@ -268,3 +277,54 @@ def test_a_restarted_host_without_capacity_yet_is_present_not_lost(tmp_path: Pat
     cluster.feed_shepherd("web", "h0", sc.MembersChanged(restarted, frozenset()))
     cluster.run(until=cluster.now + 30)
     assert cluster.reclaims == [] and core.placement == placement
+
+
+def test_a_fence_reports_ended_only_once_the_destroy_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destroy that fails is retried (with backoff); until one succeeds the VM may still
+    run, so the shepherd hears nothing of it ending (it would rebuild it: two copies)."""
+    monkeypatch.setattr(fencing, "FENCE_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(fencing, "FENCE_RETRY_MAX", 0.02)
+
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver(failures=3)
+        svc.host.handle(hc.Recovered("web", VM, VM, 3, "h1", 1, 256))
+        _, client = parts(svc)
+
+        def reports() -> list[object]:
+            return [r for q in client.requests if q.get("rpc") == "reports" for r in q["reports"]]
+
+        assert svc.fence("no majority answered") == [("web", VM)]
+        await asyncio.sleep(0)
+        assert driver.tries == 1 and svc.host.states("web")[VM] == "running"
+        assert svc.fence("again") == []  # under way: not twice
+        await asyncio.sleep(0.015)
+        assert driver.destroyed == [] and reports() == []
+        for _ in range(100):
+            if driver.destroyed:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        assert driver.tries == 4 and len(driver.destroyed) == 1
+        assert svc.host.states("web")[VM] == "deployed"
+        assert len(reports()) == 1 and "fenced: lease lost" in str(reports()[0])
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_undoing_a_start_retries_its_destroy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fencing, "FENCE_RETRY_FIRST", 0.01)
+
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver(failures=2)
+        assert "fenced" in await svc.undo_start("web", VM)
+        assert driver.tries == 3 and len(driver.destroyed) == 1
+        await svc.close()
+
+    asyncio.run(go())
