@@ -489,6 +489,13 @@ async def _start_lease(
     inherited = None
     if guard is not None:
         status = await asyncio.to_thread(guard.status, 1.0)
+        if status is None:
+            log.warning(
+                "fence guard at %s does not answer: no restartable VM starts on this host "
+                'until it does (start sdmesh-fence-guard, or set fence-guard-socket = "" '
+                "to run without one)",
+                config.fence_guard_socket,
+            )
         if status is not None and status.get("mode") == "armed":
             with contextlib.suppress(TypeError, ValueError):
                 inherited = float(status["fence_at"])

@@ -135,10 +135,16 @@ class LeaseService:
         """Consult before starting, and while keeping, a fenceable VM."""
         return self.core.may_run(self._clock())
 
-    def rearm(self) -> None:
-        """Tell the guard the fenceable set changed (call *before* starting such a VM)."""
-        if self._guard is not None and self._armed is not None and self.may_run():
-            self._guard.arm(*self._armed, self._fenceable())
+    def rearm(self) -> bool:
+        """Tell the guard the fenceable set changed (call *before* starting such a VM).
+        False when a guard is configured and was not armed (unreachable, or no lease of
+        this agent's yet to arm it with): then the VM must not start, as the guard could
+        not stop it should this agent die."""
+        if self._guard is None:
+            return True
+        if self._armed is None or not self.may_run():
+            return False
+        return self._guard.arm(*self._armed, self._fenceable())
 
     async def reclaim(self, holder: str) -> None:
         """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""

@@ -5,8 +5,9 @@ rebuild it.
 
 * A new unit is admitted only under a lease (an ``admission_guards`` refusal otherwise: the
   shepherd places it elsewhere); a unit whose policy is not known yet counts as fenceable.
-* Before a fenceable VM starts, the fence guard is told (``rearm``); a start during which
-  the lease lapsed is undone (the VM began before a fence the mesh relies on).
+* Before a fenceable VM starts, the fence guard is told (``rearm``), and the start is refused
+  unless it took the arm (when a guard is configured); a start during which the lease
+  lapsed is undone (the VM began before a fence the mesh relies on).
 * ``fence`` (the lease service's isolation response) destroys the running fenceable VMs and
   reports each as ended once its destroy is confirmed; a failed destroy is retried.
 """
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Why a host without a lease takes on no new fenceable unit (the shepherd's warning).
 NO_LEASE = "no lease: cut off from the mesh's majority"
+#: Why a host whose fence guard did not take the arm starts no fenceable VM: were the agent
+#: to die, nothing would stop it before the mesh rebuilt it elsewhere.
+NO_GUARD = "the fence guard was not armed: no restartable VM starts on this host"
 #: A failed fence destroy is tried again after this long, doubling up to the maximum.
 FENCE_RETRY_FIRST = 0.5
 FENCE_RETRY_MAX = 10.0
@@ -82,7 +86,8 @@ class Fencing(PoolState):
             return None
         if not self.lease.may_run():
             return NO_LEASE
-        self.lease.rearm()
+        if not self.lease.rearm():
+            return NO_GUARD
         return None
 
     def fence(self, reason: str) -> list[tuple[str, str]]:

@@ -105,7 +105,7 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
                 listener.recv(65536)
             except BlockingIOError:
                 break
-        mesh.services["a"].rearm()
+        assert mesh.services["a"].rearm()
         assert json.loads(listener.recv(65536))["op"] == "arm"
         mesh.isolated.clear()
         lapses = mesh.services["a"].lapses  # one already: no lease at start-up
@@ -190,3 +190,22 @@ async def test_a_restart_remembers_its_voters_and_waits_for_them(tmp_path: Path)
     await asyncio.sleep(0.6)
     assert not again.may_run() and not again.covered_at_start()
     await again.close()
+
+
+async def test_rearm_says_whether_the_guard_took_it(tmp_path: Path) -> None:
+    async def unreachable(member: str, payload: dict[str, object]) -> object:
+        raise ConnectionError("cut")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    missing = GuardClient(tmp_path / "no-guard.sock")
+    guarded = LeaseService("a", unreachable, tmp_path / "a", timing=FAST, guard=missing)
+    bare = LeaseService("b", unreachable, tmp_path / "b", timing=FAST)
+    for service in (guarded, bare):
+        service.start(alive({service.name}), None, peers_configured=False)  # a mesh of one
+        assert service.may_run()
+    assert not guarded.rearm()  # configured, unreachable: the VM must not start
+    assert bare.rearm()  # no guard configured: nothing to arm
+    for service in (guarded, bare):
+        await service.close()
+    missing.close()

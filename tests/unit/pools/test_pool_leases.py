@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sdmesh.agent.pools import fencing
-from sdmesh.agent.pools.fencing import NO_LEASE
+from sdmesh.agent.pools.fencing import NO_GUARD, NO_LEASE
 from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.language import resolve_text
 from sdmesh.pools import host as hc
@@ -34,14 +34,16 @@ class FakeLease:
         self.valid = True
         self.lapses = 0
         self.rearmed = 0
+        self.guard_armed = True
         self.cancelled: list[str] = []
         self._reclaims: dict[str, asyncio.Future[None]] = {}
 
     def may_run(self) -> bool:
         return self.valid
 
-    def rearm(self) -> None:
+    def rearm(self) -> bool:
         self.rearmed += 1
+        return self.guard_armed
 
     async def reclaim(self, holder: str) -> None:
         future = self._reclaims.get(holder)
@@ -142,6 +144,8 @@ def test_a_restartable_pool_is_fenceable_and_starts_only_under_a_lease(tmp_path:
         hosted = await svc._hosted("web")
         assert hosted.fenceable == {VM, "sfConfig:pool:sd1:vm"}
         assert svc.start_refusal("web", VM) is None and lease.rearmed == 1
+        lease.guard_armed = False  # a guard is configured but did not take the arm
+        assert svc.start_refusal("web", VM) == NO_GUARD
         lease.valid = False
         assert svc.start_refusal("web", VM) == NO_LEASE
         await svc.close()
