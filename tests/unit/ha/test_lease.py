@@ -42,6 +42,11 @@ def exchange(holder: ls.LeaseCore, voters: dict[str, ls.LeaseCore], now: float) 
 def test_timing_arithmetic_and_checks() -> None:
     assert T.rebuild_wait == pytest.approx(6.0 * 1.01 / 0.99)
     assert T.rebuild_wait < 6.2  # HA in seconds: rebuild ~6.1 s after the last grant
+    # The failover budget: the lease wait and the shepherd's loss verdict run in parallel.
+    from sdmesh.pools.losses import LOSS_CONFIRM
+
+    assert T.failover_orders_after(2.0, LOSS_CONFIRM) == T.rebuild_wait
+    assert T.failover_orders_after(5.0, LOSS_CONFIRM) == 7.0
     with pytest.raises(ValueError, match="isolation timeout"):
         LeaseTiming(isolation_timeout=1.5, stop_allowance=1.0, renew_interval=1.0)
     with pytest.raises(ValueError, match="drift"):
