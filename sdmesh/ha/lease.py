@@ -25,9 +25,10 @@ reach each peer only once per round of the whole mesh, too rarely to renew in se
 
 Two hosts and a witness are three voters: the host that still reaches the witness renews,
 the other fences. An even split without a witness leaves no side a majority: both fence and
-neither rebuilds until it heals. Assumed: the voter set (members that have not left) is the
-same on both sides when a cut happens; a member joining only on one side during a cut can
-break the majority intersection (docs/ha.md).
+neither rebuilds until it heals. Assumed: the voter set (members that have not left, kept
+across restarts and reaps by sdmesh.ha.voters) is the same on both sides when a cut happens;
+a member joining only on one side during a cut can break the majority intersection
+(docs/ha.md). A round this host alone granted makes no lease unless ``solo`` (a mesh of one).
 """
 
 from __future__ import annotations
