@@ -209,3 +209,11 @@ async def test_rearm_says_whether_the_guard_took_it(tmp_path: Path) -> None:
     for service in (guarded, bare):
         await service.close()
     missing.close()
+
+
+def test_the_test_driver_needs_no_fence_guard() -> None:
+    """Its guests are the agent process's own: nothing outlives the agent to fence."""
+    from sdmesh.agent.agent import _simulated
+
+    assert _simulated("test") and _simulated("") and _simulated("test:///tmp/host.xml")
+    assert not _simulated("qemu:///system") and not _simulated("xen:///system")
