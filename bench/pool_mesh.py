@@ -199,6 +199,8 @@ def main() -> None:
     # sign the bench's (unsigned) submissions with its key, as the test suite's agents do.
     work = tempfile.TemporaryDirectory(prefix="sdmesh-bench-operator-")
     os.environ.update(trusted_operator_env(Path(work.name)))
+    # No fence guard runs on loopback: say so, or no restartable VM would start.
+    os.environ.setdefault("SDMESH_FENCE_GUARD_SOCKET", "")
     raw_up, raw_down = run_raw(args.agents, args.vms)
     times: list[tuple[float, float]] = []
     failures: list[str] = []

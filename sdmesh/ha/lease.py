@@ -25,9 +25,10 @@ reach each peer only once per round of the whole mesh, too rarely to renew in se
 
 Two hosts and a witness are three voters: the host that still reaches the witness renews,
 the other fences. An even split without a witness leaves no side a majority: both fence and
-neither rebuilds until it heals. Assumed: the voter set (members that have not left) is the
-same on both sides when a cut happens; a member joining only on one side during a cut can
-break the majority intersection (docs/ha.md).
+neither rebuilds until it heals. Assumed: the voter set (members that have not left, kept
+across restarts and reaps by sdmesh.ha.voters) is the same on both sides when a cut happens;
+a member joining only on one side during a cut can break the majority intersection
+(docs/ha.md). A round this host alone granted makes no lease unless ``solo`` (a mesh of one).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ class Start:
 
     voters: frozenset[str]
     inherited_fence_at: float | None = None
+    solo: bool = False
+    """A mesh of one (no peers configured, or every other voter left): this host's own
+    grant alone may make a lease. Otherwise a lease needs a grant from another voter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class VotersChanged:
     """The members that vote (not left), this host included, witnesses included."""
 
     voters: frozenset[str]
+    solo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,7 @@ class LeaseCore:
         self._until: float | None = None
         self._fence_at: float | None = None
         self._isolated = True
+        self._solo = False
         self._acked: list[str] = []
         self._term = self.timing.isolation_timeout
         # voter
@@ -282,6 +288,7 @@ class LeaseCore:
             pass
         elif isinstance(event, VotersChanged):
             self.voters = event.voters | {self.name}
+            self._solo = event.solo
             self._recount()
             for holder in list(self._reclaims):
                 self._check_reclaim(holder)
@@ -304,6 +311,7 @@ class LeaseCore:
             return
         self._started_at = self._now
         self.voters = event.voters | {self.name}
+        self._solo = event.solo
         for holder, ticket in self._restored.revoked:
             self._revoked.setdefault(holder, set()).add(ticket)
         for holder, remaining in self._restored.long_grants:
@@ -352,7 +360,13 @@ class LeaseCore:
         self._recount()
 
     def _recount(self) -> None:
-        ends = sorted((self._granted[v] for v in self.voters if v in self._granted), reverse=True)
+        granted = [v for v in self.voters if v in self._granted]
+        if not self._solo and granted == [self.name]:
+            # Our own grant alone: a host that has not yet heard of its mesh (a restart
+            # before the join) is no majority. Until another voter grants, the lease stays
+            # where Start put it: the inherited guard deadline, or none.
+            return
+        ends = sorted((self._granted[v] for v in granted), reverse=True)
         need = majority(len(self.voters))
         if len(ends) < need:
             return

@@ -5,7 +5,8 @@ requests and reclaim queries as stream RPCs (``rpc(member, payload)``, the agent
 ``StreamClient.request`` to the member's address) and feeds the answers back, answers the
 same RPCs from peers (``handle_rpc``), keeps the fence guard armed with each renewal, calls
 ``on_isolated`` when the lease runs out, and writes the voter's promises to the state
-directory (``lease-voter.json``) so a restart keeps them.
+directory (``lease-voter.json``) so a restart keeps them, and the voter set
+(``lease-voters.json``, sdmesh.ha.voters) so a restart does not start as a mesh of one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sdmesh.ha.guard_client import GuardClient
 from sdmesh.ha.guard_wire import boottime
 from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
 from sdmesh.ha.timing import LeaseTiming
+from sdmesh.ha.voters import VOTERS_FILE, VoterSet, decode_voters, encode_voters
 from sdmesh.membership import Member, State
 from sdmesh.safeio import read_private, write_private
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Rpc = Callable[[str, dict[str, object]], Awaitable[object]]
 VOTER_FILE = "lease-voter.json"
+VOTER_SET_FILE = VOTERS_FILE
 
 
 def voters_of(members: Iterable[Member]) -> frozenset[str]:
@@ -79,26 +82,69 @@ class LeaseService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reclaimed: dict[str, asyncio.Future[None]] = {}
         self._armed: tuple[float, float] | None = None
+        self._voters: VoterSet | None = None
+        self.inherited_fence_at: float | None = None
+        """The previous agent's guard deadline (this clock): all that covers its VMs."""
         self.lapses = 0
         """How many times the lease ran out: an operation that began under one count and
         ends under another must not leave a fenceable VM running (it began before a fence)."""
 
     # ------------------------------------------------------------ the agent's calls
-    def start(self, voters: frozenset[str], inherited_fence_at: float | None) -> None:
-        """``inherited_fence_at``: the guard's deadline from before this agent started."""
-        self._feed(ls.Start(voters, inherited_fence_at))
+    def start(
+        self,
+        members: Iterable[Member],
+        inherited_fence_at: float | None,
+        *,
+        peers_configured: bool = True,
+    ) -> None:
+        """``members``: the membership view now (at start-up, often just this host);
+        the voters are it plus those saved before a restart. ``inherited_fence_at``: the
+        guard's deadline from before this agent started. ``peers_configured``: the agent
+        joins a mesh (so it may not grant itself a lease until the mesh answers)."""
+        path = self._state_dir / VOTER_SET_FILE
+        saved = decode_voters(read_private(path))
+        if saved is None and path.exists():
+            log.warning("%s is unreadable: this host waits for its mesh to grant a lease", path)
+            peers_configured = True
+        self._voters = VoterSet(self.name, saved, peers_configured)
+        if self._voters.update(members) or saved is None:
+            self._save_voters()
+        self.inherited_fence_at = inherited_fence_at
+        voters = self._voters.current
+        self._feed(ls.Start(voters.names, inherited_fence_at, voters.solo))
 
-    def voters_changed(self, voters: frozenset[str]) -> None:
-        self._feed(ls.VotersChanged(voters))
+    def members_changed(self, members: Iterable[Member]) -> None:
+        """The membership view changed: members joined (they vote from now on) or left
+        (they vote no more). A member reaped from the view keeps its vote."""
+        if self._voters is None or not self._voters.update(members):
+            return
+        self._save_voters()
+        voters = self._voters.current
+        self._feed(ls.VotersChanged(voters.names, voters.solo))
+
+    def covered_at_start(self) -> bool:
+        """Whether what a previous agent left running is still covered: only its guard's
+        deadline says so (a lease this agent gets later may come after a reclaim), except
+        in a mesh of one, where no other host could have rebuilt those VMs."""
+        if self._voters is not None and self._voters.current.solo:
+            return True
+        inherited = self.inherited_fence_at
+        return inherited is not None and self._clock() < inherited
 
     def may_run(self) -> bool:
         """Consult before starting, and while keeping, a fenceable VM."""
         return self.core.may_run(self._clock())
 
-    def rearm(self) -> None:
-        """Tell the guard the fenceable set changed (call *before* starting such a VM)."""
-        if self._guard is not None and self._armed is not None and self.may_run():
-            self._guard.arm(*self._armed, self._fenceable())
+    def rearm(self) -> bool:
+        """Tell the guard the fenceable set changed (call *before* starting such a VM).
+        False when a guard is configured and was not armed (unreachable, or no lease of
+        this agent's yet to arm it with): then the VM must not start, as the guard could
+        not stop it should this agent die."""
+        if self._guard is None:
+            return True
+        if self._armed is None or not self.may_run():
+            return False
+        return self._guard.arm(*self._armed, self._fenceable())
 
     async def reclaim(self, holder: str) -> None:
         """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""
@@ -168,6 +214,14 @@ class LeaseService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ------------------------------------------------------------ the core's I/O
+    def _save_voters(self) -> None:
+        if self._voters is None or not self._voters.worth_saving():
+            return
+        try:
+            write_private(self._state_dir / VOTER_SET_FILE, encode_voters(self._voters.current))
+        except OSError as error:
+            log.error("cannot keep the lease voters in %s: %s", self._state_dir, error)
+
     def _feed(self, event: ls.Event) -> list[ls.Action]:
         actions = self.core.handle(event, self._clock())
         handled: list[ls.Action] = []

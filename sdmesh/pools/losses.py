@@ -11,8 +11,10 @@ majority): a loss seen without a majority is no evidence (that is what the cut-o
 sees), and its window starts again when the majority is back, so verdicts carried across a
 heal are checked against the liveness after it.
 
-Leases (issue 14, item 1) plug in here: a lost host's units may move only once its lease has
-surely expired; ``window`` becomes that bound (isolation timeout plus a drift margin).
+The window does not stand for the lease: a confirmed loss only makes the shepherd *start*
+reclaiming the host (sdmesh.ha.lease), and its units move once that reclaim says the lease
+surely ended. The two waits run in parallel: failover orders go out after
+``max(lease wait, failure detection + window)`` (sdmesh.ha.timing).
 """
 
 from __future__ import annotations

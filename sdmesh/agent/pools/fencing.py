@@ -5,10 +5,11 @@ rebuild it.
 
 * A new unit is admitted only under a lease (an ``admission_guards`` refusal otherwise: the
   shepherd places it elsewhere); a unit whose policy is not known yet counts as fenceable.
-* Before a fenceable VM starts, the fence guard is told (``rearm``); a start during which
-  the lease lapsed is undone (the VM began before a fence the mesh relies on).
+* Before a fenceable VM starts, the fence guard is told (``rearm``), and the start is refused
+  unless it took the arm (when a guard is configured); a start during which the lease
+  lapsed is undone (the VM began before a fence the mesh relies on).
 * ``fence`` (the lease service's isolation response) destroys the running fenceable VMs and
-  reports each as ended.
+  reports each as ended once its destroy is confirmed; a failed destroy is retried.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 
 #: Why a host without a lease takes on no new fenceable unit (the shepherd's warning).
 NO_LEASE = "no lease: cut off from the mesh's majority"
+#: Why a host whose fence guard did not take the arm starts no fenceable VM: were the agent
+#: to die, nothing would stop it before the mesh rebuilt it elsewhere.
+NO_GUARD = "the fence guard was not armed: no restartable VM starts on this host"
+#: A failed fence destroy is tried again after this long, doubling up to the maximum.
+FENCE_RETRY_FIRST = 0.5
+FENCE_RETRY_MAX = 10.0
 
 
 def fenceable_units(tree: ComponentDescription) -> frozenset[str]:
@@ -79,43 +86,58 @@ class Fencing(PoolState):
             return None
         if not self.lease.may_run():
             return NO_LEASE
-        self.lease.rearm()
+        if not self.lease.rearm():
+            return NO_GUARD
         return None
 
     def fence(self, reason: str) -> list[tuple[str, str]]:
         """The isolation response: destroy this host's running fenceable VMs, at once, and
-        report each as ended. Starts under way are undone when they end (``lapses``)."""
+        report each as ended once its destroy is confirmed (retried until it is: the
+        shepherd must not hear "ended" of a VM that may still run). Starts under way are
+        undone when they end (``lapses``)."""
         fenced = []
         for pool in self.host.pools_held():
             for path, leaf in list(self.host.pools[pool].leaves.items()):
                 if path != leaf.unit or leaf.state != "running" or leaf.op is not None:
                     continue
-                if self.unit_fenceable(pool, path) is False:
+                if self.unit_fenceable(pool, path) is False or (pool, path) in self._fencing:
                     continue
                 fenced.append((pool, path))
         if not fenced:
             return []
         log.warning("lease lost (%s): stopping %d restartable VMs", reason, len(fenced))
         for pool, path in fenced:
-            self._host_feed(hc.LeafDied(pool, path, "fenced: lease lost"))
-        self._spawn(self._destroy_all(fenced))
+            self._fencing.add((pool, path))
+            self._spawn(self._fence_one(pool, path))
         return fenced
 
-    async def _destroy_all(self, pairs: list[tuple[str, str]]) -> None:
-        results = await asyncio.gather(
-            *(self.driver.destroy(domain_name(pool, path, True)) for pool, path in pairs),
-            return_exceptions=True,
-        )
-        for (pool, path), result in zip(pairs, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("pool %s: fencing %s failed: %s", pool, path, result)
+    async def _fence_one(self, pool: str, path: str) -> None:
+        try:
+            await self._destroy_surely(pool, path)
+        finally:
+            self._fencing.discard((pool, path))
+        self._host_feed(hc.LeafDied(pool, path, "fenced: lease lost"))
+
+    async def _destroy_surely(self, pool: str, path: str) -> None:
+        """Destroy the unit's domain, retrying with backoff until libvirt confirms it (or
+        says it is gone). Meanwhile the fence guard, if any, is the backstop."""
+        delay = FENCE_RETRY_FIRST
+        while True:
+            try:
+                await self.driver.destroy(domain_name(pool, path, True))
+                return
+            except Exception as error:
+                log.error(
+                    "pool %s: fencing %s failed (%s): trying again in %.1f s",
+                    pool, path, error, delay,
+                )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FENCE_RETRY_MAX)
 
     async def undo_start(self, pool: str, path: str) -> str:
-        """A start during which the lease lapsed: destroy what it started. The leaf's error."""
-        try:
-            await self.driver.destroy(domain_name(pool, path, True))
-        except Exception as error:
-            log.error("pool %s: fencing %s failed: %s", pool, path, error)
+        """A start during which the lease lapsed: destroy what it started (retried until
+        confirmed, as a fence is). The leaf's error."""
+        await self._destroy_surely(pool, path)
         return "fenced: the lease was lost while it started"
 
     def load_policies(self, pools: dict[str, str]) -> None:

@@ -169,6 +169,8 @@ class PoolState:
         self._file_writes = asyncio.Lock()
         #: Descriptor loads of recovered pools (``load_policies``), for ``policies_known``.
         self._policy_loads: list[asyncio.Task[None]] = []
+        #: (pool, unit) whose fence destroy is under way (fencing.py): not fenced twice.
+        self._fencing: set[tuple[str, str]] = set()
         #: What descriptors may make this host do (sdmesh.components.policy): the agent sets
         #: it from its configuration before ``start``; deny by default until then.
         self.policy = HostPolicy()

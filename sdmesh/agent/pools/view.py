@@ -84,7 +84,9 @@ class MembershipView(PoolState):
         for member in self.counted_members():
             capacity = member.meta.get("capacity") if isinstance(member.meta, dict) else None
             if not isinstance(capacity, dict) or not capacity.get("vcpus"):
-                continue  # not yet announced its capacity: nothing to place there
+                if _host_starting(member.meta):
+                    out.append(HostOffer(member.name, 0, 0, 0, disk_free_mib=0))
+                continue  # not yet announced its capacity: nothing (new) to place there
             labels = member.meta.get("labels") or []
             out.append(
                 HostOffer(
@@ -109,6 +111,16 @@ class MembershipView(PoolState):
     def _address(self, name: str) -> tuple[str, int] | None:
         member = self.node.core.member(name)
         return (member.addr[0], member.addr[1]) if member is not None else None
+
+
+def _host_starting(meta: object) -> bool:
+    """A host agent that has not opened its hypervisor yet (``preliminary_meta``): after a
+    restart it runs its VMs on (docs/ha.md), so its shepherds must count it present, not lost
+    (a reclaim would fence them all). It offers nothing: no new VM goes there until it says
+    what it has, but the VMs placed there stay."""
+    if not isinstance(meta, dict) or is_witness(meta):
+        return False
+    return meta.get("hypervisor") not in (None, "none")
 
 
 def _disk_free_mib(capacity: dict[str, object]) -> int | None:

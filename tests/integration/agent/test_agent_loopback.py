@@ -96,7 +96,9 @@ class Mesh:
         if name in self.hypervisors:
             args += ["--hypervisor", self.hypervisors[name]]
         log = (self.root / f"{name}.log").open("wb")
-        env = {**os.environ, **self.env.get(name, {})}  # per-agent settings (SDMESH_*)
+        # Per-agent settings (SDMESH_*). No fence guard runs here: say so, or no restartable
+        # VM would start (a configured guard that does not answer refuses them).
+        env = {"SDMESH_FENCE_GUARD_SOCKET": "", **os.environ, **self.env.get(name, {})}
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=log, env=env)
         try:
             self.wait(lambda: self.api(name, "/v1/health") is not None, 30, "")

@@ -61,7 +61,10 @@ class PoolAgents(SdmeshAgent):
     """``sdmesh join`` on each host with that host's own simulated hypervisor."""
 
     def __init__(self, testbed: Testbed) -> None:
-        super().__init__(testbed, extra_args=["--verbose"])
+        # No fence guard runs in the namespaces: say so, or no restartable VM would start.
+        config = testbed.workdir / "pool-agents.toml"
+        config.write_text('fence-guard-socket = ""\n')
+        super().__init__(testbed, extra_args=["--verbose", "--config", str(config)])
         self.uris: dict[str, str] = {}
         for host in testbed.hosts:
             cpus, memory = SIZES.get(host.name, SPARE_SIZE)

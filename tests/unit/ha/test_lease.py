@@ -42,6 +42,11 @@ def exchange(holder: ls.LeaseCore, voters: dict[str, ls.LeaseCore], now: float) 
 def test_timing_arithmetic_and_checks() -> None:
     assert T.rebuild_wait == pytest.approx(6.0 * 1.01 / 0.99)
     assert T.rebuild_wait < 6.2  # HA in seconds: rebuild ~6.1 s after the last grant
+    # The failover budget: the lease wait and the shepherd's loss verdict run in parallel.
+    from sdmesh.pools.losses import LOSS_CONFIRM
+
+    assert T.failover_orders_after(2.0, LOSS_CONFIRM) == T.rebuild_wait
+    assert T.failover_orders_after(5.0, LOSS_CONFIRM) == 7.0
     with pytest.raises(ValueError, match="isolation timeout"):
         LeaseTiming(isolation_timeout=1.5, stop_allowance=1.0, renew_interval=1.0)
     with pytest.raises(ValueError, match="drift"):
@@ -202,3 +207,34 @@ def test_an_even_split_fences_both_sides_and_reclaims_nothing() -> None:
     query = to(out, "b")
     answer = of(cores["b"].handle(ls.Received(query.message), 20.0), ls.Send)[0].message
     assert not of(cores["a"].handle(ls.Received(answer), 20.0), ls.Reclaimed)  # 2 of 4
+
+
+def test_a_restarted_host_alone_in_its_view_is_no_majority_of_one() -> None:
+    """Before its join completes a restarted host sees only itself: its own grant must
+    neither make a lease nor stretch the inherited guard deadline."""
+    core = ls.LeaseCore("a", T)
+    out = core.handle(ls.Start(frozenset({"a"}), 12.0), 10.0)
+    assert not of(out, ls.LeaseValid) and core.may_run(11.9)
+    for t in (10.5, 11.0, 11.5):
+        assert not of(core.handle(ls.TimerFired(ls.RENEW), t), ls.LeaseValid)
+    assert core.fence_at == 12.0 and not core.may_run(12.0)
+    fresh = ls.LeaseCore("a", T)
+    fresh.handle(ls.Start(frozenset({"a"}), None), 10.0)
+    assert not fresh.may_run(10.0)
+
+
+def test_the_inherited_deadline_holds_until_another_voter_grants() -> None:
+    a, b = ls.LeaseCore("a", T), started("b")
+    a.handle(ls.Start(VOTERS, 12.0), 10.0)
+    assert a.fence_at == 12.0  # own grant alone: 1 of 3
+    out = exchange(a, {"b": b}, 10.5)
+    assert of(out, ls.LeaseValid) and a.fence_at == 10.5 + T.isolation_timeout - T.stop_allowance
+
+
+def test_a_mesh_of_one_grants_itself() -> None:
+    core = ls.LeaseCore("a", T)
+    out = core.handle(ls.Start(frozenset({"a"}), None, solo=True), 10.0)
+    assert of(out, ls.LeaseValid) and core.may_run(10.0)
+    lone = started("a", frozenset({"a", "b"}))
+    lone.handle(ls.VotersChanged(frozenset({"a"}), solo=True), 1.0)  # b left
+    assert of(lone.handle(ls.TimerFired(ls.RENEW), 1.5), ls.LeaseValid)

@@ -17,9 +17,14 @@ from sdmesh.ha.guard_wire import boottime
 from sdmesh.ha.lease_service import VOTER_FILE, LeaseService, Rpc, load_voter_state
 from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
 from sdmesh.ha.timing import LeaseTiming
+from sdmesh.membership import Member, State
 
 FAST = LeaseTiming(isolation_timeout=1.2, renew_interval=0.2, stop_allowance=0.2, leave_term=5)
 NAMES = frozenset({"a", "b", "c"})
+
+
+def alive(names: frozenset[str] | set[str], state: State = State.ALIVE) -> list[Member]:
+    return [Member(n, ("10.0.0.1", 7946), state=state) for n in sorted(names)]
 
 
 def test_wire_round_trip_and_refusals() -> None:
@@ -89,7 +94,7 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
         )
     try:
         for service in mesh.services.values():
-            service.start(NAMES, None)
+            service.start(alive(NAMES), None)
         await asyncio.sleep(0.6)
         assert all(service.may_run() for service in mesh.services.values())
         arm = json.loads(listener.recv(65536))
@@ -100,7 +105,7 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
                 listener.recv(65536)
             except BlockingIOError:
                 break
-        mesh.services["a"].rearm()
+        assert mesh.services["a"].rearm()
         assert json.loads(listener.recv(65536))["op"] == "arm"
         mesh.isolated.clear()
         lapses = mesh.services["a"].lapses  # one already: no lease at start-up
@@ -147,7 +152,7 @@ async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
         )
     try:
         for service in mesh.services.values():
-            service.start(frozenset({"a", "b"}), None)
+            service.start(alive({"a", "b"}), None)
         await asyncio.sleep(0.5)
         await mesh.services["a"].leave()
         arms = []
@@ -165,3 +170,50 @@ async def test_a_planned_leave_arms_the_guard_for_the_away_grace_or_disarms(
         for service in mesh.services.values():
             await service.close()
         listener.close()
+
+
+async def test_a_restart_remembers_its_voters_and_waits_for_them(tmp_path: Path) -> None:
+    async def unreachable(member: str, payload: dict[str, object]) -> object:
+        raise ConnectionError("cut")
+
+    first = LeaseService("a", unreachable, tmp_path, timing=FAST)
+    first.start(alive({"a"}), None)
+    assert first.core.voters == {"a"} and not first.may_run()  # joining: no lease of one
+    first.members_changed([*alive({"a", "b"}), *alive({"c"}, State.DEAD)])
+    first.members_changed(alive({"a", "b"}))  # c reaped: it still votes
+    assert first.core.voters == {"a", "b", "c"}
+    assert (tmp_path / "lease-voters.json").stat().st_mode & 0o777 == 0o600
+    await first.close()
+    again = LeaseService("a", unreachable, tmp_path, timing=FAST)
+    again.start(alive({"a"}), boottime() + 0.5)  # killed and restarted under the guard
+    assert again.core.voters == {"a", "b", "c"} and again.covered_at_start()
+    await asyncio.sleep(0.6)
+    assert not again.may_run() and not again.covered_at_start()
+    await again.close()
+
+
+async def test_rearm_says_whether_the_guard_took_it(tmp_path: Path) -> None:
+    async def unreachable(member: str, payload: dict[str, object]) -> object:
+        raise ConnectionError("cut")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    missing = GuardClient(tmp_path / "no-guard.sock")
+    guarded = LeaseService("a", unreachable, tmp_path / "a", timing=FAST, guard=missing)
+    bare = LeaseService("b", unreachable, tmp_path / "b", timing=FAST)
+    for service in (guarded, bare):
+        service.start(alive({service.name}), None, peers_configured=False)  # a mesh of one
+        assert service.may_run()
+    assert not guarded.rearm()  # configured, unreachable: the VM must not start
+    assert bare.rearm()  # no guard configured: nothing to arm
+    for service in (guarded, bare):
+        await service.close()
+    missing.close()
+
+
+def test_the_test_driver_needs_no_fence_guard() -> None:
+    """Its guests are the agent process's own: nothing outlives the agent to fence."""
+    from sdmesh.agent.agent import _simulated
+
+    assert _simulated("test") and _simulated("") and _simulated("test:///tmp/host.xml")
+    assert not _simulated("qemu:///system") and not _simulated("xen:///system")

@@ -9,7 +9,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from sdmesh.agent.pools.fencing import NO_LEASE
+import pytest
+
+from sdmesh.agent.pools import fencing
+from sdmesh.agent.pools.fencing import NO_GUARD, NO_LEASE
 from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.language import resolve_text
 from sdmesh.pools import host as hc
@@ -31,14 +34,16 @@ class FakeLease:
         self.valid = True
         self.lapses = 0
         self.rearmed = 0
+        self.guard_armed = True
         self.cancelled: list[str] = []
         self._reclaims: dict[str, asyncio.Future[None]] = {}
 
     def may_run(self) -> bool:
         return self.valid
 
-    def rearm(self) -> None:
+    def rearm(self) -> bool:
         self.rearmed += 1
+        return self.guard_armed
 
     async def reclaim(self, holder: str) -> None:
         future = self._reclaims.get(holder)
@@ -57,10 +62,16 @@ class FakeLease:
 
 
 class FakeDriver:
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.destroyed: list[str] = []
+        self.failures = failures
+        self.tries = 0
 
     async def destroy(self, name: str) -> bool:
+        self.tries += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError("libvirt: cannot destroy")
         self.destroyed.append(name)
         return True
 
@@ -133,6 +144,8 @@ def test_a_restartable_pool_is_fenceable_and_starts_only_under_a_lease(tmp_path:
         hosted = await svc._hosted("web")
         assert hosted.fenceable == {VM, "sfConfig:pool:sd1:vm"}
         assert svc.start_refusal("web", VM) is None and lease.rearmed == 1
+        lease.guard_armed = False  # a guard is configured but did not take the arm
+        assert svc.start_refusal("web", VM) == NO_GUARD
         lease.valid = False
         assert svc.start_refusal("web", VM) == NO_LEASE
         await svc.close()
@@ -226,6 +239,96 @@ def test_a_witness_never_shepherds_a_pool(tmp_path: Path) -> None:
         owners = {svc.shepherd_for(f"pool-{i}") for i in range(200)}
         assert owners == {"h0", "h1"}
         assert not svc._being_handed_over("pool-1")
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_restarted_host_without_capacity_yet_is_present_not_lost(tmp_path: Path) -> None:
+    """kill -9 and a systemd restart: the host announces its preliminary meta (no capacity
+    yet). Its shepherds must keep its VMs where they run (no ReclaimHost, which would
+    fence them all), while no new VM goes there until it says what it has."""
+    from sdmesh.agent.meta import preliminary_meta, witness_meta
+    from sdmesh.pools.placement import Demand, place
+
+    from .cluster import Cluster
+    from .test_pool_cores import hosts
+
+    async def go() -> None:
+        svc = service(tmp_path, ["h0", "h1", "w"])
+        meta = preliminary_meta("qemu:///system", (), [], "127.0.0.1:1")
+        svc.node.core.m["h1"] = dataclasses.replace(svc.node.core.m["h1"], meta=meta)
+        svc.node.core.m["w"] = dataclasses.replace(
+            svc.node.core.m["w"], meta=witness_meta((), "127.0.0.1:2")
+        )
+        offers = {o.name: o for o in svc.offers()}
+        assert set(offers) == {"h1"} and offers["h1"].vcpus == 0  # h0: FakeCore, no meta
+        assert place([Demand("vm", 1, 256)], offers.values()).assignments == {}
+        await svc.close()
+
+    asyncio.run(go())
+
+    cluster = Cluster(hosts(3))
+    cluster.reclaim_delay = None
+    core = cluster.submit(pool_text(6, restart="always"), "web", "h0")
+    cluster.run()
+    placement = dict(core.placement)
+    assert "h2" in placement.values()
+    restarted = tuple(
+        o if o.name != "h2" else dataclasses.replace(o, vcpus=0, memory_mib=0, memory_free_mib=0)
+        for o in cluster.offers()
+    )
+    cluster.feed_shepherd("web", "h0", sc.MembersChanged(restarted, frozenset()))
+    cluster.run(until=cluster.now + 30)
+    assert cluster.reclaims == [] and core.placement == placement
+
+
+def test_a_fence_reports_ended_only_once_the_destroy_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destroy that fails is retried (with backoff); until one succeeds the VM may still
+    run, so the shepherd hears nothing of it ending (it would rebuild it: two copies)."""
+    monkeypatch.setattr(fencing, "FENCE_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(fencing, "FENCE_RETRY_MAX", 0.02)
+
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver(failures=3)
+        svc.host.handle(hc.Recovered("web", VM, VM, 3, "h1", 1, 256))
+        _, client = parts(svc)
+
+        def reports() -> list[object]:
+            return [r for q in client.requests if q.get("rpc") == "reports" for r in q["reports"]]
+
+        assert svc.fence("no majority answered") == [("web", VM)]
+        await asyncio.sleep(0)
+        assert driver.tries == 1 and svc.host.states("web")[VM] == "running"
+        assert svc.fence("again") == []  # under way: not twice
+        await asyncio.sleep(0.015)
+        assert driver.destroyed == [] and reports() == []
+        for _ in range(100):
+            if driver.destroyed:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        assert driver.tries == 4 and len(driver.destroyed) == 1
+        assert svc.host.states("web")[VM] == "deployed"
+        assert len(reports()) == 1 and "fenced: lease lost" in str(reports()[0])
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_undoing_a_start_retries_its_destroy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fencing, "FENCE_RETRY_FIRST", 0.01)
+
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver(failures=2)
+        assert "fenced" in await svc.undo_start("web", VM)
+        assert driver.tries == 3 and len(driver.destroyed) == 1
         await svc.close()
 
     asyncio.run(go())
