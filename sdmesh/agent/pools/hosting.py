@@ -383,7 +383,9 @@ class HostSide(PoolState):
                 if (owner.pool, owner.path) in domains:
                     continue  # a VM's own volume: the domain's state stands
                 self.host.handle(
-                    hc.Recovered(owner.pool, owner.path, owner.path, owner.generation, "")
+                    hc.Recovered(
+                        owner.pool, owner.path, owner.path, owner.generation, "", adopt=True
+                    )
                 )
                 found += 1
         if found:
