@@ -135,3 +135,17 @@ def test_a_vm_that_never_restarts_still_fails_on_a_failed_deploy() -> None:
     core = cluster.submit(pool_text(1), "web", "h0")
     cluster.run(until=5)
     assert core.state == "failed"
+
+
+def test_a_replay_follows_the_unit_order_whatever_the_leaves_order() -> None:
+    cluster = ComponentCluster(hosts(3))
+    core = cluster.submit(pool_text(2, restart="always"), "web", "h0")
+    cluster.run(until=5)
+    core.leaves = dict(reversed(list(core.leaves.items())))  # the VMs first
+    lost = next(h for h in ("h1", "h2") if h in core.placement.values())
+    cluster.kill(lost)  # its units are rebuilt on a host that has none of their disks
+    cluster.run(until=cluster.now + 5)
+    settle(cluster, "web", "h0")
+    assert cluster.failures == []
+    assert core.state == "running", (core.state, core.reason)
+    once_each(cluster, "web", 2)
