@@ -75,6 +75,9 @@ class Recovered:
     vcpus: int = 0
     memory_mib: int = 0
     state: str = "running"
+    #: Found by its tags only (a disk): its component is not in the driver's memory, so
+    #: the first deploy ordered runs again (adopting what exists) before anything needs it.
+    adopt: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class _Leaf:
     op: str | None = None
     then: list[str] = field(default_factory=list)  # operations queued behind ``op``
     generation: int = 0
+    #: Recovered by its tags, its component not rebuilt yet (``Recovered.adopt``).
+    adopt: bool = False
 
 
 @dataclass
@@ -325,7 +330,7 @@ class HostCore:
             if leaf.op != op and op not in leaf.then:
                 leaf.then.append(op)  # runs after the operation in flight
             return  # either way the report goes out when it is done
-        if leaf.state in done_states[op]:
+        if leaf.state in done_states[op] and not (op == "deploy" and leaf.adopt):
             self._report(name, pool, path, op, None)  # done already: say so again
             return
         if op == "start" and leaf.state == "new":
@@ -334,6 +339,10 @@ class HostCore:
         self._run(name, pool, path, leaf, op)
 
     def _run(self, name: str, pool: _Pool, path: str, leaf: _Leaf, op: str) -> None:
+        if op == "deploy":
+            # A disk found by its tags is deployed again (adopting its volume) before its
+            # VM's deploy, which needs it, can run: "done already" would be a lie.
+            leaf.adopt = False
         leaf.op = op
         leaf.state = {"deploy": "deploying", "start": "starting", "terminate": "terminating"}[op]
         self._actions.append(RunLeaf(name, path, op, leaf.generation))
@@ -416,7 +425,9 @@ class HostCore:
         unit = pool.units.setdefault(event.unit, _Unit(event.vcpus, event.memory_mib))
         unit.leaves.add(event.path)
         state = event.state if event.state in ("running", "deployed") else "running"
-        pool.leaves[event.path] = _Leaf(event.unit, state, generation=event.generation)
+        pool.leaves[event.path] = _Leaf(
+            event.unit, state, generation=event.generation, adopt=event.adopt
+        )
 
     def _answer(self, order: Order, outcome: str, reason: str, pool: _Pool) -> None:
         self._actions.append(Answer(order, outcome, reason, pool.generation))

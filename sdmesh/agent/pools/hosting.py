@@ -32,6 +32,10 @@ class HostSide(PoolState):
 
     def _host_feed(self, event: hc.Event) -> list[hc.Answer]:
         answers = []
+        if isinstance(event, hc.PoolTerminated):
+            # What the core does not hold (a seed or disk whose VM died with an earlier
+            # process of this agent) is swept by its tags: terminate leaves nothing.
+            self._spawn(self._sweep_leftovers(event.pool, event.generation))
         for action in self.host.handle(event):
             if isinstance(action, hc.Answer):
                 answers.append(action)
@@ -59,8 +63,14 @@ class HostSide(PoolState):
             if order.op != "terminate" and order.signature:
                 self._signatures[order.pool] = order.signature
             veto = self._admission_veto(order) if order.op == "deploy" else None
+            held = self._holds(order.pool, order.path)
             answers = self._host_feed(hc.OrderReceived(order, veto))
             answer = answers[0] if answers else None
+            released = answer is not None and answer.outcome == "accepted"
+            if order.op == "terminate" and not held and released:
+                # Nothing of it here as far as the core knows: whatever an earlier process
+                # left of it (its seed, its disk) goes by its tags.
+                self._spawn(self._remove_by_tags(order.pool, order.path, order.generation))
             if answer is None:
                 out.append(["accepted", "", 0])
             else:
@@ -280,8 +290,34 @@ class HostSide(PoolState):
             )
         return hosted
 
-    async def _remove_by_tags(self, pool: str, path: str) -> None:
-        """Tear down a leaf whose component is not in memory (recovered after a restart)."""
+    def _holds(self, pool: str, path: str) -> bool:
+        state = self.host.pools.get(pool)
+        return state is not None and path in state.leaves
+
+    async def _sweep_leftovers(self, pool: str, generation: int | None) -> None:
+        """Volumes (seeds included) of a terminated pool, up to ``generation`` (every one
+        when None), that no leaf the core holds owns: a held leaf's own terminate removes
+        its volumes, and a resubmission's newer ones are not the ended pool's."""
+        from sdmesh.components.context import HostContext
+
+        context = HostContext(
+            self.driver, self.caps, self.state_dir / "volumes", pool, 0, "", policy=self.policy
+        )
+        for keeper in context.keepers():
+            for volume in await keeper.list_owned(pool):
+                owner = volume.owner
+                if generation is not None and owner.generation > generation:
+                    continue
+                if self._holds(pool, owner.path):
+                    continue
+                try:
+                    await keeper.release(volume)
+                except Exception as error:  # the reaper tries again; nothing else to undo
+                    log.warning("pool %s: could not remove %s: %s", pool, volume.path, error)
+
+    async def _remove_by_tags(self, pool: str, path: str, through: int | None = None) -> None:
+        """Tear down a leaf whose component is not in memory (recovered after a restart, or
+        left by an earlier process); with ``through``, only what generations up to it made."""
         from sdmesh.components.context import HostContext
 
         for domain in await self.driver.list_managed(pool):
@@ -293,7 +329,8 @@ class HostSide(PoolState):
         )
         for keeper in context.keepers():
             for volume in await keeper.list_owned(pool):
-                if volume.owner.path == path:
+                newer = through is not None and volume.owner.generation > through
+                if volume.owner.path == path and not newer:
                     with contextlib.suppress(Exception):
                         await keeper.release(volume)
 
@@ -331,15 +368,24 @@ class HostSide(PoolState):
             self.driver, self.caps, self.state_dir / "volumes", "", 0, "", policy=self.policy
         )
         seeds = context.seeds()
+        for seed in await seeds.list_owned():
+            if (seed.owner.pool, seed.owner.path) not in domains:
+                # A VM's seed says nothing of the VM (libvirt answered for it above): one
+                # without its domain is left over from a VM that died with an earlier
+                # process; a rebuild makes its own.
+                with contextlib.suppress(Exception):
+                    await seeds.release(seed)
         for keeper in context.keepers():
             if keeper is seeds:
-                continue  # a VM's seed says nothing of the VM: libvirt answered for it above
+                continue
             for volume in await keeper.list_owned():
                 owner = volume.owner
                 if (owner.pool, owner.path) in domains:
                     continue  # a VM's own volume: the domain's state stands
                 self.host.handle(
-                    hc.Recovered(owner.pool, owner.path, owner.path, owner.generation, "")
+                    hc.Recovered(
+                        owner.pool, owner.path, owner.path, owner.generation, "", adopt=True
+                    )
                 )
                 found += 1
         if found:

@@ -10,7 +10,7 @@ from sdmesh.pools.records import Order, Report
 from sdmesh.pools.shepherd.actions import SaveRecord, SendOrder, Superseded
 from sdmesh.pools.shepherd.events import Answered, Inventory
 from sdmesh.pools.shepherd.failover import Failover
-from sdmesh.pools.shepherd.state import MAX_RETRIES, RETRY_SECONDS
+from sdmesh.pools.shepherd.state import MAX_RETRIES, RETRY_SECONDS, Leaf
 
 
 class OrderBookkeeping(Failover):
@@ -81,7 +81,17 @@ class OrderBookkeeping(Failover):
             self._continue_replay(leaf.unit)
             return
         if leaf.engine_op == report.op:
+            if report.error is not None and report.op != "terminate" and self._restartable(leaf):
+                # A restartable VM's unit is rebuilt (elsewhere, its disk first), not
+                # failed: a host's refusal ("no disk yet" after its agent restarted, say)
+                # is that host's. Every live host refusing still fails it.
+                self._leaf_lost(leaf, f"restart on {report.host} failed: {report.error}")
+                return
             self._engine_done(leaf, report.error)
+
+    def _restartable(self, leaf: Leaf) -> bool:
+        unit = self.layout.units.get(leaf.unit)
+        return unit is not None and unit.restart != "never"
 
     def _on_inventory(self, inventory: Inventory) -> None:
         """Release what a host runs but should not (stale copies after a move or a

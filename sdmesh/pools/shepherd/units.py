@@ -115,7 +115,12 @@ class UnitPlacement(ShepherdState):
         """Redo on the unit's new host what the engine believes is done: every deployed
         leaf's deploy in order, then every started leaf's start (a disk before its VM)."""
         host = self.placement[unit_path]
-        leaves = [leaf for leaf in self.leaves.values() if leaf.unit == unit_path]
+        unit = self.layout.units.get(unit_path)
+        order = {path: i for i, path in enumerate(unit.leaves)} if unit is not None else {}
+        leaves = sorted(
+            (leaf for leaf in self.leaves.values() if leaf.unit == unit_path),
+            key=lambda leaf: order.get(leaf.path, len(order)),  # the unit's order: disks first
+        )
         for leaf in leaves:
             leaf.host = host
         chain = deque(

@@ -57,7 +57,6 @@ def test_no_vm_runs_twice_outside_cuts(run: RunResult) -> None:
     assert not run.other_overlaps(), run.describe()
 
 
-@pytest.mark.xfail(strict=False, reason="leases not yet wired (h14-wire)")
 def test_no_vm_runs_twice_while_a_host_is_cut_off(run: RunResult) -> None:
     assert any(r.kind in CUTS for r in run.rounds)
     assert not run.cut_overlaps(), run.describe()
