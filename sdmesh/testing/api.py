@@ -82,3 +82,25 @@ def trusted_operator_env(directory: Path, name: str = "test-admin") -> dict[str,
     trusted.mkdir(mode=0o700)
     trust_operator(trusted, key.public, Role.ADMIN, "a test operator")
     return {"SDMESH_OPERATORS_DIR": str(trusted), "SDMESH_API_SIGNING_KEY": str(key_file)}
+
+
+def free_port(pair: bool = False) -> int:
+    """A port free for UDP and TCP on loopback (an agent binds its gossip port for both);
+    with ``pair``, one whose successor is free for UDP too (the DHT's port). Another process
+    may still take it before the agent binds: callers retry on new ports."""
+    import socket
+
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+        if port == 65535:
+            continue
+        wanted = [(socket.SOCK_STREAM, port)] + ([(socket.SOCK_DGRAM, port + 1)] if pair else [])
+        try:
+            for kind, number in wanted:
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("127.0.0.1", number))
+            return port
+        except OSError:
+            continue

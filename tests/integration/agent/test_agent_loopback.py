@@ -13,23 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sdmesh.testing.api import bearer, make_token_file
-
-
-def free_port(pair: bool = False) -> int:
-    """A free UDP port; with ``pair``, one whose successor is free too (the DHT's port)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-        if not pair or port == 65535:
-            return port
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
+from sdmesh.testing.api import bearer, free_port, make_token_file
 
 
 class Mesh:

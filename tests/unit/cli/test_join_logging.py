@@ -23,6 +23,7 @@ from sdmesh.cli.logs import (
     stderr_is_journal,
     syslog_priority,
 )
+from sdmesh.testing.api import free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
 
@@ -190,7 +191,8 @@ def test_an_agent_that_cannot_start_says_why_in_one_record_of_the_chosen_format(
     done = subprocess.run(
         [
             *(sys.executable, "-m", "sdmesh", "join", "--name", "b", "--key-file", str(key)),
-            *("--bind", "127.0.0.1:0", "--api", "127.0.0.1:0", "--state-dir", str(tmp_path / "s")),
+            *("--bind", f"127.0.0.1:{free_port(pair=True)}", "--api", "127.0.0.1:0"),
+            *("--state-dir", str(tmp_path / "s")),
             *("--hypervisor", no_libvirtd, "--log-format", "json"),
         ],
         capture_output=True,
