@@ -19,6 +19,7 @@ from sdmesh.pools.ownership import (
     shepherd_candidates,
 )
 from sdmesh.pools.placement import Demand, HostOffer, place
+from sdmesh.testing.api import free_port
 from sdmesh.transport import load_security
 
 
@@ -79,7 +80,7 @@ def test_ha_settings_parse_and_refuse_bad_values(tmp_path: Path) -> None:
 async def test_a_witness_agent_starts_without_a_hypervisor(tmp_path: Path, witness: bool) -> None:
     config = AgentConfig(
         name="me",
-        bind=("127.0.0.1", 0),
+        bind=("127.0.0.1", free_port(pair=True)),
         api=("127.0.0.1", 0),
         state_dir=tmp_path,
         witness=witness,
@@ -121,7 +122,7 @@ async def test_a_host_and_a_witness_hold_leases_over_the_mesh(tmp_path: Path) ->
         (tmp_path / name).mkdir()
         return AgentConfig(
             name=name,
-            bind=("127.0.0.1", 0),
+            bind=("127.0.0.1", free_port(pair=True)),
             api=("127.0.0.1", 0),
             state_dir=tmp_path / name,
             insecure=True,
