@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from sdmesh.agent.config import AgentConfig, host_policy
 from sdmesh.agent.events import EventHub, follow_members, follow_pools
+from sdmesh.agent.guards import sent_by, signature_guard
 from sdmesh.agent.identity import (
     Reloader,
     identity_reload,
@@ -39,6 +40,7 @@ from sdmesh.agent.identity import (
     summary,
 )
 from sdmesh.agent.keyring_admin import InstructionError, KeyringAdmin, KeyringInstruction
+from sdmesh.agent.leases import start_lease
 from sdmesh.agent.mesh import MeshNode
 from sdmesh.agent.meta import (
     base_images,
@@ -73,9 +75,7 @@ if TYPE_CHECKING:
     from sdmesh.dht import Dht
     from sdmesh.ha.lease_service import LeaseService
     from sdmesh.hypervisor import HostCapabilities, HypervisorDriver
-    from sdmesh.lifecycle.model import Node
     from sdmesh.membership.identity import IdentityChecker
-    from sdmesh.pools.records import PoolSpec
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Agent:
 
             # Leases (docs/ha.md): every member votes, a witness too; hosts hold them.
             if config.leases:
-                self.lease = await _start_lease(
+                self.lease = await start_lease(
                     stack, node, config, self._fenceable, self._lease_lost
                 )
             # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
@@ -385,12 +385,12 @@ class Agent:
             return self._keyring_rpc(request)
         if isinstance(request, dict) and request.get("rpc") == "lease" and self.lease is not None:
             assert self.node is not None
-            return await self.lease.handle_rpc(request, _sent_by(self.node, peer))
+            return await self.lease.handle_rpc(request, sent_by(self.node, peer))
         if isinstance(request, dict) and "rpc" in request:
             if self.pools is None:
                 return {"error": "a witness runs no pools" if self.config.witness else "starting"}
             assert self.node is not None
-            return await self.pools.handle_rpc(request, _sent_by(self.node, peer))
+            return await self.pools.handle_rpc(request, sent_by(self.node, peer))
         assert self.node is not None
         return await self.node.handle_stream(request, peer)
 
@@ -468,74 +468,6 @@ def _is_membership_request(request: object) -> bool:
     whose name we do not know yet; its content is gossip every member gets anyway), never a
     pool RPC, whose replay to another member would act twice."""
     return not (isinstance(request, dict) and "rpc" in request)
-
-
-async def _start_lease(
-    stack: contextlib.AsyncExitStack,
-    node: MeshNode,
-    config: AgentConfig,
-    fenceable: Callable[[], frozenset[tuple[str, str]]],
-    on_isolated: Callable[[str], None],
-) -> LeaseService:
-    """The lease service (sdmesh.ha): renews over stream RPCs to each member's gossip port,
-    follows the membership view for its voters, keeps the fence guard armed. A previous
-    agent's guard deadline bounds how long leftovers are kept before the first renewal."""
-    from sdmesh.ha.guard_client import GuardClient
-    from sdmesh.ha.lease_service import LeaseService
-    from sdmesh.ha.timing import LeaseTiming
-
-    timing = LeaseTiming(isolation_timeout=config.isolation_timeout)
-    guard_socket = config.fence_guard_socket
-    if _simulated(config.hypervisor):
-        guard_socket = None  # the test driver's guests live and die inside the agent process
-    guard = GuardClient(guard_socket) if guard_socket else None
-    inherited = None
-    if guard is not None:
-        status = await asyncio.to_thread(guard.status, 1.0)
-        if status is None:
-            log.warning(
-                "fence guard at %s does not answer: no restartable VM starts on this host "
-                'until it does (start sdmesh-fence-guard, or set fence-guard-socket = "" '
-                "to run without one)",
-                guard_socket,
-            )
-        if status is not None and status.get("mode") == "armed":
-            with contextlib.suppress(TypeError, ValueError):
-                inherited = float(status["fence_at"])
-
-    async def rpc(member: str, payload: dict[str, object]) -> object:
-        found = node.core.member(member)
-        if found is None:
-            raise LookupError(f"{member} is not a member")
-        return await node.client.request(found.addr, payload, timeout=timing.renew_interval)
-
-    def lost(reason: str) -> None:
-        # The lease service warns when a held lease is lost, and the pools when they stop
-        # VMs: at start-up (no lease yet, nothing running) this is no news.
-        log.debug("isolation response due (%s): pools stop their restartable VMs", reason)
-        on_isolated(reason)
-
-    lease = LeaseService(
-        config.name, rpc, config.state_dir, timing=timing, guard=guard,
-        fenceable=fenceable, on_isolated=lost,
-    )  # fmt: skip
-    # Voters: the saved set plus the view (a restart is no mesh of one), shrunk only by leaves.
-    lease.start(node.core.members(), inherited, peers_configured=bool(config.peers))
-    node.listeners.append(lambda _event: lease.members_changed(node.core.members()))
-    stack.push_async_callback(lease.close)
-    if guard is not None:
-        stack.callback(guard.close)
-    return lease
-
-
-def _sent_by(node: MeshNode, peer: tuple[str, int]) -> Callable[[str], bool]:
-    """Whether a stream request from ``peer`` can come from member ``name`` (same host)."""
-
-    def check(name: str) -> bool:
-        member = node.core.member(name)
-        return member is not None and member.addr[0] == peer[0]
-
-    return check
 
 
 async def _hand_over(pools: PoolService) -> None:
@@ -625,25 +557,3 @@ def _notify_systemd(message: str) -> None:
 
 
 __all__ = ["Agent"]
-
-
-def signature_guard(
-    trust: HostTrust, pools: PoolService
-) -> Callable[[PoolSpec, Node, str], str | None]:
-    """The leaf guard that runs a leaf only under a trusted operator's signature covering this
-    descriptor, this pool and the leaf's class (sdmesh.pools.signing.leaf_refusal); the
-    refusal's reason fails the leaf, and is counted in ``trust.refusals``."""
-    from sdmesh.pools.signing import leaf_refusal
-
-    def guard(spec: PoolSpec, node: Node, op: str) -> str | None:
-        signature = pools.signature_of(spec.pool)
-        refusal = leaf_refusal(trust, signature, spec, spec.pool, node, time.time())
-        return None if refusal is None else refusal.message
-
-    return guard
-
-
-def _simulated(hypervisor: str) -> bool:
-    """libvirt's test driver (the embedded default, or a ``test://`` URI): its domains are
-    the agent process's own, so nothing outlives the agent for a fence guard to destroy."""
-    return hypervisor in ("", "test") or hypervisor.startswith("test:")

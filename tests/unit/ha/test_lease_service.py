@@ -213,7 +213,7 @@ async def test_rearm_says_whether_the_guard_took_it(tmp_path: Path) -> None:
 
 def test_the_test_driver_needs_no_fence_guard() -> None:
     """Its guests are the agent process's own: nothing outlives the agent to fence."""
-    from sdmesh.agent.agent import _simulated
+    from sdmesh.agent.leases import simulated as _simulated
 
     assert _simulated("test") and _simulated("") and _simulated("test:///tmp/host.xml")
     assert not _simulated("qemu:///system") and not _simulated("xen:///system")
