@@ -360,7 +360,7 @@ class Agent:
         # every deploy and start needs an envelope from a trusted operator (docs/security.md).
         pools.policy = host_policy(config)
         if self.trust is not None:
-            pools.leaf_guards.append(signature_guard(self.trust, pools))
+            pools.leaf_guards.append(signature_guard(self.trust, pools, self.events.publish))
             # Terminations: signed by an operator, or no further than what a host knows.
             pools.termination_check = termination_check(self.trust)
             pools.termination_signer = termination_signer(self.trust)

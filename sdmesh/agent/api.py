@@ -173,6 +173,10 @@ def authorize_submission(request: web.Request, spec: PoolSpec, body: Mapping[str
     except SubmissionError as error:
         raise web.HTTPBadRequest(text=str(error)) from None
     if isinstance(result, Refusal):
+        from sdmesh.trust.authorize import refusal_event
+
+        agent = agent_of(request)
+        agent.events.publish(refusal_event(result, spec.pool, "", agent.config.name))
         raise web.HTTPForbidden(text=f"pool {spec.pool}: {result.message}")
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdmesh.agent.mesh import MeshNode
 
@@ -27,16 +27,23 @@ def sent_by(node: MeshNode, peer: tuple[str, int]) -> Callable[[str], bool]:
 
 
 def signature_guard(
-    trust: HostTrust, pools: PoolService
+    trust: HostTrust,
+    pools: PoolService,
+    publish: Callable[[dict[str, Any]], None] = lambda event: None,
 ) -> Callable[[PoolSpec, Node, str], str | None]:
     """The leaf guard that runs a leaf only under a trusted operator's signature covering this
     descriptor, this pool and the leaf's class (sdmesh.pools.signing.leaf_refusal); the
-    refusal's reason fails the leaf, and is counted in ``trust.refusals``."""
+    refusal's reason fails the leaf, is counted in ``trust.refusals`` and ``publish``-ed as a
+    ``refused`` event (``GET /v1/events``)."""
     from sdmesh.pools.signing import leaf_refusal
+    from sdmesh.trust.authorize import refusal_event
 
     def guard(spec: PoolSpec, node: Node, op: str) -> str | None:
         signature = pools.signature_of(spec.pool)
         refusal = leaf_refusal(trust, signature, spec, spec.pool, node, time.time())
-        return None if refusal is None else refusal.message
+        if refusal is None:
+            return None
+        publish(refusal_event(refusal, spec.pool, node.path, pools.name))
+        return refusal.message
 
     return guard

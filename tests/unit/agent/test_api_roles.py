@@ -9,6 +9,7 @@ import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -264,3 +265,21 @@ def test_both_ends_write_an_endpoint_the_same_way() -> None:
     key = digest("t" * 43)
     assert proof(key, "n" * 64, "127.0.0.1:7948") != proof(key, "n" * 64, "127.0.0.1:7949")
     assert proof(key, "n" * 64, "127.0.0.1:7948") != proof(key, "m" * 64, "127.0.0.1:7948")
+
+
+async def test_a_refused_signature_is_an_event_as_well_as_a_403(tmp_path: Path) -> None:
+    """Issue 11: a refusal is counted (metric) and published (``refused`` event)."""
+    from sdmesh.agent.guards import signature_guard
+    from sdmesh.trust.host import HostTrust
+
+    published: list[dict[str, object]] = []
+    trust = HostTrust.open(tmp_path / "nobody-trusted")
+    pools = SimpleNamespace(signature_of=lambda pool: b"", name="h0")
+    guard = signature_guard(trust, pools, published.append)  # type: ignore[arg-type]
+    node = SimpleNamespace(path="sfConfig:vm", description={"sfClass": "x"})
+    spec = SimpleNamespace(pool="web", digest="d" * 64)
+    reason = guard(spec, node, "deploy")  # type: ignore[arg-type]
+    assert reason is not None and "no operator signature" in reason
+    assert published[0]["type"] == "refused" and published[0]["reason"] == "unsigned"
+    assert published[0]["pool"] == "web" and published[0]["path"] == "sfConfig:vm"
+    assert trust.refusals.counts["unsigned"] == 1
