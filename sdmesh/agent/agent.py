@@ -101,6 +101,7 @@ class Agent:
         self.hypervisor: HypervisorDriver | None = None
         self.hypervisor_uri = ""
         self.lease: LeaseService | None = None
+        self._inherited_fenceable: frozenset[tuple[str, str]] = frozenset()
         self.events = EventHub()
         """Live member, pool and component events (``GET /v1/events``)."""
         self._server: StreamServer | None = None
@@ -235,7 +236,7 @@ class Agent:
             # Leases (docs/ha.md): every member votes, a witness too; hosts hold them.
             if config.leases:
                 self.lease = await start_lease(
-                    stack, node, config, self._fenceable, self._lease_lost
+                    stack, node, config, self._fenceable, self._lease_lost, self._inherit
                 )
             # A witness only votes (docs/ha.md): no hypervisor, no DHT, no pools.
             pools = None if config.witness else await self._start_host(stack, node, api, images)
@@ -294,8 +295,15 @@ class Agent:
         self.status = "stopped"
 
     def _fenceable(self) -> frozenset[tuple[str, str]]:
-        """This host's fenceable (pool, component) pairs, for the fence guard."""
-        return self.pools.fenceable() if self.pools is not None else frozenset()
+        """This host's fenceable (pool, component) pairs, for the fence guard: until the pool
+        service has recovered this host's VMs, what the previous agent had armed (a restart
+        that re-armed the guard with nothing would leave its VMs unfenced)."""
+        if self.pools is None:
+            return self._inherited_fenceable
+        return self.pools.fenceable()
+
+    def _inherit(self, pairs: frozenset[tuple[str, str]]) -> None:
+        self._inherited_fenceable = pairs
 
     def _lease_lost(self, reason: str) -> None:
         """The isolation response: the pool service stops this host's fenceable VMs."""

@@ -24,6 +24,7 @@ async def start_lease(
     config: AgentConfig,
     fenceable: Callable[[], frozenset[tuple[str, str]]],
     on_isolated: Callable[[str], None],
+    inherit: Callable[[frozenset[tuple[str, str]]], None] = lambda pairs: None,
 ) -> LeaseService:
     """The lease service (sdmesh.ha): renews over stream RPCs to each member's gossip port,
     follows the membership view for its voters, keeps the fence guard armed. A previous
@@ -50,6 +51,15 @@ async def start_lease(
         if status is not None and status.get("mode") == "armed":
             with contextlib.suppress(TypeError, ValueError):
                 inherited = float(status["fence_at"])
+            # What the previous agent had armed stays armed until this one has recovered its
+            # own VMs: a first renewal must not re-arm the guard with an empty list.
+            pairs = status.get("fenceable")
+            if isinstance(pairs, list):
+                inherit(
+                    frozenset(
+                        (str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2
+                    )
+                )
 
     async def rpc(member: str, payload: dict[str, object]) -> object:
         found = node.core.member(member)

@@ -36,6 +36,8 @@ NO_GUARD = "the fence guard was not armed: no restartable VM starts on this host
 #: A failed fence destroy is tried again after this long, doubling up to the maximum.
 FENCE_RETRY_FIRST = 0.5
 FENCE_RETRY_MAX = 10.0
+#: Seconds a failed VM start may spend making sure its guest is gone.
+FAILED_START_DESTROY = 30.0
 
 
 def fenceable_units(tree: ComponentDescription) -> frozenset[str]:
@@ -133,6 +135,19 @@ class Fencing(PoolState):
                 )  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, FENCE_RETRY_MAX)
+
+    async def _destroy_failed_start(self, pool: str, path: str) -> None:
+        """A VM start that failed may still have left the guest running (libvirt created it,
+        then a later call failed): destroy it before the failure reaches the shepherd, which
+        moves the unit elsewhere. Bounded: with libvirtd unreachable the fence guard is the
+        backstop."""
+        try:
+            await asyncio.wait_for(self._destroy_surely(pool, path), FAILED_START_DESTROY)
+        except TimeoutError:
+            log.error(
+                "pool %s: %s failed to start and could not be destroyed in %.0f s",
+                pool, path, FAILED_START_DESTROY,
+            )  # fmt: skip
 
     async def undo_start(self, pool: str, path: str) -> str:
         """A start during which the lease lapsed: destroy what it started (retried until

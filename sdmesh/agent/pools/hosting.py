@@ -116,6 +116,7 @@ class HostSide(PoolState):
         # A start that began before a lease lapse must not leave its VM running (docs/ha.md).
         lapses = self.lease.lapses if self.lease is not None else 0
         guarded = False
+        vm_start = False  # a VM's start was attempted: a failure may leave it running
         try:
             hosted = await self._hosted(action.pool)
             hosted.context.generation = action.generation
@@ -136,6 +137,7 @@ class HostSide(PoolState):
                     error = refused
                 else:
                     guarded = self.unit_fenceable(action.pool, unit_path) is not False
+                    vm_start = unit_path == action.path
                     await component.start()
             else:
                 component = hosted.components.pop(action.path, None)
@@ -159,6 +161,8 @@ class HostSide(PoolState):
             and (self.lease.lapses != lapses or not self.lease.may_run())
         ):
             error = await self.undo_start(action.pool, action.path)
+        if vm_start and error is not None and not error.startswith("fenced"):
+            await self._destroy_failed_start(action.pool, action.path)
         if action.op == "terminate":
             if error is not None:
                 log.warning(

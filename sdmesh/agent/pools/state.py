@@ -290,6 +290,9 @@ class PoolState:
     def start_refusal(self, pool: str, unit: str) -> str | None:
         raise NotImplementedError
 
+    async def _destroy_failed_start(self, pool: str, path: str) -> None:
+        raise NotImplementedError
+
     async def undo_start(self, pool: str, path: str) -> str:
         raise NotImplementedError
 

@@ -217,3 +217,17 @@ def test_the_test_driver_needs_no_fence_guard() -> None:
 
     assert _simulated("test") and _simulated("") and _simulated("test:///tmp/host.xml")
     assert not _simulated("qemu:///system") and not _simulated("xen:///system")
+
+
+def test_a_restarting_agent_keeps_the_guard_armed_with_what_its_predecessor_armed() -> None:
+    """Until the pool service has recovered this host's VMs, the guard's previous list stands:
+    a first renewal re-arming it with nothing would leave the VMs unfenced if the agent died
+    again (review finding)."""
+    from sdmesh.agent.agent import Agent
+    from sdmesh.agent.config import AgentConfig
+    from sdmesh.transport import load_security
+
+    agent = Agent(AgentConfig(name="a"), load_security(None, insecure=True))
+    assert agent._fenceable() == frozenset()
+    agent._inherit(frozenset({("web", "sfConfig:vm")}))
+    assert agent._fenceable() == {("web", "sfConfig:vm")}

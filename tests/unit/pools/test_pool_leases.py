@@ -332,3 +332,24 @@ def test_undoing_a_start_retries_its_destroy(
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_failed_vm_start_destroys_what_it_may_have_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libvirt may create a guest and then fail a later call: before the failure reaches
+    the shepherd (which moves the unit elsewhere), the host destroys the domain, retrying;
+    a destroy that never succeeds is bounded (the fence guard is the backstop)."""
+    monkeypatch.setattr(fencing, "FENCE_RETRY_FIRST", 0.01)
+
+    async def go() -> None:
+        svc, _ = leased(tmp_path)
+        driver = svc.driver = FakeDriver(failures=1)
+        await svc._destroy_failed_start("web", VM)
+        assert driver.tries == 2 and len(driver.destroyed) == 1
+        monkeypatch.setattr(fencing, "FAILED_START_DESTROY", 0.05)
+        svc.driver = FakeDriver(failures=10**6)
+        await svc._destroy_failed_start("web", VM)  # returns: bounded
+        await svc.close()
+
+    asyncio.run(go())
