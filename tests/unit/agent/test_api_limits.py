@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import resource
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -183,9 +185,14 @@ async def test_event_streams_are_bounded_per_client(api: tuple[str, int, Connect
 
 async def test_the_debug_dht_route_is_rate_limited(api: tuple[str, int, ConnectionGate]) -> None:
     _, port, _ = api
-    statuses = [await get(port, "/v1/dht/k", "PUT") for _ in range(LIMITS.dht_write_burst + 2)]
+    # A burst, then the rate: on a loaded machine the bucket refills while the requests go
+    # out, so allow for what the elapsed time earned (never more).
+    started = time.monotonic()
+    statuses = [await get(port, "/v1/dht/k", "PUT") for _ in range(LIMITS.dht_write_burst + 8)]
+    earned = math.ceil((time.monotonic() - started) * LIMITS.dht_writes_per_second)
     assert statuses[: LIMITS.dht_write_burst] == [200] * LIMITS.dht_write_burst
-    assert statuses[-1] == 429
+    assert 429 in statuses
+    assert statuses.count(200) <= LIMITS.dht_write_burst + earned
     assert await get(port, "/v1/health") == 200  # other routes are not affected
 
 

@@ -99,7 +99,7 @@ def test_ca_commands_enrol_a_host_and_revoke_it(tmp_path: Path) -> None:
     crl = load_revocations(ca_dir / "revoked.crl")
     assert [r.serial for r in crl] == [1]
     loaded = HostIdentity.load(
-        ca_dir / "ca.pub", host_dir / "host.key", cert, ca_dir / "revoked.crl", NOW
+        ca_dir / "ca.pub", host_dir / "host.key", cert, ca_dir / "revoked.crl", time.time()
     )
     assert loaded.revocations == tuple(crl)
     unknown = runner.invoke(ca, ["revoke", "--ca", str(ca_dir), "nobody"])
@@ -124,7 +124,7 @@ def test_a_certificate_for_another_key_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(IdentityError, match="certifies another key"):
         HostIdentity.load(
-            ca_dir / "ca.pub", host_dir / "host.key", host_dir / "host.cert", None, NOW
+            ca_dir / "ca.pub", host_dir / "host.key", host_dir / "host.cert", None, time.time()
         )
 
 
