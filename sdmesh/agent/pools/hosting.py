@@ -298,6 +298,12 @@ class HostSide(PoolState):
         state = self.host.pools.get(pool)
         return state is not None and path in state.leaves
 
+    def _ours(self, node: str | None) -> bool:
+        """Whether a domain or volume tagged ``node`` is this agent's to remove: another
+        agent's on a shared libvirtd or volume group never is (untagged ones from before
+        tags named their agent are)."""
+        return node is None or node == self.name
+
     async def _sweep_leftovers(self, pool: str, generation: int | None) -> None:
         """Volumes (seeds included) of a terminated pool, up to ``generation`` (every one
         when None), that no leaf the core holds owns: a held leaf's own terminate removes
@@ -312,7 +318,7 @@ class HostSide(PoolState):
                 owner = volume.owner
                 if generation is not None and owner.generation > generation:
                     continue
-                if self._holds(pool, owner.path):
+                if self._holds(pool, owner.path) or not self._ours(owner.node):
                     continue
                 try:
                     await keeper.release(volume)
@@ -325,7 +331,9 @@ class HostSide(PoolState):
         from sdmesh.components.context import HostContext
 
         for domain in await self.driver.list_managed(pool):
-            if domain.metadata.path == path:
+            meta = domain.metadata
+            newer = through is not None and meta.generation > through
+            if meta.path == path and not newer and self._ours(meta.node):
                 with contextlib.suppress(Exception):
                     await self.driver.destroy(domain.name)
         context = HostContext(
@@ -334,7 +342,7 @@ class HostSide(PoolState):
         for keeper in context.keepers():
             for volume in await keeper.list_owned(pool):
                 newer = through is not None and volume.owner.generation > through
-                if volume.owner.path == path and not newer:
+                if volume.owner.path == path and not newer and self._ours(volume.owner.node):
                     with contextlib.suppress(Exception):
                         await keeper.release(volume)
 

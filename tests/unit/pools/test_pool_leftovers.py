@@ -27,14 +27,16 @@ class NoDomains:
         raise AssertionError("no domain to destroy")
 
 
-async def _volume(store: object, pool: str, path: str, generation: int, suffix: str) -> None:
+async def _volume(
+    store: object, pool: str, path: str, generation: int, suffix: str, node: str = "h0"
+) -> None:
     from sdmesh.storage import OwnerTag, VolumeRequest
 
     async def produce(target: Path) -> None:
         target.write_bytes(b"x")
 
     await store.create(  # type: ignore[attr-defined]
-        VolumeRequest(owner=OwnerTag(pool, path, generation, "h0"), base_image=""),
+        VolumeRequest(owner=OwnerTag(pool, path, generation, node), base_image=""),
         volume_format="raw",
         suffix=suffix,
         produce=produce,
@@ -115,6 +117,24 @@ def test_a_release_of_a_leaf_not_held_here_removes_its_leftovers(tmp_path: Path)
         svc._host_feed(hc.PoolTerminated("web", 4))  # type: ignore[attr-defined]
         await _settle(svc)
         assert await _left(tmp_path) == []
+        await svc.close()  # type: ignore[attr-defined]
+
+    asyncio.run(go())
+
+
+def test_another_agents_volumes_on_a_shared_store_are_never_swept(tmp_path: Path) -> None:
+    """Two agents may share a volume group (LVM lists every agent's volumes): a sweep here
+    removes only what this agent made (review finding)."""
+
+    async def go() -> None:
+        from sdmesh.hypervisor.nocloud import NoCloudSeedStore
+
+        seeds = NoCloudSeedStore(tmp_path / "volumes").store
+        await _volume(seeds, "web", VM, 3, ".iso", node="h9")
+        svc = _restarted(tmp_path)
+        svc._host_feed(hc.PoolTerminated("web", None))  # type: ignore[attr-defined]
+        await _settle(svc)
+        assert await _left(tmp_path) == [f"{VM}@3"]
         await svc.close()  # type: ignore[attr-defined]
 
     asyncio.run(go())
