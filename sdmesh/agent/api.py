@@ -103,6 +103,10 @@ async def health(request: web.Request) -> web.Response:
             "domains": sorted(d.name for d in await agent.hypervisor.list_managed())
             if agent.hypervisor
             else [],
+            # Whether this host may run restartable VMs now (docs/ha.md); null: no leases.
+            "lease": {"held": lease.may_run()}
+            if (lease := getattr(agent, "lease", None))
+            else None,
         }
     )
 

@@ -27,6 +27,8 @@ class PoolMesh(Mesh):
         self.start(name, seed)
 
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:1] == ("submit",) and "--dry-run" not in args:
+            self.wait_for_leases()
         done = subprocess.run(
             [
                 sys.executable,
@@ -43,6 +45,19 @@ class PoolMesh(Mesh):
         if check and done.returncode != 0:
             raise AssertionError(f"sdmesh {' '.join(args)}: rc={done.returncode}\n{done.stderr}")
         return done
+
+    def wait_for_leases(self) -> None:
+        """Until every running agent holds its lease: a host that just joined refuses
+        restartable VMs for a second or two (docs/ha.md), and its units would go elsewhere,
+        which tests of placement do not expect."""
+
+        def held(name: str) -> bool:
+            health = self.api(name, "/v1/health")
+            lease = health.get("lease") if isinstance(health, dict) else None
+            return lease is None or bool(lease.get("held"))
+
+        running = [name for name, proc in self.procs.items() if proc.poll() is None]
+        self.wait(lambda: all(held(name) for name in running), 30, "leases never held")
 
     def status(self, name: str, pool: str) -> dict[str, object]:
         request = urllib.request.Request(
