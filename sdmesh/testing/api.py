@@ -57,7 +57,7 @@ def socket_call(
     finally:
         connection.close()
     try:
-        return response.status, json.loads(raw)
+        return response.status, json.loads(raw) if raw else None
     except ValueError:
         return response.status, raw.decode(errors="replace")
 

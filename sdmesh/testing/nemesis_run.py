@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +21,7 @@ from typing import Any
 
 from sdmesh.hypervisor.simulated_host import write_simulated_host
 from sdmesh.testing.agents import SdmeshAgent, wait_answering
+from sdmesh.testing.api import socket_call
 from sdmesh.testing.nemesis import (
     CUTS,
     Fault,
@@ -112,25 +111,10 @@ class NemesisMesh:
     def call(
         self, host: Host, method: str, path: str, body: object = None, timeout: float = 5.0
     ) -> tuple[int, Any]:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
-            sock.connect(str(self.kind.socket_path(host)))
-            conn = http.client.HTTPConnection("localhost", timeout=timeout)
-            conn.sock = sock
-            data = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except OSError as error:
+            return socket_call(self.kind.socket_path(host), method, path, body, timeout)
+        except (OSError, http.client.HTTPException) as error:
             raise NotAnswering(f"{method} {path} on {host.name}: {error}") from error
-        finally:
-            sock.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
 
     def get(self, host: Host, path: str) -> Any:
         status, body = self.call(host, "GET", path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import socket
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from sdmesh.testing.agents import (
     wait_answering,
     wait_views,
 )
+from sdmesh.testing.api import socket_call
 from sdmesh.testing.netns import Host, Proc, Testbed
 from sdmesh.testing.pytest_netns import close_testbed, open_testbed
 
@@ -104,25 +104,10 @@ class PoolMesh:
     def call(
         self, host: Host, method: str, path: str, body: object = None, timeout: float = 15.0
     ) -> tuple[int, Any]:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
-            sock.connect(str(self.kind.socket_path(host)))
-            conn = http.client.HTTPConnection("localhost", timeout=timeout)
-            conn.sock = sock
-            data = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except OSError as error:
+            return socket_call(self.kind.socket_path(host), method, path, body, timeout)
+        except (OSError, http.client.HTTPException) as error:
             raise AgentNotReady(f"{method} {path} on {host}: {error}") from error
-        finally:
-            sock.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
 
     def get(self, host: Host, path: str) -> Any:
         status, body = self.call(host, "GET", path)
