@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -44,13 +43,12 @@ import pytest
 from e2e_guests import GuestImage, console_identity, remove_domain, virsh, wait_for_marker
 from test_pools_real_guests import (
     LIBVIRT_IMAGES,
-    ROOT,
     TIMEOUT,
     Agent,
     _die_with_parent,
     announced,
+    new_run,
     pool_domains,
-    reap_stale_runs,
     wait,
 )
 
@@ -207,16 +205,7 @@ class HaMesh:
 @pytest.fixture
 def ha_mesh(guest_image: GuestImage) -> Iterator[HaMesh]:
     """The mesh's directory and key; every agent, guard and domain removed afterwards."""
-    reap_stale_runs()
-    run = f"{os.getpid()}-{secrets.token_hex(3)}"
-    root = ROOT / f"pools-{run}"
-    root.mkdir(parents=True)
-    for directory in (root, *root.parents[:3]):
-        directory.chmod(directory.stat().st_mode | 0o755)
-    key = root / "cluster.key"
-    subprocess.run(
-        [sys.executable, "-m", "sdmesh", "keygen", str(key)], check=True, capture_output=True
-    )
+    run, root, key = new_run()
     mesh = HaMesh(root, guest_image, f"e2epool-{run}", key)
     try:
         yield mesh

@@ -214,10 +214,9 @@ class TwoAgents:
         return left
 
 
-@pytest.fixture
-def two_agents(guest_image: GuestImage) -> Iterator[TwoAgents]:
-    """Two agents joined into one mesh; stopped, and their domains and files removed, after
-    the test whatever happened."""
+def new_run() -> tuple[str, Path, Path]:
+    """A run's id, its directory under ROOT (traversable by QEMU's user) and a fresh cluster
+    key in it; stale runs of dead test processes are reaped first."""
     reap_stale_runs()
     run = f"{os.getpid()}-{secrets.token_hex(3)}"
     root = ROOT / f"pools-{run}"
@@ -228,6 +227,14 @@ def two_agents(guest_image: GuestImage) -> Iterator[TwoAgents]:
     subprocess.run(
         [sys.executable, "-m", "sdmesh", "keygen", str(key)], check=True, capture_output=True
     )
+    return run, root, key
+
+
+@pytest.fixture
+def two_agents(guest_image: GuestImage) -> Iterator[TwoAgents]:
+    """Two agents joined into one mesh; stopped, and their domains and files removed, after
+    the test whatever happened."""
+    run, root, key = new_run()
     mesh = TwoAgents(root, guest_image, f"{POOL_PREFIX}{run}", key)
     try:
         seed = mesh.start("a", None)
