@@ -87,16 +87,20 @@ def trusted_operator_env(directory: Path, name: str = "test-admin") -> dict[str,
 def free_port(pair: bool = False) -> int:
     """A port free for UDP and TCP on loopback (an agent binds its gossip port for both);
     with ``pair``, one whose successor is free for UDP too (the DHT's port). Another process
-    may still take it before the agent binds: callers retry on new ports."""
+    may still take it before the agent binds: callers retry on new ports.
+
+    The port lies below the kernel's ephemeral range: a client that connects again and again
+    to an ephemeral port nobody listens on (an agent that refused to start) can be handed that
+    same port as its source and connect to itself, reading its own request as the reply."""
+    import random
     import socket
 
+    low, high = _ephemeral_range()
+    start, stop = (10000, low - 1) if low > 11000 else (high + 1, 65534)
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-        if port == 65535:
-            continue
-        wanted = [(socket.SOCK_STREAM, port)] + ([(socket.SOCK_DGRAM, port + 1)] if pair else [])
+        port = random.randrange(start, stop)
+        wanted = [(socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port)]
+        wanted += [(socket.SOCK_DGRAM, port + 1)] if pair else []
         try:
             for kind, number in wanted:
                 with socket.socket(socket.AF_INET, kind) as probe:
@@ -104,3 +108,12 @@ def free_port(pair: bool = False) -> int:
             return port
         except OSError:
             continue
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for source ports (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999

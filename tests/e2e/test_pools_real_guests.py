@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from e2e_guests import (
 )
 
 from sdmesh.hypervisor.domain_xml import metadata_from_domain_xml
-from sdmesh.testing.api import socket_call
+from sdmesh.testing.api import free_port, socket_call
 
 DESCRIPTOR = Path(__file__).parent / "pools" / "twoAgents.sf"
 #: /var/lib/sdmesh, not pytest's tmp: QEMU (libvirt-qemu) cannot enter 0700 directories.
@@ -58,25 +57,6 @@ PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """Agents get SIGTERM when pytest dies (killed CI, ^C twice): no orphan agents."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port_pair() -> int:
-    """A UDP port whose successor (the DHT's port) is free too."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-        if port >= 65535:
-            continue
-        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", port + 1))
-            return port
-
-
-def _free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        return int(tcp.getsockname()[1])
 
 
 def wait(condition: Callable[[], object], timeout: float, message: str) -> float:
@@ -145,7 +125,7 @@ class TwoAgents:
 
     def start(self, letter: str, seed: Agent | None) -> Agent:
         name = f"{self.pool}-{letter}"  # unique per run: domains record their agent's name
-        gossip, api = _free_port_pair(), _free_tcp_port()
+        gossip, api = free_port(pair=True), free_port()
         state = self.root / letter
         log = self.root / f"{letter}.log"
         argv = [

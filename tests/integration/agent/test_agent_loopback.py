@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -84,8 +85,13 @@ class Mesh:
         # VM would start (a configured guard that does not answer refuses them).
         env = {"SDMESH_FENCE_GUARD_SOCKET": "", **os.environ, **self.env.get(name, {})}
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+        proc = self.procs[name]
         try:
-            self.wait(lambda: self.api(name, "/v1/health") is not None, 30, "")
+            # An agent that refused to start has exited: no use knocking for 30 s.
+            self.wait(
+                lambda: proc.poll() is not None or self.api(name, "/v1/health") is not None, 30, ""
+            )
+            assert proc.poll() is None
         except AssertionError:
             log_text = (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
             rc = self.procs[name].poll()
@@ -96,7 +102,7 @@ class Mesh:
             request = urllib.request.Request(self.url(name) + path, headers=self.headers())
             with urllib.request.urlopen(request, timeout=2) as r:
                 return json.loads(r.read())
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return None
 
     def url(self, name: str) -> str:

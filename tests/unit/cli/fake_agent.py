@@ -120,10 +120,8 @@ def pool_status(
 
 
 def closed_port_url() -> str:
-    """A loopback URL nothing listens on (the port was just free)."""
-    import socket
+    """A loopback URL nothing listens on (the port was just free, and below the ephemeral
+    range: a client cannot connect to itself there)."""
+    from sdmesh.testing.api import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
