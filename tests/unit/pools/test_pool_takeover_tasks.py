@@ -133,8 +133,17 @@ def test_a_missing_record_backs_off_and_warns_once(
     asyncio.run(go())
 
 
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """Wait for ``condition`` (the local record file is read in a worker thread: its pace
+    depends on the machine's load, so no fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never met"
+        await asyncio.sleep(0.005)
+
+
 def test_the_retry_looks_at_the_view_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(following, "TAKEOVER_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(following, "TAKEOVER_RETRY_FIRST", 0.2)
 
     async def go() -> None:
         svc = service(tmp_path)
@@ -142,13 +151,14 @@ def test_the_retry_looks_at_the_view_again(tmp_path: Path, monkeypatch: pytest.M
         pool = ours(svc)
         eligible(svc, pool)
         svc._apply_view()
-        await asyncio.sleep(0.005)
-        assert started == [] and pool in svc._takeover_retry
+        await until(lambda: pool in svc._takeover_retry)  # no record yet: a retry waits
+        assert started == []
         record = PoolRecord(pool, "d", 4, "h1", "running")
         fake_dht(svc).stored[f"pool/{pool}"] = b"\x00" + record.encode()
-        await asyncio.sleep(0.05)
+        await until(lambda: started != [])
         assert started == [(pool, 5, record)]
-        assert svc._takeover_misses == {} and svc._takeover_retry == {}
+        await until(lambda: svc._takeover_retry == {})
+        assert svc._takeover_misses == {}
         await svc.close()
 
     asyncio.run(go())
