@@ -250,9 +250,14 @@ async def terminate(request: web.Request) -> web.Response:
     terminate --key``): with a trust store, the termination needs an operator signature
     (docs/security.md), the request's or the agent's own (``api-signing-key``)."""
     from sdmesh.agent.pools import PoolError
+    from sdmesh.pools.records import check_pool_id
 
     service = _pools(request)
     pool = request.match_info["pool"]
+    try:
+        check_pool_id(pool)  # before it reaches a signature, a lookup or a log line
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
     note_target(request, pool=pool)
     try:
         raw = await request.read()

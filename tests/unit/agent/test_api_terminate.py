@@ -164,6 +164,7 @@ async def test_bad_requests_are_4xx_and_change_nothing(signing: Client) -> None:
     answer = await delete(signing, {"signature": far})
     assert answer.status == 400 and "above the newest this host knows" in await answer.text()
     assert (await delete(signing, pool="nowhere")).status == 404
+    assert (await delete(signing, pool="%3A")).status == 400  # no pool id: never signed
     assert not tombs(signing) and not refused_events(signing)
 
 
