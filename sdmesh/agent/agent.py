@@ -353,7 +353,7 @@ class Agent:
 
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
-        from sdmesh.trust.termination import termination_check, termination_signer
+        from sdmesh.trust.termination import termination_check
 
         lease = self.lease
         # What a previous agent left running is covered only by its guard's deadline (the
@@ -369,9 +369,9 @@ class Agent:
         pools.policy = host_policy(config)
         if self.trust is not None:
             pools.leaf_guards.append(signature_guard(self.trust, pools, self.events.publish))
-            # Terminations: signed by an operator, or no further than what a host knows.
+            # Terminations from the mesh: an operator's signature, always (the API signs for
+            # the callers it authorized: api.py authorize_termination).
             pools.termination_check = termination_check(self.trust)
-            pools.termination_signer = termination_signer(self.trust)
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools

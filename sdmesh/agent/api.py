@@ -22,10 +22,12 @@ from sdmesh.agent.api_input import (
     MAX_REQUEST_BYTES,
     BadInput,
     json_object,
+    parse_json_object,
 )
 from sdmesh.agent.api_limits import install_api_limits
 from sdmesh.membership import ForceLeaveOutcome
 from sdmesh.trust.components import required_role_for
+from sdmesh.trust.roles import Role
 
 if TYPE_CHECKING:
     from sdmesh.agent.api_context import AgentView
@@ -244,13 +246,60 @@ async def pool_status(request: web.Request) -> web.Response:
 
 
 async def terminate(request: web.Request) -> web.Response:
+    """``DELETE /v1/pools/{pool}``, optionally with ``{"signature": text}`` (``sdmesh
+    terminate --key``): with a trust store, the termination needs an operator signature
+    (docs/security.md), the request's or the agent's own (``api-signing-key``)."""
     from sdmesh.agent.pools import PoolError
+    from sdmesh.pools.records import check_pool_id
 
+    service = _pools(request)
+    pool = request.match_info["pool"]
     try:
-        result = await _pools(request).terminate(request.match_info["pool"])
+        check_pool_id(pool)  # before it reaches a signature, a lookup or a log line
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    note_target(request, pool=pool)
+    try:
+        raw = await request.read()
+        body = parse_json_object(raw) if raw.strip() else {}
+    except BadInput as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    try:
+        if agent_of(request).trust is None:  # in-process tests: no signatures
+            result = await service.terminate(pool)
+        else:
+            newest = await service.termination_floor(pool)
+            signature = authorize_termination(request, pool, newest, body.get("signature"))
+            result = await service.terminate(pool, signature, newest)
     except PoolError as error:
         raise _failed(error) from None
     return web.json_response(result, status=202)
+
+
+def authorize_termination(request: web.Request, pool: str, newest: int, given: object) -> bytes:
+    """The operator signature ending ``pool`` (whose newest generation known here is
+    ``newest``): the request's, checked against this host's trust store, or the agent's own
+    for this caller (its route needs ``operate``); 400 for a malformed one, 403 naming why
+    (counted, and published as a ``refused`` event)."""
+    from sdmesh.pools.generations import termination_refusal
+    from sdmesh.trust.authorize import Refusal, refusal_event
+    from sdmesh.trust.termination import TerminationFormatError, api_termination, signed_generation
+
+    check_role(request, Role.OPERATE, "terminating a pool")
+    agent = agent_of(request)
+    trust = agent.trust
+    assert trust is not None
+    try:
+        result = api_termination(given, pool, newest, trust, time.time())
+    except TerminationFormatError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
+    if isinstance(result, Refusal):
+        agent.events.publish(refusal_event(result, pool, "", agent.config.name))
+        raise web.HTTPForbidden(text=f"pool {pool}: {result.message}")
+    problem = termination_refusal(signed_generation(result), newest)
+    if problem is not None:  # what every host would refuse: a name poisoned for good
+        raise web.HTTPBadRequest(text=f"pool {pool}: {problem}")
+    return result
 
 
 def _reload_tokens(tokens: TokenStore, config: AgentConfig) -> list[str]:

@@ -285,6 +285,8 @@ class _PoolFeed:
             return
         last = self.seen.get(rumor.key)
         if rumor.topic == TOPIC_TOMB:
+            if rumor.key not in self.pools.tombs:
+                return  # refused (unsigned, forged: counted there) or older: ends nothing
             if last is not None and last[0] not in ("terminating", "terminated", "failed"):
                 self.pool(rumor.key, "terminating", last[1], last[2], "terminated on request")
             return

@@ -193,13 +193,28 @@ def status(pool: str | None, as_json: bool, agent: str) -> None:
 @click.argument("pool", shell_complete=complete_pool, callback=check_pool)
 @click.option("--wait", is_flag=True, help="Follow it until every host has torn it down.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (event lines with --wait).")
+@key_option
 @agent_option
-def terminate(pool: str, wait: bool, as_json: bool, agent: str) -> None:
+def terminate(pool: str, wait: bool, as_json: bool, key_file: str | None, agent: str) -> None:
     """Terminate a pool from any agent; every host tears down its VMs and storage.
 
+    Signed with your operator key (--key): hosts that trust operator keys end a pool only
+    for a trusted key with the operate role (or for the agent's own api-signing-key).
     With --wait, exits 1 if the pool ends failed rather than terminated.
     """
-    answer = call_or_exit(agent, "DELETE", pool_path(pool))
+    key = load_signing_key(key_file)
+    body: dict[str, object] | None = None
+    if key is not None:
+        from sdmesh.trust.termination import termination_text
+
+        # Up to the generation the agent knows, plus room for takeovers meanwhile.
+        found = call_or_exit(agent, "GET", pool_path(pool))
+        generation = found.get("generation") if isinstance(found, dict) else None
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            click.echo(f"sdmesh: error: the agent gave no generation for pool {pool}", err=True)
+            sys.exit(EXIT_FAILURE)
+        body = {"signature": termination_text(key, pool, generation, time.time())}
+    answer = call_or_exit(agent, "DELETE", pool_path(pool), body)
     if as_json and not wait:
         click.echo(json.dumps(answer))
     elif not as_json:

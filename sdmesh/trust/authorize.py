@@ -45,6 +45,7 @@ REASONS: Final = (
     "future",
     "role-not-granted",
     "role-too-low",
+    "generation-not-covered",  # a termination signed up to a generation below the pool's
 )
 
 
@@ -234,7 +235,9 @@ class RefusalCounter:
 
 
 METRIC_NAME: Final = "sdmesh_descriptor_refusals"
-METRIC_HELP: Final = "Leaves and submissions refused by the operator-signature check, by reason."
+METRIC_HELP: Final = (
+    "Leaves, submissions and terminations refused by the operator-signature check, by reason."
+)
 
 
 def refusal_metric(counter: RefusalCounter) -> Any:

@@ -8,7 +8,7 @@ import time
 
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import authz
-from sdmesh.pools.generations import generation_refusal, termination_refusal
+from sdmesh.pools.generations import termination_refusal
 from sdmesh.pools.records import Order, Report
 
 #: The answer an unauthorized order gets: the shepherd retries it a few times (a view this
@@ -111,24 +111,21 @@ class MeshAuthz(MembershipView):
     def terminate_refusal(
         self, pool: str, generation: object, signature: object = b""
     ) -> str | None:
-        """Why a termination of ``pool`` up to ``generation`` (an RPC, a tombstone) is
-        refused, or None. Counted. With a trust store, one signed by a trusted operator
-        (sdmesh.trust.termination) may reach any bounded generation, an unsigned one no
-        further than the newest this host knows; without, any may reach ``TERMINATE_STEP``
-        above it (sdmesh.pools.generations)."""
-        newest = self.newest_generation(pool)
+        """Why a termination of ``pool`` up to ``generation`` from the mesh (an RPC, a
+        tombstone) is refused, or None. Counted. Never more than ``TERMINATE_STEP`` above the
+        newest generation this host knows (sdmesh.pools.generations); with a trust store,
+        deny by default: only with an operator's signature for this pool covering
+        ``generation`` (sdmesh.trust.termination), whatever the generation."""
+        problem = termination_refusal(generation, self.newest_generation(pool))
         check = self.termination_check
-        problem = generation_refusal(generation) if check is not None else None
-        if check is not None and problem is None:
-            assert isinstance(generation, int)
+        if problem is None and check is not None:
+            assert isinstance(generation, int)  # termination_refusal checked it
             unsigned = check(signature, pool, generation)
-            if unsigned is not None and generation > newest:
+            if unsigned is not None:
                 problem = (
-                    f"a termination up to generation {generation}, above the newest this "
-                    f"host knows ({newest}), without a valid operator signature ({unsigned})"
+                    f"a termination up to generation {generation} without a valid operator "
+                    f"signature ({unsigned})"
                 )
-        elif check is None:
-            problem = termination_refusal(generation, newest)
         if problem is None:
             return None
         return self.refusals.refuse(authz.TOMBSTONE, f"pool {pool}: {problem}")

@@ -206,20 +206,40 @@ class PoolOperations(PoolState):
             )
         return out
 
-    async def terminate(self, pool: str) -> dict[str, object]:
-        """Publish the termination record and ask the shepherd; idempotent."""
+    async def termination_floor(self, pool: str) -> int:
+        """The newest generation of ``pool`` known here, record included: what a
+        termination must cover (400 for a bad id, 404 for a pool nobody knows)."""
         _check_pool_id(pool)
         record = await self.read_record(pool, newest=True)
         if pool not in self.known and pool not in self.tombs and record is None:
             raise PoolError(f"unknown pool {pool!r}", 404)
-        # The tombstone ends what was ordered up to the newest generation known of the pool
-        # (a resubmission later starts above it); the shepherd raises it to its own.
-        generation = max(
+        return max(
             record.generation if record is not None else 0,
-            self.known[pool].generation if pool in self.known else 0,
-            self.tombs[pool].generation if pool in self.tombs else 0,
+            self.newest_generation(pool),
         )
-        self._terminate_here(pool, generation)
+
+    async def terminate(
+        self, pool: str, signature: bytes = b"", newest: int | None = None
+    ) -> dict[str, object]:
+        """Publish the termination record and ask the shepherd; idempotent.
+
+        ``signature``: the operator's termination signature the API checked (or made for the
+        caller it authorized: sdmesh.trust.termination.api_termination); the tombstone then
+        ends the pool up to the generation it signs, and carries it as is. Without one (an
+        agent with no trust store), up to the newest generation known (``newest``, else
+        looked up), which the shepherd raises to its own."""
+        if newest is None:
+            newest = await self.termination_floor(pool)
+        _check_pool_id(pool)
+        generation = newest
+        if signature:
+            from sdmesh.trust.termination import TerminationFormatError, signed_generation
+
+            try:
+                generation = signed_generation(signature)
+            except TerminationFormatError as error:
+                raise PoolError(str(error)) from None
+        self._terminate_here(pool, generation, signature)
         shepherd = self.shepherd_for(pool)
         if shepherd and shepherd != self.name:
             addr = self._address(shepherd)
@@ -231,25 +251,29 @@ class PoolOperations(PoolState):
                             "rpc": "terminate",
                             "pool": pool,
                             "generation": generation,
-                            "signature": self.termination_signature(pool, generation),
+                            "signature": signature,
                         },
                         timeout=RPC_TIMEOUT,
                     )
         return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
 
-    def _terminate_here(self, pool: str, generation: int) -> None:
-        """Publish (and apply) the pool's tombstone; as its shepherd, over the generation it
-        runs at, which a takeover may have raised past what the requester knew."""
+    def _terminate_here(self, pool: str, generation: int, signature: bytes = b"") -> None:
+        """Publish (and apply) the pool's tombstone, carrying the operator's ``signature``
+        as received. Unsigned (no trust store), as its shepherd, over the generation it runs
+        at, which a takeover may have raised past what the requester knew; signed, at the
+        generation signed (which leaves room for takeovers: sdmesh.trust.termination.SLACK),
+        and a run above it is not ended (the signature does not cover it)."""
         run = self.shepherding.get(pool)
-        if run is not None:
+        if run is not None and not signature:
             generation = max(generation, run.core.generation)
         old = self.tombs.get(pool)
         if old is None or old.generation < generation:
             self._heard_tomb(pool, generation)  # before our own rumor comes back
-            self._publish(TOPIC_TOMB, pool, self.tomb_body(pool, generation))
+            self._publish(TOPIC_TOMB, pool, self.tomb_body(pool, generation, signature))
         tomb = self.tombs.get(pool)
         ignored = tomb is None or tomb.generation < generation  # a rumor looked newer
-        if ignored and run is not None and pool in self.shepherding:  # asked: end it
+        covered = run is not None and run.core.generation <= generation
+        if ignored and covered and pool in self.shepherding:  # asked: end it
             from sdmesh.pools import shepherd as sc
 
             self._feed(pool, sc.TerminateRequested("terminated on request"))

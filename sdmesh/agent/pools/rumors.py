@@ -97,10 +97,12 @@ class RumorFollower(PoolState):
         return True
 
     def _tombstone(self, pool: str, tomb: Tomb) -> None:
-        """Terminate through the shepherd if we are it; hosts tear down after a grace."""
+        """Terminate through the shepherd if we are it (and run no generation above the
+        tombstone's: it does not cover that); hosts tear down after a grace."""
         from sdmesh.pools import shepherd as sc
 
-        if pool in self.shepherding:
+        run = self.shepherding.get(pool)
+        if run is not None and tomb.covers(run.core.generation):
             self._feed(pool, sc.TerminateRequested("terminated on request"))
         self._loop.call_later(TOMBSTONE_GRACE, self._tomb_due, pool, tomb)
 

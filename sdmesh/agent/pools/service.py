@@ -172,10 +172,15 @@ class PoolService(
                 known = self.known.get(pool)
                 default = known.generation if known is not None else 0
                 wanted = request.get("generation", default)
-                refused = self.terminate_refusal(pool, wanted, request.get("signature", b""))
+                signature = request.get("signature") or b""
+                refused = self.terminate_refusal(pool, wanted, signature)
                 if refused is not None:
                     return {"ok": False, "error": refused}
-                self._terminate_here(pool, int(wanted))
+                # The operator's signature passed on as received, never one of ours (no
+                # laundering); without a trust store, none (nothing checks it).
+                if self.termination_check is None or not isinstance(signature, bytes):
+                    signature = b""
+                self._terminate_here(pool, int(wanted), signature)
                 return {"ok": True}
         except (RecordFormatError, KeyError, TypeError, ValueError) as error:
             log.warning("malformed %s request: %s", kind, error)

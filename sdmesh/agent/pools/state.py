@@ -8,7 +8,6 @@ declared here, which the part that owns them implements.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,10 +148,9 @@ class PoolState:
         self._owners_all = Owners(())
         #: Requests from the mesh refused as unauthorized (sdmesh.pools.authz), by reason.
         self.refusals = MeshRefusals()
-        #: With a trust store: the check of a termination's operator signature, and how this
-        #: agent signs the terminations its API accepted (sdmesh.trust.termination).
+        #: With a trust store: the check of a termination's operator signature, which every
+        #: termination from the mesh needs (sdmesh.trust.termination).
         self.termination_check: Callable[[object, str, int], str | None] | None = None
-        self.termination_signer: Callable[[str, int, float], bytes] | None = None
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}
@@ -190,16 +188,10 @@ class PoolState:
             hosted.generation if hosted is not None else 0,
         )
 
-    def termination_signature(self, pool: str, generation: int) -> bytes:
-        """This agent's operator signature on ending ``pool`` up to ``generation`` (empty
-        without a signing key): it rides the tombstone and the terminate RPC."""
-        signer = self.termination_signer
-        return signer(pool, generation, time.time()) if signer is not None else b""
-
-    def tomb_body(self, pool: str, generation: int) -> dict[str, object]:
-        """The tombstone rumor this agent publishes, signed when it can sign."""
+    def tomb_body(self, pool: str, generation: int, signature: bytes = b"") -> dict[str, object]:
+        """The tombstone rumor this agent publishes, with the operator's termination
+        ``signature`` as it was received (never one of this host's making: no laundering)."""
         body = Tomb(generation, 0.0).encode(self.name)
-        signature = self.termination_signature(pool, generation)
         if signature:
             body["sig"] = signature
         return body

@@ -78,3 +78,21 @@ def test_a_host_that_does_not_trust_the_signer_runs_none_of_its_leaves(
     assert isinstance(components, list)
     assert any(c["host"] == "n0" and c["state"] == "failed" for c in components), status
     assert pool_mesh.domains("n0") == []
+
+    # Ending it (issue 12): unsigned, through an agent with no signing key of its own, is
+    # refused with the fix named, and ends nothing; signed by alice, it ends.
+    before = pool_mesh.status("n1", "signed")
+    unsigned = pool_mesh.cli("n1", "terminate", "signed", check=False)
+    assert unsigned.returncode == 2, unsigned
+    assert "sdmesh terminate --key KEY" in unsigned.stderr, unsigned.stderr
+    assert pool_mesh.status("n1", "signed")["state"] == before["state"]
+    done = pool_mesh.cli("n1", "terminate", "signed", "--key", str(private))
+    assert "terminating signed" in done.stdout
+    # n0 trusts nobody: alice's tombstone, gossiped to it, is refused there and counted.
+    from .test_authz_loopback import refusals
+
+    pool_mesh.wait(
+        lambda: refusals(pool_mesh, "n0").get("tombstone", 0) >= 1,
+        30,
+        "n0 never refused the tombstone of a key it does not trust",
+    )

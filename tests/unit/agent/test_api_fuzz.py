@@ -30,6 +30,10 @@ from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.events import EventHub
 from sdmesh.pools.records import PoolSpec
 from sdmesh.testing.api import UnixHTTPConnection, make_token_file
+from sdmesh.trust.host import HostTrust
+from sdmesh.trust.keys import OperatorKey
+from sdmesh.trust.roles import Role
+from sdmesh.trust.store import TrustedOperator, TrustStore
 
 
 class FakeHost:
@@ -57,8 +61,19 @@ class FakePools:
     async def status(self, pool: str) -> dict[str, object]:
         return {"pool": pool, "state": "running", "components": []}
 
-    async def terminate(self, pool: str) -> dict[str, object]:
+    async def termination_floor(self, pool: str) -> int:
+        return 1
+
+    async def terminate(
+        self, pool: str, signature: bytes = b"", newest: int | None = None
+    ) -> dict[str, object]:
         return {"pool": pool, "terminating": True}
+
+
+def _signing_trust() -> HostTrust:
+    key = OperatorKey.generate("fuzz")
+    store = TrustStore({key.public.key_id: TrustedOperator(key.public, Role.OPERATE)})
+    return HostTrust(Path("/nonexistent"), store, key)
 
 
 @dataclass
@@ -73,6 +88,8 @@ class StandIn:
     hypervisor: None = None
     events: EventHub = field(default_factory=EventHub)
     left: bool = False
+    #: Trusts an operator and signs for callers with its key (the terminate route's checks).
+    trust: HostTrust = field(default_factory=lambda: _signing_trust())
 
     def request_leave(self) -> None:
         self.left = True
@@ -104,7 +121,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     app = build_app(agent)  # type: ignore[arg-type]
     agent.pools = FakePools()  # after build_app, as in a starting agent: metrics skip it
     from sdmesh.agent.api_callers import TOKENS_KEY
-    from sdmesh.trust.roles import Role
 
     _, read_token = app[TOKENS_KEY].create("fuzz-reader", Role.READ)
     loop = asyncio.new_event_loop()

@@ -144,6 +144,7 @@ class FakePools:
     def __init__(self, rumors: list[Any]) -> None:
         self.name = "me"
         self.shepherding: dict[str, object] = {}
+        self.tombs: dict[str, object] = {}
         self.listeners: list[Any] = []
         self.leaf_listeners: list[Any] = []
         self.node = SimpleNamespace(core=SimpleNamespace(rumors=lambda: rumors), rumor_listeners=[])
@@ -160,7 +161,10 @@ async def test_pool_events_once_per_change_from_rumors_and_the_shepherd() -> Non
     from_rumor(rumor("p", state="deploying", shepherd="x", generation=3))
     from_rumor(rumor("p", state="deploying", shepherd="x", generation=3))
     from_rumor(rumor("p", state="running", shepherd="x"))
-    # The termination record goes ahead of the shepherd's "terminating".
+    # A termination record the pool service refused (unsigned, forged) says nothing.
+    from_rumor(SimpleNamespace(topic="tomb", key="p", payload=msgpack.packb({"by": "y"})))
+    # One it applied goes ahead of the shepherd's "terminating".
+    pools.tombs["p"] = object()
     from_rumor(SimpleNamespace(topic="tomb", key="p", payload=msgpack.packb({"by": "y"})))
     from_rumor(rumor("p", state="terminating", shepherd="x", generation=3))
     from_rumor(SimpleNamespace(topic="tomb", key="unknown", payload=b""))

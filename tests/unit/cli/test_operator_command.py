@@ -148,3 +148,36 @@ def test_submit_without_a_key_sends_no_signature_and_a_loose_key_is_refused(tmp_
         loose = run("submit", str(vm_file), "--agent", agent.url)
         assert loose.exit_code == 2 and "mode 0644" in loose.output
         assert len(agent.requests) == 1  # nothing sent with a key others can read
+
+
+def test_terminate_signs_up_to_the_pools_generation_plus_the_slack(tmp_path: Path) -> None:
+    """``sdmesh terminate --key``: the generation asked of the agent first, then the
+    signature in the DELETE body, which a host trusting the key accepts; no key, no body."""
+    from sdmesh.trust.termination import SLACK, TerminationSignature, termination_refusal
+
+    from .fake_agent import pool_status
+
+    run("operator", "keygen", "oliver")
+    keys = tmp_path / "config" / "sdmesh"
+    store = tmp_path / "operators.d"
+    run("operator", "trust", str(keys / "oliver.pub"), "--role", "operate", "--dir", str(store))
+    routes = {
+        ("GET", "/v1/pools/web"): lambda _: (200, pool_status("web", "running", generation=7)),
+        ("DELETE", "/v1/pools/web"): lambda _: (202, {"pool": "web", "state": "terminating"}),
+    }
+    with FakeAgent(routes) as agent:  # type: ignore[arg-type]
+        key = str(keys / "oliver.key")
+        done = run("terminate", "web", "--key", key, "--agent", agent.url)
+        assert done.exit_code == 0 and "terminating web" in done.output, done.output
+        (_, _, asked), (method, _, body) = agent.requests
+        assert asked is None and method == "DELETE"
+        signed = TerminationSignature.from_text(body["signature"])
+        assert (signed.pool, signed.generation, signed.signer) == ("web", 7 + SLACK, "oliver")
+        trusted = TrustStore.load(store)
+        assert termination_refusal(signed.encode(), "web", 7 + SLACK, trusted) is None
+        agent.requests.clear()
+        (keys / "oliver.key").rename(tmp_path / "elsewhere.key")  # no key: unsigned
+        assert run("terminate", "web", "--agent", agent.url).exit_code == 0
+        assert agent.requests == [("DELETE", "/v1/pools/web", None)]
+    help_text = run("terminate", "--help").output
+    assert "--key" in help_text and "operate" in help_text

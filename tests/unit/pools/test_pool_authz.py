@@ -287,59 +287,179 @@ def test_refusals_show_in_metrics(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ signed terminations
+ALICE = __import__("sdmesh.trust.keys", fromlist=["OperatorKey"]).OperatorKey.generate("alice")
+
+
 def signing_service(tmp_path: Path) -> Any:
+    """``hosting_service`` with a trust store: alice trusted to operate, carol to read."""
     from sdmesh.trust.keys import OperatorKey
     from sdmesh.trust.roles import Role
     from sdmesh.trust.store import TrustedOperator, TrustStore
-    from sdmesh.trust.termination import sign_termination, termination_refusal
+    from sdmesh.trust.termination import termination_refusal
 
-    key = OperatorKey.generate("alice")
-    trusted = TrustStore({key.public.key_id: TrustedOperator(key.public, Role.OPERATE)})
+    carol = OperatorKey.generate("carol")
+    trusted = TrustStore(
+        {
+            ALICE.public.key_id: TrustedOperator(ALICE.public, Role.OPERATE),
+            carol.public.key_id: TrustedOperator(carol.public, Role.READ),
+        }
+    )
     svc = hosting_service(tmp_path)
     svc.termination_check = lambda data, pool, gen: termination_refusal(data, pool, gen, trusted)
-    svc.termination_signer = lambda pool, gen, now: sign_termination(key, pool, gen, now)
+    svc.reader_key = carol
     return svc
 
 
-def test_with_a_trust_store_an_unsigned_tombstone_reaches_no_further_than_known(
+def signed(pool: str, generation: int, key: Any = None) -> bytes:
+    from sdmesh.trust.termination import sign_termination
+
+    return sign_termination(key or ALICE, pool, generation, 1000.0)
+
+
+def tombs_published(svc: Any) -> list[dict[str, Any]]:
+    return [msgpack.unpackb(p[2]) for p in svc.node.published if p[0] == "tomb"]
+
+
+def test_with_a_trust_store_an_unsigned_termination_is_refused_at_every_generation(
     tmp_path: Path,
 ) -> None:
+    """Deny by default: no unsigned allowance, not even up to the newest generation known
+    (the host knows generation 3 of web)."""
+
     async def go() -> None:
+        from sdmesh.trust.keys import OperatorKey
+
         svc = signing_service(tmp_path)
-        svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 4}))  # one above: unsigned
-        reply = await svc.handle_rpc({"rpc": "terminate", "pool": "web", "generation": 4})
-        assert reply["ok"] is False and "without a valid operator signature" in reply["error"]
-        forged = {"by": "h1", "gen": 4, "sig": b"\x01" * 100}
-        svc._on_rumor(rumor("tomb", "web", forged))
+        refused = 0
+        for generation in (0, 1, 3, 4):
+            svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": generation}))
+            reply = await svc.handle_rpc(
+                {"rpc": "terminate", "pool": "web", "generation": generation}
+            )
+            assert reply["ok"] is False and "without a valid operator signature" in reply["error"]
+            refused += 2
+        svc._on_rumor(rumor("tomb", "web", {"by": "h1"}))  # no generation: the newest known
+        refused += 1
+        stranger = OperatorKey.generate("mallory")
+        for why, signature in [
+            ("forged", b"\x01" * 100),
+            ("another pool", signed("db", 3)),
+            ("a lower generation", signed("web", 2)),
+            ("an untrusted key", signed("web", 3, stranger)),
+            ("a read-only key", signed("web", 3, svc.reader_key)),
+        ]:
+            svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 3, "sig": signature}))
+            reply = await svc.handle_rpc(
+                {"rpc": "terminate", "pool": "web", "generation": 3, "signature": signature}
+            )
+            assert reply["ok"] is False, why
+            refused += 2
         unchanged(svc)
-        assert svc.refusals.counts[authz.TOMBSTONE] == 3
-        svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 3}))  # what it knows: taken
-        assert svc.tombs["web"].generation == 3
+        assert svc.refusals.counts[authz.TOMBSTONE] == refused
 
     asyncio.run(go())
 
 
-def test_a_signed_termination_goes_through_and_this_agent_signs_its_own(
+def test_a_signed_termination_goes_through_with_the_operators_own_signature(
     tmp_path: Path,
 ) -> None:
     async def go() -> None:
         svc = signing_service(tmp_path)
-        body = svc.tomb_body("web", 40)
-        assert body["gen"] == 40 and body["sig"]
-        svc._on_rumor(rumor("tomb", "web", body))
-        assert svc.tombs["web"].generation == 40
+        svc._on_rumor(rumor("tomb", "web", {"by": "h1", "gen": 3, "sig": signed("web", 19)}))
+        assert svc.tombs["web"].generation == 3
         assert sum(svc.refusals.counts.values()) == 0
-        signature = svc.termination_signature("web", 50)
+        signature = signed("web", 19)
         reply = await svc.handle_rpc(
-            {"rpc": "terminate", "pool": "web", "generation": 50, "signature": signature}
+            {"rpc": "terminate", "pool": "web", "generation": 19, "signature": signature}
         )
         assert reply == {"ok": True}
-        assert svc.tombs["web"].generation == 50
-        tomb = [p for p in svc.node.published if p[0] == "tomb"][-1]
-        assert msgpack.unpackb(tomb[2])["sig"]  # hosts that know less take it too
+        assert svc.tombs["web"].generation == 19
+        [tomb] = tombs_published(svc)
+        assert tomb["gen"] == 19 and tomb["sig"] == signature  # passed on, not re-signed
         huge = {"by": "h1", "gen": 2**64 - 1, "sig": signature}
         svc._on_rumor(rumor("tomb", "web", huge))
-        assert svc.tombs["web"].generation == 50
+        far = {"by": "h1", "gen": 19 + TERMINATE_STEP + 1, "sig": signed("web", 2**31 - 1)}
+        svc._on_rumor(rumor("tomb", "web", far))  # signed, but far above what is known
+        assert svc.tombs["web"].generation == 19
+
+    asyncio.run(go())
+
+
+class StubRun:
+    """What ``_terminate_here`` reads of a shepherd's core."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+
+
+def test_no_laundering_a_host_never_signs_a_termination_for_the_mesh(tmp_path: Path) -> None:
+    """Review finding L1: an unsigned terminate RPC to the shepherd used to come out as a
+    tombstone signed with the shepherd's api-signing-key. Now it is refused, and a signed
+    one goes out with the operator's signature and nothing else."""
+
+    async def go() -> None:
+        from sdmesh.agent.pools.state import ShepherdRun
+
+        svc = signing_service(tmp_path)
+        fed: list[tuple[str, object]] = []
+        svc._feed = lambda pool, event: fed.append((pool, event))
+        svc.shepherding["web"] = ShepherdRun(StubRun(5))  # taken over: 3 -> 5
+        reply = await svc.handle_rpc({"rpc": "terminate", "pool": "web", "generation": 5})
+        assert reply["ok"] is False and not tombs_published(svc) and not fed
+        # The operator signed what it knew (3) plus the slack: the takeover is covered.
+        from sdmesh.trust.termination import SLACK
+
+        signature = signed("web", 3 + SLACK)
+        reply = await svc.handle_rpc(
+            {"rpc": "terminate", "pool": "web", "generation": 3 + SLACK, "signature": signature}
+        )
+        assert reply == {"ok": True}
+        [tomb] = tombs_published(svc)
+        assert tomb == {"by": "h0", "gen": 3 + SLACK, "sig": signature}
+        assert [pool for pool, _ in fed] == ["web"]  # the shepherd ends its run
+
+    asyncio.run(go())
+
+
+def test_a_signed_termination_below_the_shepherds_generation_does_not_end_its_run(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        from sdmesh.agent.pools.state import ShepherdRun
+
+        svc = signing_service(tmp_path)
+        fed: list[str] = []
+        svc._feed = lambda pool, event: fed.append(pool)
+        svc.shepherding["web"] = ShepherdRun(StubRun(40))
+        svc._terminate_here("web", 19, signed("web", 19))
+        assert svc.tombs["web"].generation == 19
+        assert fed == []  # the signature does not reach generation 40: the run goes on
+        svc._terminate_here("web", 40, signed("web", 40))
+        assert fed == ["web"]
+
+    asyncio.run(go())
+
+
+def test_the_api_path_publishes_and_forwards_the_signature_it_was_given(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        shepherd = by_distance("web", NAMES)[0]
+        signature = signed("web", 3 + 16)
+        assert await svc.termination_floor("web") == 3
+        answer = await svc.terminate("web", signature, 3)
+        assert answer["state"] == "terminating"
+        [tomb] = tombs_published(svc)
+        assert tomb["gen"] == 19 and tomb["sig"] == signature
+        if shepherd != "h0":
+            [request] = svc.client.requests
+            assert request == {
+                "rpc": "terminate",
+                "pool": "web",
+                "generation": 19,
+                "signature": signature,
+            }
 
     asyncio.run(go())
 
