@@ -166,6 +166,7 @@ def _status_answered(security: TransportSecurity, address: tuple[str, int], targ
     return asyncio.run(ask())
 
 
+@pytest.mark.slow
 def test_rotation_across_five_agents_while_a_pool_deploys(rmesh: RotationMesh) -> None:
     began = time.monotonic()
     for i, name in enumerate(NAMES):
@@ -182,9 +183,9 @@ def test_rotation_across_five_agents_while_a_pool_deploys(rmesh: RotationMesh) -
     old_security = TransportSecurity(Keyring([old_key]))
     gossip = {n: ("127.0.0.1", rmesh.ports[n][0]) for n in NAMES}
     # While the old key is installed, a probe holding it is answered by everyone.
-    for name in NAMES:
-        assert _ping_answered(old_codec, gossip[name], name), name
-        assert _status_answered(old_security, gossip[name], name), name
+    for name in NAMES:  # (three tries each: a loaded machine may answer late)
+        assert any(_ping_answered(old_codec, gossip[name], name) for _ in range(3)), name
+        assert any(_status_answered(old_security, gossip[name], name) for _ in range(3)), name
 
     gate = rmesh.root / "rotated"
     rmesh.cli("n1", "submit", str(paced_pool(rmesh.root, gate)), "--name", "rot")
@@ -235,6 +236,9 @@ def test_rotation_across_five_agents_while_a_pool_deploys(rmesh: RotationMesh) -
     # Every VM exactly once: no domain name on two hosts, none missing.
     domains = [d for n in NAMES for d in rmesh.domains(n)]
     assert len(domains) == len(set(domains)) == VMS, domains
+    components = final["components"]
+    assert isinstance(components, list)
+    assert set(domains) == {c["domain"] for c in components if c["domain"]}
     # Nobody was declared dead or left while the key changed.
     assert not [k for k in watch.seen if k[2] in ("dead", "left")], watch.seen
     assert watch.looks > 0
