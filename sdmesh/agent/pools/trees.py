@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 MAX_TREES: Final = 128
 """Trees kept: far more pools than one host shepherds or hosts at once."""
-MAX_TREE_CHARS: Final = 48 * 1024 * 1024
-"""Canonical text behind the trees kept (a submission is at most 3 MiB of descriptor)."""
+MAX_TREE_CHARS: Final = 16 * 1024 * 1024
+"""Canonical text behind the trees kept: a resolved tree holds about nine times its text in
+memory, so about 150 MB at most. One tree larger than this is kept alone (the shepherd looks
+its tree up again right after resolving it, and resolving on the loop is what the cache is
+for)."""
 
 
 class TreeCache:
@@ -54,15 +57,15 @@ class TreeCache:
 
     def put(self, digest: str, tree: Any, chars: int) -> Any:
         """Keep ``tree`` (the one already cached for ``digest`` wins, as ``setdefault``) and
-        return the cached one; a tree larger than the whole budget is returned uncached."""
+        return the cached one. The newest tree always stays, alone if it is over budget."""
         cached = self.get(digest)
         if cached is not None:
             return cached
-        if chars > self.max_chars:
-            return tree
         self._trees[digest] = (tree, chars)
         self._chars += chars
-        while len(self._trees) > self.max_entries or self._chars > self.max_chars:
+        while len(self._trees) > 1 and (
+            len(self._trees) > self.max_entries or self._chars > self.max_chars
+        ):
             _, (_, evicted) = self._trees.popitem(last=False)
             self._chars -= evicted
         return tree

@@ -31,14 +31,17 @@ def test_the_least_recently_used_tree_goes_first() -> None:
     assert [d for d in "abcde" if d in cache] == ["e"] and cache.chars == 995
 
 
-def test_the_cached_tree_wins_and_a_tree_above_the_budget_is_not_kept() -> None:
+def test_the_cached_tree_wins_and_a_tree_above_the_budget_is_kept_alone() -> None:
+    """The shepherd looks a tree up right after resolving it: the newest one always stays."""
     cache = trees.TreeCache(max_entries=3, max_chars=100)
     first = object()
     assert cache.put("a", first, 10) is first
     assert cache.put("a", object(), 10) is first and cache.chars == 10
     huge = object()
     assert cache.put("z", huge, 101) is huge
-    assert "z" not in cache and cache.get("a") is first
+    assert "a" not in cache and cache.get("z") is huge and len(cache) == 1
+    assert cache.put("b", first, 10) is first
+    assert "z" not in cache and cache.chars == 10
 
 
 def test_submissions_flooding_the_cache_evict_and_an_evicted_tree_resolves_again(
