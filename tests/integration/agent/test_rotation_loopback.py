@@ -7,8 +7,8 @@ once the rotation is done, so orders and reports cross the mesh while the key ch
 them. ``sdmesh keygen --add``, ``--use`` and ``--remove`` go through three different agents.
 Then: the pool runs with every VM exactly once, nobody was declared dead or left, a datagram
 and a stream request sealed with the removed key are dropped (``unknown_key``) and answered
-by no one, though the same requests were answered before; and a revoked host is out of every
-other agent's view within one failure-detection period.
+by no one, though the same requests were answered before (a DHT datagram is dropped too);
+and a revoked host is out of every other agent's view within one failure-detection period.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class RotationMesh(IdentityMesh, PoolMesh):
 
     def ring(self, name: str) -> object:
         return self.api(name, "/v1/keyring")
+
+    def dht_unknown_key(self, name: str) -> int:
+        health = self.api(name, "/v1/health")
+        assert isinstance(health, dict)
+        return int(health["dht_drops"]["unknown_key"])
 
     def keygen(self, via: str, *args: str) -> str:
         done = self.sdmesh("keygen", *args, "--agent", self.agent(via))
@@ -245,11 +250,21 @@ def test_rotation_across_five_agents_while_a_pool_deploys(rmesh: RotationMesh) -
 
     # After removal the old key opens nothing: the same probes go unanswered, each counted.
     before = {n: rmesh.drops(n)["unknown_key"] for n in NAMES}
+    dht_before = {n: rmesh.dht_unknown_key(n) for n in NAMES}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # and the DHT port
+        for name in NAMES:
+            frame = old_codec.seal([0, b"x"], channel=Channel.DHT, now=time.time())
+            sock.sendto(frame, ("127.0.0.1", rmesh.ports[name][0] + 1))
     for name in NAMES:
         assert not _ping_answered(old_codec, gossip[name], name), name
         assert not _status_answered(old_security, gossip[name], name), name
     for name in NAMES:
         assert rmesh.drops(name)["unknown_key"] >= before[name] + 2, name
+    rmesh.wait(
+        lambda: all(rmesh.dht_unknown_key(n) > dht_before[n] for n in NAMES),
+        5,
+        "an old-key frame to a DHT port was not counted as unknown_key",
+    )
     assert all(list(rmesh.view(n).values()).count("alive") == 5 for n in NAMES)
 
     # Revoking n3 takes it out of every other agent's view within a failure-detection period:
