@@ -3,8 +3,10 @@
 Anything a client can send must become a 4xx with a reason, never a 500: a body that is not
 a JSON object, nesting deep enough to exhaust the parser's stack, strings with lone UTF-16
 surrogates (valid JSON, but no UTF-8 encoding: they would fail far later, when the
-descriptor is hashed). Resolving a descriptor is the resolver worker's business
-(sdmesh/pools/resolve_worker.py: a separate process with memory, CPU and time limits).
+descriptor is hashed), and ``NaN``, ``Infinity`` or numbers too large for a float, which
+Python's ``json`` reads as non-finite floats (sdmesh/finite.py says why they are refused).
+Resolving a descriptor is the resolver worker's business (sdmesh/pools/resolve_worker.py: a
+separate process with memory, CPU and time limits).
 
 aiohttp is imported inside the functions: the CLI imports ``MAX_REQUEST_BYTES`` from here.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+
+from sdmesh.finite import non_finite_at
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -27,7 +31,8 @@ class BadInput(ValueError):
 
 
 def parse_json_object(data: bytes) -> dict[str, Any]:
-    """``data`` as a JSON object whose strings all encode to UTF-8; BadInput otherwise."""
+    """``data`` as a JSON object whose strings all encode to UTF-8 and whose numbers are all
+    finite; BadInput otherwise."""
     try:
         body = json.loads(data)
     except RecursionError:
@@ -37,6 +42,9 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput(f"the body must be a JSON object, not {_json_kind(body)}")
     _check_strings(body)
+    where = non_finite_at(body, "body")
+    if where is not None:
+        raise BadInput(f"{where}: JSON numbers must be finite")
     return body
 
 

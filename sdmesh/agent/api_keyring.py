@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from sdmesh.agent.api_access import caller_of
+from sdmesh.agent.api_input import BadInput, json_object
 from sdmesh.agent.keyring_admin import (
     InstructionError,
     KeyringAdmin,
@@ -70,11 +71,12 @@ def _admin(request: web.Request) -> Agent:
     return agent
 
 
-async def _json(request: web.Request) -> Any:
+async def _json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (api_input: valid Unicode, finite numbers), else 400."""
     try:
-        return await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body must be JSON") from None
+        return await json_object(request)
+    except BadInput as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
 
 
 async def keyring_list(request: web.Request) -> web.Response:
@@ -126,7 +128,7 @@ async def _send(agent: Agent, addr: tuple[str, int], instruction: KeyringInstruc
 async def revoke(request: web.Request) -> web.Response:
     agent = _admin(request)
     body = await _json(request)
-    text = body.get("revocation") if isinstance(body, dict) else None
+    text = body.get("revocation")
     identity = agent.identity
     if identity is None:
         raise web.HTTPConflict(text="this agent has no identity-ca: nothing to revoke")

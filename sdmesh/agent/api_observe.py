@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from sdmesh.agent.api_context import AGENT_KEY, AgentView
 from sdmesh.agent.events import RECENT_EVENTS, Event, EventHub
 from sdmesh.agent.metrics import AgentMetrics
+from sdmesh.finite import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def _history(request: web.Request) -> tuple[int | None, float | None, int | None
         raise web.HTTPBadRequest(
             text="backlog must be an integer and since a Unix time in seconds"
         ) from None
+    if since is not None and finite_number(since) is None:  # float() reads nan and inf
+        raise web.HTTPBadRequest(text="since must be a finite Unix time in seconds")
     if backlog is not None and backlog < 0:
         raise web.HTTPBadRequest(text="backlog cannot be negative")
     if backlog is not None:

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import msgpack
 
+from sdmesh.finite import finite_number
 from sdmesh.membership.identity import IdentityChecker
 from sdmesh.transport import KeyringError, TransportSecurity
 from sdmesh.transport.keyring import KEY_ID_SIZE, KEY_SIZE, key_id, write_key_file
@@ -80,6 +81,8 @@ class KeyringInstruction:
             raise InstructionError("malformed keyring instruction")
         if not isinstance(at, float) or not isinstance(proof, bytes) or len(proof) > 512:
             raise InstructionError("malformed keyring instruction")
+        if finite_number(at) is None:  # NaN is never too old, and never equal: no replay check
+            raise InstructionError("malformed keyring instruction: 'at' is not a finite time")
         return cls(op, key, origin, at, proof)
 
     @property

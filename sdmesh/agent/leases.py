@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sdmesh.agent.config import AgentConfig
 from sdmesh.agent.mesh import MeshNode
+from sdmesh.finite import finite_number
 
 if TYPE_CHECKING:
     from sdmesh.ha.lease_service import LeaseService
@@ -49,8 +50,8 @@ async def start_lease(
                 guard_socket,
             )
         if status is not None and status.get("mode") == "armed":
-            with contextlib.suppress(TypeError, ValueError):
-                inherited = float(status["fence_at"])
+            fence_at = finite_number(status.get("fence_at"))  # NaN would never fence
+            inherited = None if fence_at is None else float(fence_at)
             # What the previous agent had armed stays armed until this one has recovered its
             # own VMs: a first renewal must not re-arm the guard with an empty list.
             pairs = status.get("fenceable")

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
+from sdmesh.finite import non_finite_at
 from sdmesh.membership.member import Address, Meta
 
 MAX_NAME_CHARS = 128
@@ -113,6 +114,9 @@ def expect_meta(obj: object) -> Meta:
     if not isinstance(obj, dict):
         raise MalformedMessage(f"meta: expected a map, got {type(obj).__name__}")
     _check_meta_value(obj, depth=0)
+    where = non_finite_at(obj, "meta")  # capacities are numbers: NaN and inf place nothing
+    if where is not None:
+        raise MalformedMessage(f"{where}: numbers must be finite")
     try:
         size = packed_size(obj)
     except (TypeError, ValueError, OverflowError) as exc:  # pragma: no cover - checked above

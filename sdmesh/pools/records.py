@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import msgpack
 
+from sdmesh.finite import finite_number
 from sdmesh.pools.generations import generation_refusal, is_generation
 
 SPEC_VERSION: Final = 1
@@ -287,14 +288,20 @@ def _signature(obj: dict[str, Any]) -> bytes:
 
 
 def _away(obj: dict[str, Any]) -> dict[str, float]:
-    """Optional (records from before it, or with nobody away, have none)."""
+    """Optional (records from before it, or with nobody away, have none). Times are finite:
+    a NaN or infinite one would never expire (sdmesh/finite.py)."""
     value = obj.get("away", {})
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise RecordFormatError("malformed field 'away'")
-    return {k: float(v) for k, v in value.items()}
+    away: dict[str, float] = {}
+    for host, since in value.items():
+        if finite_number(since) is None:
+            shown = repr(host[:64])
+            raise RecordFormatError(
+                f"malformed field 'away': {shown}'s time is not a finite number"
+            )
+        away[host] = float(since)
+    return away
 
 
 def _vouched(obj: dict[str, Any]) -> dict[str, dict[str, str]]:

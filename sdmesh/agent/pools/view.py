@@ -83,16 +83,17 @@ class MembershipView(PoolState):
         out = []
         for member in self.counted_members():
             capacity = member.meta.get("capacity") if isinstance(member.meta, dict) else None
-            if not isinstance(capacity, dict) or not capacity.get("vcpus"):
+            if not isinstance(capacity, dict) or not _whole(capacity.get("vcpus")):
                 if _host_starting(member.meta):
                     out.append(HostOffer(member.name, 0, 0, 0, disk_free_mib=0))
                 continue  # not yet announced its capacity: nothing (new) to place there
-            labels = member.meta.get("labels") or []
+            labels = member.meta.get("labels")
+            labels = labels if isinstance(labels, list) else []
             out.append(
                 HostOffer(
                     member.name,
-                    int(capacity.get("vcpus", 0)),
-                    int(capacity.get("memory_mib", 0)),
+                    _whole(capacity.get("vcpus")),
+                    _whole(capacity.get("memory_mib")),
                     _free_memory_mib(capacity),
                     frozenset(str(label) for label in labels),
                     _disk_free_mib(capacity),
@@ -121,6 +122,13 @@ def _host_starting(meta: object) -> bool:
     if not isinstance(meta, dict) or is_witness(meta):
         return False
     return meta.get("hypervisor") not in (None, "none")
+
+
+def _whole(value: object) -> int:
+    """A capacity figure from a member's metadata: a non-negative int, else 0 (a peer's
+    metadata is only checked for shape: ``int()`` of a string, NaN or inf raised here, in
+    every shepherd's placement)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _disk_free_mib(capacity: dict[str, object]) -> int | None:

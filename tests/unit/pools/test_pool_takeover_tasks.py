@@ -35,7 +35,9 @@ def fake_dht(svc: ap.PoolService) -> FakeDht:
 def capture_shepherd(svc: ap.PoolService, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Record what a takeover would start from, without a real descriptor."""
     started: list[Any] = []
-    monkeypatch.setitem(trees._TREES, "d", object())
+    cached = trees.TreeCache()
+    cached.put("d", object(), 1)
+    monkeypatch.setattr(trees, "_TREES", cached)
 
     async def spec(digest: str, pool: str | None = None) -> Any:
         return SimpleNamespace(pool=pool, digest=digest)
@@ -236,7 +238,7 @@ def test_a_tree_is_resolved_in_the_worker_once_per_digest(monkeypatch: pytest.Mo
     from sdmesh.pools import resolve_worker
     from sdmesh.pools.submission import build_spec
 
-    monkeypatch.setattr(trees, "_TREES", {})
+    monkeypatch.setattr(trees, "_TREES", trees.TreeCache())
     spec = build_spec({"name": "web", "descriptor": "sfConfig extends { x 1; }"})
 
     async def go() -> None:
