@@ -372,6 +372,15 @@ class Agent:
             # Terminations: signed by an operator, or no further than what a host knows.
             pools.termination_check = termination_check(self.trust)
             pools.termination_signer = termination_signer(self.trust)
+        if self.identity is not None:
+            # Host identities: records and pool rumors carry their writer's proof, and are
+            # read only from a writer entitled to write them (sdmesh/pools/record_seal.py).
+            from sdmesh.pools.record_seal import envelope_checker
+
+            pools.prove = self.identity.prove
+            pools.check_signed = self.identity.check_signed
+            if self.trust is not None:
+                pools.envelope_check = envelope_checker(self.trust, time.time)
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
