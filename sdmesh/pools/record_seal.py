@@ -215,9 +215,12 @@ def envelope_checker(trust: HostTrust, clock: Callable[[], float]) -> EnvelopeCh
     """The trust store's check of a submission record's envelope (a reload counts at once;
     verified envelopes are remembered as the leaf guard remembers them)."""
     from sdmesh.trust.authorize import check_envelope
+    from sdmesh.trust.host import MAX_VERIFIED
     from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError
 
     def check(signature: bytes, pool: str, digest: str) -> str | None:
+        if len(trust.verified) > MAX_VERIFIED:
+            trust.verified.clear()
         try:
             envelope = DescriptorSignature.decode(signature)
         except SignatureFormatError as error:
