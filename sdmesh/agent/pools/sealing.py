@@ -48,6 +48,21 @@ class RecordSeals(MembershipView):
         self.refusals.refuse(authz.RECORD, refusal)
         return False
 
+    def reseal_records(self) -> None:
+        """With identities: store the record of every live pool shepherded here again (through
+        its flush, after whatever it has queued), sealed with this host's current certificate.
+        A record is otherwise written only when its pool changes, and one that ran unchanged
+        past its writer's certificate (renewed since) could not be taken over from: a proof
+        under an expired certificate does not verify. Called every ``ANNOUNCE_PERIOD``."""
+        if self.prove is None:
+            return
+        for pool, run in list(self.shepherding.items()):
+            if run.core.paused or run.core.announcement() is None or run.save is not None:
+                continue
+            run.save = run.core.record()
+            if run.flushing is None or run.flushing.done():
+                run.flushing = self._spawn(self._flush(pool, run))
+
     def sealed_rumor(self, topic: str, pool: str, body: dict[str, object]) -> dict[str, object]:
         """A pool or tombstone rumor's body with this agent's name and proof (identities on)."""
         prove = self.prove

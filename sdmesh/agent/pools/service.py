@@ -198,6 +198,7 @@ class PoolService(
                 if now - announced >= ANNOUNCE_PERIOD:
                     announced = now
                     self.announce()
+                    self.reseal_records()  # identities on: under the current certificate
                 self.prune(now)
             except asyncio.CancelledError:
                 raise

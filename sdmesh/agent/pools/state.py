@@ -350,6 +350,9 @@ class PoolState:
     def _feed(self, pool: str, event: sc.Event) -> None:
         raise NotImplementedError
 
+    async def _flush(self, pool: str, run: ShepherdRun) -> None:
+        raise NotImplementedError
+
     # records and rumors proven by their writer (RecordSeals)
     def sealed_record(self, record: PoolRecord) -> PoolRecord:
         raise NotImplementedError

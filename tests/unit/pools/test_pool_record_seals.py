@@ -226,3 +226,37 @@ def test_the_new_refusal_reasons_are_stable_metric_labels() -> None:
         "submit_not_shepherd",
         "tombstone",
     )
+
+
+def test_records_of_shepherded_pools_are_sealed_again_under_the_current_certificate(
+    tmp_path: Path,
+) -> None:
+    """A pool that runs unchanged keeps its record; it is stored again every announce period
+    so its proof never rests on a certificate that has expired since."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        pool = ours(svc)
+        current = running(pool, "h0")
+        core = SimpleNamespace(paused=False, announcement=lambda: object(), record=lambda: current)
+        run: Any = SimpleNamespace(core=core, save=None, flushing=None, orders=defaultdict(list))
+        svc.shepherding[pool] = run
+        svc.reseal_records()
+        await run.flushing
+        stored = PoolRecord.decode(fake_dht(svc).stored[f"pool/{pool}"][1:])
+        assert dataclasses.replace(stored, writer="", proof=b"") == current
+        assert seal.record_refusal(stored, NAMES[:6], HOSTS["h1"].check_signed) is None
+        fake_dht(svc).stored.clear()
+        core.announcement = lambda: None  # ended or handed over: not stored again
+        svc.reseal_records()
+        assert run.flushing.done() and fake_dht(svc).stored == {}
+        svc.prove = None  # without identities nothing is written again
+        core.announcement = lambda: object()
+        svc.reseal_records()
+        assert fake_dht(svc).stored == {}
+        svc.shepherding.clear()
+        await svc.close()
+
+    asyncio.run(go())
