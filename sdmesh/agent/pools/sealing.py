@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 #: Rumors kept aside until their writer is known (a joiner hears rumors and members in no
 #: particular order); the oldest kept is dropped beyond this.
 MAX_PARKED: Final = 1024
+#: Rumors (topic, key, payload) whose proof was checked for the membership core, remembered
+#: so the copies gossip repeats cost a look-up; forgotten all at once beyond this.
+MAX_ADMITTED: Final = 4096
 
 
 class RecordSeals(MembershipView):
@@ -91,6 +94,38 @@ class RecordSeals(MembershipView):
         reason = authz.TOMBSTONE if topic == TOPIC_TOMB else authz.RUMOR
         self.refusals.refuse(reason, message)
         return True
+
+    def admit_rumor(self, rumor: Any) -> bool:
+        """The membership core's check of a pool or tombstone rumor before it stores or
+        forwards it (identities on; ``IdentityChecker.rumor_checks``): refused unless it
+        carries its writer's valid proof, so a forged rumor never displaces a genuine one in
+        any member's store. A writer not known yet is refused quietly (push-pull offers the
+        rumor again); forgeries are counted once per distinct rumor (gossip repeats them)."""
+        check = self.check_signed
+        if check is None:
+            return True
+        seen = (rumor.topic, rumor.key, rumor.payload)
+        verdict = self._admitted.get(seen)
+        if verdict is not None:
+            return verdict
+        try:
+            body = msgpack.unpackb(rumor.payload, raw=False)
+        except Exception:  # msgpack raises several unrelated types
+            body = None
+        refusal = (
+            seal.rumor_refusal(rumor.topic, rumor.key, body, check, self._certificate_of)
+            if isinstance(body, dict)
+            else ("refused", f"a malformed {rumor.topic} rumor about a pool")
+        )
+        if refusal is not None and refusal[0] == seal.UNKNOWN_WRITER:
+            return False  # not remembered: admitted once its writer is known
+        if len(self._admitted) >= MAX_ADMITTED:
+            self._admitted.clear()
+        self._admitted[seen] = refusal is None
+        if refusal is not None:
+            reason = authz.TOMBSTONE if rumor.topic == TOPIC_TOMB else authz.RUMOR
+            self.refusals.refuse(reason, refusal[1])
+        return refusal is None
 
     def retry_parked(self) -> None:
         """Hear again the rumors kept aside whose writer is now known."""

@@ -162,6 +162,7 @@ class PoolState:
         self.envelope_check: Callable[[bytes, str, str], str | None] | None = None
         #: Rumors whose writer is not known here yet, per (topic, key) (RecordSeals).
         self._parked: dict[tuple[str, str], Any] = {}
+        self._admitted: dict[tuple[str, str, bytes], bool] = {}
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}

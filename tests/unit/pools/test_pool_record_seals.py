@@ -260,3 +260,44 @@ def test_records_of_shepherded_pools_are_sealed_again_under_the_current_certific
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_the_identity_checker_admits_only_rumors_the_pool_service_takes(tmp_path: Path) -> None:
+    """Forged pool and tombstone rumors are neither stored nor forwarded (so none displaces a
+    genuine one); a writer not known yet is refused quietly, and admitted once it is known."""
+    from sdmesh.membership.messages import Rumor
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        identity = HOSTS["h0"]
+        identity.rumor_checks["tomb"] = identity.rumor_checks["pool"] = svc.admit_rumor
+        try:
+            body = {"by": "h1", "gen": 3}
+            genuine = seal.seal_rumor("tomb", "web", body, "h1", HOSTS["h1"].prove)
+            forged = {**genuine, "gen": 2**31 - 1}
+
+            def as_rumor(topic: str, payload: dict[str, object]) -> Rumor:
+                return Rumor(topic, "web", 9, "h1", msgpack.packb(payload, use_bin_type=True))
+
+            assert identity.admit_rumor(as_rumor("tomb", genuine))
+            for _ in range(5):  # gossip repeats it: counted once
+                assert not identity.admit_rumor(as_rumor("tomb", forged))
+            assert not identity.admit_rumor(Rumor("pool", "web", 9, "h1", b"\xc1"))
+            assert svc.refusals.counts[authz.TOMBSTONE] == 1
+            assert svc.refusals.counts[authz.RUMOR] == 1
+            assert identity.admit_rumor(Rumor("other", "web", 9, "h1", b"anything"))
+            newcomer = NAMES[7]
+            pool_body = {"digest": DIGEST, "state": "deploying", "shepherd": "h1", "generation": 2}
+            early = seal.seal_rumor("pool", "web", pool_body, newcomer, HOSTS[newcomer].prove)
+            assert not identity.admit_rumor(as_rumor("pool", early))
+            assert svc.refusals.counts[authz.RUMOR] == 1  # not a forgery: not counted
+            core: Any = svc.node.core
+            core.m[newcomer] = Member(newcomer, ("127.0.0.1", 1), proof=HOSTS[newcomer].prove(b"x"))
+            assert identity.admit_rumor(as_rumor("pool", early))  # push-pull offers it again
+            svc.check_signed = None  # without identities: everything
+            assert svc.admit_rumor(as_rumor("tomb", forged))
+        finally:
+            identity.rumor_checks.clear()
+        await svc.close()
+
+    asyncio.run(go())
