@@ -11,7 +11,8 @@ signature never passes for a rumor's, nor either for a membership claim or an op
 signature (other domains).
 
 A rumor is taken only with a valid signature from its writer, a certified member this host
-knows (a tombstone must name its writer as ``by``).
+knows (a tombstone must name its writer as ``by``); a pool rumor in any state but
+``deploying`` only from the shepherd it names, entitled as for records.
 
 A record is **entitled** when its writer
 
@@ -146,6 +147,25 @@ def rumor_refusal(
     if not check(writer, message, signature + certificate):
         return refused, f"a {topic} rumor about {key} whose proof from {writer} does not verify"
     return None
+
+
+def pool_rumor_refusal(
+    key: str, body: Mapping[str, object], members: Iterable[str], followed: str = ""
+) -> str | None:
+    """Why a pool rumor, its proof checked, may not come from its writer, or None: a rumor
+    that a pool is deploying may come from any member (the one whose API took a submission
+    announces it), any other state only from the shepherd it names, entitled as for records
+    (``SHEPHERD_RANKS`` closest among ``members`` and itself, or ``followed``)."""
+    writer = body.get(WRITER_FIELD)
+    if body.get("state") == "deploying":
+        return None
+    if (
+        isinstance(writer, str)
+        and writer == body.get("shepherd")
+        and (writer == followed or ranked_entitled(key, writer, members))
+    ):
+        return None
+    return f"a pool rumor about {key} from a member that does not shepherd it"
 
 
 def is_submission(record: PoolRecord) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import msgpack
 
-from sdmesh.agent.pools.common import TOPIC_TOMB
+from sdmesh.agent.pools.common import TOPIC_POOL, TOPIC_TOMB
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import authz
 from sdmesh.pools import record_seal as seal
@@ -41,10 +41,8 @@ class RecordSeals(MembershipView):
         check = self.check_signed
         if check is None:
             return True
-        members = {m.name for m in self.node.core.live_members()}
-        members |= {m.name for m in self.counted_members()}
         refusal = seal.record_refusal(
-            record, members, check, self.host.shepherd_of(record.pool), self.envelope_check
+            record, self._members(), check, self.host.shepherd_of(record.pool), self.envelope_check
         )
         if refusal is None:
             return True
@@ -72,8 +70,9 @@ class RecordSeals(MembershipView):
         return body if prove is None else seal.seal_rumor(topic, pool, body, self.name, prove)
 
     def rumor_refused(self, rumor: Any, body: dict[str, Any]) -> bool:
-        """Whether a pool or tombstone rumor lacks its writer's valid proof (identities on);
-        counted as ``tombstone`` or ``rumor``. One from a writer this host knows no
+        """Whether a pool or tombstone rumor lacks its writer's valid proof, or a pool rumor
+        in any state but deploying comes from another member than its entitled shepherd
+        (identities on); counted as ``tombstone`` or ``rumor``. One from a writer this host knows no
         certificate of yet is kept aside (the newest per topic and key, at most
         ``MAX_PARKED``) and heard again when the membership changes (``retry_parked``)."""
         check = self.check_signed
@@ -82,6 +81,9 @@ class RecordSeals(MembershipView):
         topic, key = rumor.topic, rumor.key
         self._parked.pop((topic, key), None)  # a newer rumor supersedes the one kept aside
         refusal = seal.rumor_refusal(topic, key, body, check, self._certificate_of)
+        if refusal is None and topic == TOPIC_POOL:
+            wrong = seal.pool_rumor_refusal(key, body, self._members(), self.host.shepherd_of(key))
+            refusal = ("refused", wrong) if wrong is not None else None
         if refusal is None:
             return False
         verdict, message = refusal
@@ -136,6 +138,12 @@ class RecordSeals(MembershipView):
             if writer and self._certificate_of(writer):
                 del self._parked[(topic, key)]
                 self._on_rumor(rumor)
+
+    def _members(self) -> set[str]:
+        """The members a writer is ranked among: live, and counted as live (lost too recently
+        to act on), as for orders (sdmesh.agent.pools.authz)."""
+        members = {m.name for m in self.node.core.live_members()}
+        return members | {m.name for m in self.counted_members()}
 
     def _certificate_of(self, name: str) -> bytes | None:
         """The certificate in member ``name``'s verified membership claim (its proof is the

@@ -174,8 +174,18 @@ def test_unsigned_or_forged_rumors_are_ignored_and_counted(tmp_path: Path) -> No
         assert "web" not in svc.known and "web" not in svc.tombs
         assert svc.refusals.counts[authz.RUMOR] == 1
         assert svc.refusals.counts[authz.TOMBSTONE] == 3
-        svc._on_rumor(sealed_rumor("pool", "web", pool_body, "h2"))  # a submitter's: taken
-        assert svc.known["web"].generation == 3
+        ranked = by_distance("web", NAMES[:6])
+        far, near = ranked[-1], ranked[0]
+        running_body = {**pool_body, "shepherd": far}
+        svc._on_rumor(sealed_rumor("pool", "web", running_body, far))  # not its shepherd
+        svc._on_rumor(sealed_rumor("pool", "web", pool_body, far))  # names another
+        assert "web" not in svc.known
+        assert svc.refusals.counts[authz.RUMOR] == 3
+        submitted = {**pool_body, "state": "deploying", "generation": 2}
+        svc._on_rumor(sealed_rumor("pool", "web", submitted, far))  # a submitter's: taken
+        assert svc.known["web"].generation == 2
+        svc._on_rumor(sealed_rumor("pool", "web", {**pool_body, "shepherd": near}, near))
+        assert svc.known["web"].generation == 3 and svc.known["web"].state == "running"
         svc._on_rumor(sealed_rumor("tomb", "web", {"by": "h1", "gen": 3}, "h1"))
         assert svc.tombs["web"].generation == 3
         await svc.close()

@@ -301,3 +301,17 @@ def test_forged_rumors_are_refused_and_an_unknown_writer_waits() -> None:
     stranger = checker("h99", 99)
     unknown = seal.seal_rumor("tomb", POOL, {"by": "h99", "gen": 4}, "h99", stranger.prove)
     assert rumor_verdict("tomb", unknown) == seal.UNKNOWN_WRITER
+
+
+def test_a_pool_rumor_says_more_than_deploying_only_from_its_entitled_shepherd() -> None:
+    near, far = RANKED[0], RANKED[-1]
+
+    def body(state: str, shepherd: str, writer: str) -> dict[str, object]:
+        return {"state": state, "shepherd": shepherd, "writer": writer}
+
+    assert seal.pool_rumor_refusal(POOL, body("deploying", near, far), NAMES) is None
+    assert seal.pool_rumor_refusal(POOL, body("running", near, near), NAMES) is None
+    assert seal.pool_rumor_refusal(POOL, body("failed", far, far), NAMES, followed=far) is None
+    for state in ("running", "terminated", "failed"):
+        assert seal.pool_rumor_refusal(POOL, body(state, near, far), NAMES) is not None
+        assert seal.pool_rumor_refusal(POOL, body(state, far, far), NAMES) is not None
