@@ -72,8 +72,8 @@ class RecordSeals(MembershipView):
     def rumor_refused(self, rumor: Any, body: dict[str, Any]) -> bool:
         """Whether a pool or tombstone rumor lacks its writer's valid proof, or a pool rumor
         in any state but deploying comes from another member than its entitled shepherd
-        (identities on); counted as ``tombstone`` or ``rumor``. One from a writer this host knows no
-        certificate of yet is kept aside (the newest per topic and key, at most
+        (identities on); counted as ``tombstone`` or ``rumor``. One from a writer this host
+        knows no certificate of yet is kept aside (the newest per topic and key, at most
         ``MAX_PARKED``) and heard again when the membership changes (``retry_parked``)."""
         check = self.check_signed
         if check is None:
@@ -102,7 +102,9 @@ class RecordSeals(MembershipView):
         forwards it (identities on; ``IdentityChecker.rumor_checks``): refused unless it
         carries its writer's valid proof, so a forged rumor never displaces a genuine one in
         any member's store. A writer not known yet is refused quietly (push-pull offers the
-        rumor again); forgeries are counted once per distinct rumor (gossip repeats them)."""
+        rumor again); forgeries are counted once per distinct rumor (gossip repeats them).
+        The proof only: who may say what about a pool depends on each host's view, and is
+        ``rumor_refused``'s to judge (a view must not keep a rumor from spreading)."""
         check = self.check_signed
         if check is None:
             return True
