@@ -9,7 +9,10 @@ What a member pays for one incoming alive claim, in microseconds:
   drops it before any check);
 * ``checker, cached``: ``check_alive`` on a claim already verified (push-pull merges);
 * ``checker, uncached``: ``check_alive`` verifying signature and known certificate;
-* ``sign``: making our own proof (once per incarnation of ours).
+* ``sign``: making our own proof (once per incarnation of ours);
+* ``record seal`` / ``record check, cert known`` / ``record check, new cert``: a pool record
+  signed by its writer, and its check by a reader (sdmesh/pools/record_seal.py): signature
+  and entitlement, the writer's certificate already verified once or not (CA signature too).
 
 Also the bytes a proof adds to an alive message. Run:
     .venv/bin/python bench/identity_check.py [--seconds S]
@@ -108,12 +111,41 @@ def main() -> None:
 
     rows["checker, uncached"] = per_call(uncached, seconds)
     rows["sign (own claim)"] = per_call(lambda i: b.prove_alive(i, addr, META), seconds)
+    rows.update(record_rows(b, seconds))
     print(f"python {platform.python_version()} on {platform.machine()}")
     for label, micro in rows.items():
         print(f"{label:22} {micro:8.1f} us/message")
     bare = packed_size(Alive("b", 10**9, addr, META).to_wire())
     signed = packed_size(Alive("b", 10**9, addr, META, proofs[0]).to_wire())
     print(f"alive message: {bare} B without proof, {signed} B with (+{signed - bare} B)")
+
+
+def record_rows(writer: IdentityChecker, seconds: float) -> dict[str, float]:
+    """What a pool record's proof costs its writer and a reader (per record)."""
+    from sdmesh.pools import record_seal as seal
+    from sdmesh.pools.records import PoolRecord
+
+    names = [f"h{i}" for i in range(64)] + [writer.name]
+    pool = next(
+        p for p in (f"web{i}" for i in range(10_000)) if seal.ranked_entitled(p, "b", names)
+    )
+    record = PoolRecord(
+        pool, "a" * 64, 7, "b", "running", {f"sfConfig:vm{i}": "h1" for i in range(8)}
+    )
+    sealed = seal.seal_record(record, "b", writer.prove)
+    known = checker("a", 1)
+
+    def new_cert(i: int) -> object:
+        return seal.record_refusal(sealed, names, checker("a", 1).check_signed)
+
+    fresh_cost = per_call(new_cert, seconds) - per_call(lambda i: checker("a", 1), seconds)
+    return {
+        "record seal": per_call(lambda i: seal.seal_record(record, "b", writer.prove), seconds),
+        "record check, cert known": per_call(
+            lambda i: seal.record_refusal(sealed, names, known.check_signed), seconds
+        ),
+        "record check, new cert": fresh_cost,
+    }
 
 
 if __name__ == "__main__":

@@ -372,6 +372,18 @@ class Agent:
             # Terminations from the mesh: an operator's signature, always (the API signs for
             # the callers it authorized: api.py authorize_termination).
             pools.termination_check = termination_check(self.trust)
+        if self.identity is not None:
+            # Host identities: records and pool rumors carry their writer's proof, and are
+            # read only from a writer entitled to write them (sdmesh/pools/record_seal.py).
+            from sdmesh.agent.pools.common import TOPIC_POOL, TOPIC_TOMB
+            from sdmesh.pools.record_seal import envelope_checker
+
+            pools.prove = self.identity.prove
+            pools.check_signed = self.identity.check_signed
+            for topic in (TOPIC_POOL, TOPIC_TOMB):  # forged ones: neither stored nor forwarded
+                self.identity.rumor_checks[topic] = pools.admit_rumor
+            if self.trust is not None:
+                pools.envelope_check = envelope_checker(self.trust, time.time)
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools

@@ -110,6 +110,11 @@ class IdentityChecker:
         self._certs: dict[bytes, HostCertificate] = {}
         self._blocked: dict[Address, str] = {}
         self._expel: list[str] = []
+        #: Per rumor topic, a check a rumor must pass before the core takes it: an upper
+        #: layer's (the pool service checks the writer's proof on pool and tombstone rumors).
+        #: A rumor refused is neither stored nor forwarded, so a forged one never displaces a
+        #: genuine one; push-pull offers it again later (a writer not known yet).
+        self.rumor_checks: dict[str, Callable[[Rumor], bool]] = {}
         for revocation in revocations:
             self.revoke(revocation)
 
@@ -264,10 +269,12 @@ class IdentityChecker:
     # ------------------------------------------------------------------ revocation
 
     def admit_rumor(self, rumor: Rumor) -> bool:
-        """Whether the core may take ``rumor``: anything but the revocation topic, and on
-        that topic only a CA-signed revocation stored under its own serial."""
+        """Whether the core may take ``rumor``: on the revocation topic only a CA-signed
+        revocation stored under its own serial; on a topic with a ``rumor_checks`` entry, what
+        it says; anything else."""
         if rumor.topic != REVOKE_TOPIC:
-            return True
+            check = self.rumor_checks.get(rumor.topic)
+            return check is None or check(rumor)
         try:
             revocation = Revocation.decode(rumor.payload)
         except IdentityError:

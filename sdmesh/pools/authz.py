@@ -11,6 +11,9 @@ the host's own membership view; the pool service applies them to each RPC.
 * A **submit** RPC makes this host a pool's shepherd only if its own view says it is.
 * **Reports** and **inventories** are taken only from the host they speak for, a
   **hand-over** only from the member handing over.
+* With host identities, **records** and **pool and tombstone rumors** are taken only with
+  their writer's proof, and records only from a writer entitled to write them
+  (sdmesh.pools.record_seal).
 
 Refusals are counted by reason (``/metrics``: ``sdmesh_mesh_refusals_total``) and logged at
 warning, at most once per reason per ``WARN_EVERY`` seconds.
@@ -41,7 +44,20 @@ NOT_SHEPHERD: Final = "order_not_from_shepherd"
 WRONG_SENDER: Final = "wrong_sender"
 SUBMIT_NOT_SHEPHERD: Final = "submit_not_shepherd"
 TOMBSTONE: Final = "tombstone"
-REASONS: Final = (GENERATION, NOT_SHEPHERD, WRONG_SENDER, SUBMIT_NOT_SHEPHERD, TOMBSTONE)
+#: With host identities (sdmesh.pools.record_seal): a record in the DHT whose writer's proof
+#: fails or whose writer may not write it, and a pool rumor without its writer's valid proof
+#: (a tombstone's counts as ``tombstone``).
+RECORD: Final = "record"
+RUMOR: Final = "rumor"
+REASONS: Final = (
+    GENERATION,
+    NOT_SHEPHERD,
+    WRONG_SENDER,
+    SUBMIT_NOT_SHEPHERD,
+    TOMBSTONE,
+    RECORD,
+    RUMOR,
+)
 
 SentBy = Callable[[str], bool]
 """``sent_by(name)``: whether the request being handled comes from member ``name``."""

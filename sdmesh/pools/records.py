@@ -40,6 +40,9 @@ POOL_STATES: Final = ("deploying", "running", "terminating", "terminated", "fail
 OPERATIONS: Final = ("deploy", "start", "terminate")
 #: A signature envelope is about 250 bytes (sdmesh.trust.signatures.MAX_ENVELOPE_BYTES).
 MAX_SIGNATURE_BYTES: Final = 1024
+#: A writer's proof: its Ed25519 signature (64 bytes) and its host certificate (at most 512,
+#: sdmesh.trust.identity.MAX_CERT_BYTES); sdmesh.pools.record_seal makes and checks it.
+MAX_PROOF_BYTES: Final = 64 + 512
 #: Chunks a blob is cut into for the DHT (its values are limited to 32 KiB).
 CHUNK_BYTES: Final = 30 * 1024
 
@@ -230,6 +233,10 @@ class PoolRecord:
     #: The operator's signature envelope (sdmesh.trust.signatures), as submitted; empty for
     #: an unsigned pool (and for records from before signatures), which no host runs.
     signature: bytes = b""
+    #: The member that wrote this copy, and its proof (host identities on: its signature over
+    #: sdmesh.pools.record_seal.record_bytes and its certificate); empty without identities.
+    writer: str = ""
+    proof: bytes = b""
 
     def encode(self) -> bytes:
         body: dict[str, object] = {
@@ -246,6 +253,10 @@ class PoolRecord:
             body["vouched"] = self.vouched
         if self.signature:
             body["sig"] = self.signature
+        if self.writer:
+            body["writer"] = self.writer
+        if self.proof:
+            body["proof"] = self.proof
         return zlib.compress(_pack(body), 6)
 
     @classmethod
@@ -269,11 +280,19 @@ class PoolRecord:
             away=_away(obj),
             vouched=_vouched(obj),
             signature=_signature(obj),
+            writer=_writer(obj),
+            proof=_proof(obj),
         )
         checked_ids(
             pool=record.pool,
             digest=record.digest,
-            names=(record.shepherd, *record.placement.values(), *record.away, *record.vouched),
+            names=(
+                record.shepherd,
+                *record.placement.values(),
+                *record.away,
+                *record.vouched,
+                *((record.writer,) if record.writer else ()),
+            ),
             paths=(*record.placement, *(p for leaves in record.vouched.values() for p in leaves)),
         )
         return record
@@ -284,6 +303,21 @@ def _signature(obj: dict[str, Any]) -> bytes:
     value = obj.get("sig", b"")
     if not isinstance(value, bytes) or len(value) > MAX_SIGNATURE_BYTES:
         raise RecordFormatError("malformed field 'sig'")
+    return value
+
+
+def _writer(obj: dict[str, Any]) -> str:
+    """Optional (records written without host identities, or before them, have none)."""
+    value = obj.get("writer", "")
+    if not isinstance(value, str):
+        raise RecordFormatError("malformed field 'writer'")
+    return value
+
+
+def _proof(obj: dict[str, Any]) -> bytes:
+    value = obj.get("proof", b"")
+    if not isinstance(value, bytes) or len(value) > MAX_PROOF_BYTES:
+        raise RecordFormatError("malformed field 'proof'")
     return value
 
 

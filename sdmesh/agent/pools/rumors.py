@@ -44,6 +44,8 @@ class RumorFollower(PoolState):
         except RecordFormatError as error:
             log.debug("refused %s rumor: %s", rumor.topic, error)
             return
+        if self.rumor_refused(rumor, body):  # identities on: its writer's proof
+            return
         if rumor.topic == TOPIC_POOL:
             generation = body.get("generation", 0)
             problem = generation_refusal(generation)

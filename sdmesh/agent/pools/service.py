@@ -18,6 +18,7 @@ from sdmesh.agent.pools.hosting import HostSide
 from sdmesh.agent.pools.operations import PoolOperations
 from sdmesh.agent.pools.reports import HostReports
 from sdmesh.agent.pools.rumors import ANNOUNCE_PERIOD, RumorFollower
+from sdmesh.agent.pools.sealing import RecordSeals
 from sdmesh.agent.pools.shepherding import ShepherdDriver
 from sdmesh.agent.pools.store import PoolStore
 from sdmesh.agent.pools.trees import forget_trees, tree_of
@@ -40,6 +41,7 @@ CLOSE_TIMEOUT = 1.0
 
 class PoolService(
     MeshAuthz,
+    RecordSeals,
     ViewFollower,
     MembershipView,
     RumorFollower,
@@ -58,6 +60,7 @@ class PoolService(
         """Rebuild this host's share from libvirt, then follow the mesh."""
         await self._recover()
         self.node.listeners.append(lambda _event: self._view_changed())
+        self.node.listeners.append(lambda _event: self.retry_parked())  # writers now known
         self.node.rumor_listeners.append(self._on_rumor)
         for rumor in self.node.core.rumors():
             self._on_rumor(rumor)
@@ -200,6 +203,7 @@ class PoolService(
                 if now - announced >= ANNOUNCE_PERIOD:
                     announced = now
                     self.announce()
+                    self.reseal_records()  # identities on: under the current certificate
                 self.prune(now)
             except asyncio.CancelledError:
                 raise

@@ -151,6 +151,16 @@ class PoolState:
         #: With a trust store: the check of a termination's operator signature, which every
         #: termination from the mesh needs (sdmesh.trust.termination).
         self.termination_check: Callable[[object, str, int], str | None] | None = None
+        #: With host identities (sdmesh.pools.record_seal, set by the agent): how this agent
+        #: proves the records and pool and tombstone rumors it writes, and checks others'
+        #: proofs; ``envelope_check``: its trust store's check of a submission record's
+        #: operator envelope. None: no identities, records and rumors are not checked.
+        self.prove: Callable[[bytes], bytes] | None = None
+        self.check_signed: Callable[[str, bytes, bytes], bool] | None = None
+        self.envelope_check: Callable[[bytes, str, str], str | None] | None = None
+        #: Rumors whose writer is not known here yet, per (topic, key) (RecordSeals).
+        self._parked: dict[tuple[str, str], Any] = {}
+        self._admitted: dict[tuple[str, str, bytes], bool] = {}
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}
@@ -223,6 +233,7 @@ class PoolState:
             self._loop.call_soon(self._apply_view)
 
     def _publish(self, topic: str, pool: str, body: dict[str, object]) -> None:
+        body = self.sealed_rumor(topic, pool, body)
         self.node.publish(topic, pool, bytes(msgpack.packb(body, use_bin_type=True)))
 
     # ----------------------------------------------- implemented by the service's parts
@@ -330,6 +341,25 @@ class PoolState:
         raise NotImplementedError
 
     def _feed(self, pool: str, event: sc.Event) -> None:
+        raise NotImplementedError
+
+    async def _flush(self, pool: str, run: ShepherdRun) -> None:
+        raise NotImplementedError
+
+    # records and rumors proven by their writer (RecordSeals)
+    def sealed_record(self, record: PoolRecord) -> PoolRecord:
+        raise NotImplementedError
+
+    def record_taken(self, record: PoolRecord) -> bool:
+        raise NotImplementedError
+
+    def sealed_rumor(self, topic: str, pool: str, body: dict[str, object]) -> dict[str, object]:
+        raise NotImplementedError
+
+    def rumor_refused(self, rumor: Any, body: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def _on_rumor(self, rumor: Any) -> None:
         raise NotImplementedError
 
     # storage (PoolStore)

@@ -97,7 +97,7 @@ class PoolStore(PoolState):
         return False
 
     async def _store_record(self, record: PoolRecord) -> bool:
-        data = record.encode()
+        data = self.sealed_record(record).encode()  # with identities: named and proven
         stored = True
         try:
             await self._write_file(self.state_dir / "specs" / f"{record.pool}.record", data)
@@ -139,21 +139,28 @@ class PoolStore(PoolState):
         if data is None and not self.dht.contacts() and len(self.live_members()) > 1:
             return False, None
         try:
-            return True, PoolRecord.decode(data) if data is not None else None
+            record = PoolRecord.decode(data) if data is not None else None
         except RecordFormatError as error:
             log.warning("pool %s: its record in the DHT is malformed: %s", pool, error)
             return False, None
+        if record is not None and not self.record_taken(record):
+            return False, None  # as a malformed one: nothing usable (refusal counted)
+        return True, record
 
     async def read_record(self, pool: str, *, newest: bool = False) -> PoolRecord | None:
         """The pool's record: the DHT's or our own last one, the higher generation. With
-        ``newest`` every replica is heard (a takeover must not start from a stale copy)."""
+        ``newest`` every replica is heard (a takeover must not start from a stale copy). With
+        host identities a DHT record is used only when its writer proved it and may write it
+        (``record_taken``); our own file is ours."""
         data: bytes | None = None
         with contextlib.suppress(Exception):
             data = await self.read_blob(f"pool/{pool}", None if newest else 1)
         records = []
         if data is not None:
             with contextlib.suppress(RecordFormatError):
-                records.append(PoolRecord.decode(data))
+                record = PoolRecord.decode(data)
+                if self.record_taken(record):  # identities on: its writer's, and entitled
+                    records.append(record)
         local = await self._local_record(pool)
         if local is not None:
             records.append(local)
