@@ -104,9 +104,12 @@ def seal_rumor(
     topic: str, key: str, body: Mapping[str, object], writer: str, prove: Prove
 ) -> dict[str, object]:
     """A rumor body with its ``writer`` and ``proof`` fields. The proof is the signature
-    alone: a rumor payload is at most 512 bytes, and the writer's certificate is in its
-    membership claims, which every member has verified (``rumor_refusal``)."""
+    alone: a rumor payload is at most 640 bytes, and the writer's certificate is in its
+    membership claims, which every member has verified (``rumor_refusal``). A tombstone's
+    ``by`` is dropped: the writer says it."""
     sealed = {name: value for name, value in body.items() if name != PROOF_FIELD}
+    if sealed.get("by") == writer:
+        del sealed["by"]
     sealed[WRITER_FIELD] = writer
     sealed[PROOF_FIELD] = prove(rumor_bytes(topic, key, sealed))[:SIGNATURE_BYTES]
     return sealed

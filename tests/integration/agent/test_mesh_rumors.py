@@ -83,7 +83,7 @@ async def test_publication_outside_the_limits_fails_at_the_call(
 ) -> None:
     a, _ = pair
     with pytest.raises(ValueError, match="payload"):
-        a.publish("pools", "pool-7", bytes(513))
+        a.publish("pools", "pool-7", bytes(641))
     with pytest.raises(ValueError, match="topic"):
         a.publish("x" * 33, "pool-7", b"")
     assert a.core.rumors() == []

@@ -162,7 +162,7 @@ GARBAGE: dict[str, object] = {
     "push-pull rumor short": [9, "a", False, False, [], [["t", "k", 1, "a", b""]]],
     "push-pull too long": [9, "a", False, False, [], [], []],
     "rumor topic too long": [10, "t" * 33, "k", 1, "a", b"", 0],
-    "rumor payload too long": [10, "t", "k", 1, "a", bytes(513), 0],
+    "rumor payload too long": [10, "t", "k", 1, "a", bytes(641), 0],
     "rumor payload a string": [10, "t", "k", 1, "a", "x", 0],
     "rumor ltime zero": [10, "t", "k", 0, "a", b"", 0],
     "rumor age negative": [10, "t", "k", 1, "a", b"", -1],

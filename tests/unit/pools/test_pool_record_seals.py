@@ -108,7 +108,9 @@ def test_a_takeover_starts_from_a_genuine_record(
     async def go() -> None:
         svc = identified(tmp_path)
         started = capture_shepherd(svc, monkeypatch)
-        monkeypatch.setitem(trees._TREES, DIGEST, object())
+        cached = trees.TreeCache()
+        cached.put(DIGEST, object(), 1)
+        monkeypatch.setattr(trees, "_TREES", cached)
         pool = ours(svc)
         eligible(svc, pool)
         record = _genuine(pool)[case]

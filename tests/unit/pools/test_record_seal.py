@@ -270,12 +270,16 @@ def test_a_sealed_rumor_verifies_and_fits_a_rumor_payload() -> None:
     assert rumor_verdict("pool", pool) is None
     assert rumor_verdict("tomb", pool) == "refused"  # signed for the other topic
     # The largest tombstone: the longest names, an operator's termination signature.
-    longest, pool_name = "h" * 63, "p" * 63
+    longest, pool_name = "h" * 63, "p" * 63  # certified names: at most 63 characters
     host = checker(longest, 400)
     signature = sign_termination(OperatorKey.generate("o" * 63), pool_name, 2**31 - 1, NOW)
     body = {"by": longest, "gen": 2**31 - 1, "sig": signature}
     big = seal.seal_rumor("tomb", pool_name, body, longest, host.prove)
+    assert "by" not in big  # the writer says it
     assert len(msgpack.packb(big, use_bin_type=True)) <= MAX_RUMOR_PAYLOAD_BYTES
+    # Without identities nothing is sealed, and a member name may take 255 characters.
+    unsealed = {"by": "h" * 255, "gen": 2**31 - 1, "sig": signature}
+    assert len(msgpack.packb(unsealed, use_bin_type=True)) <= MAX_RUMOR_PAYLOAD_BYTES
 
 
 def test_forged_rumors_are_refused_and_an_unknown_writer_waits() -> None:
