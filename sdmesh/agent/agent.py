@@ -141,6 +141,7 @@ class Agent:
             totals.update(self.identity.refusals.as_dict())
         if self.keyring_admin is not None:
             totals["keyring_refused"] = self.keyring_admin.refused
+        totals["rumor_clock"] = self.node.core.stats.rumors_refused  # forged Lamport times
         return totals
 
     def dht_drops(self) -> dict[str, int]:
