@@ -10,13 +10,16 @@ as a real attacker's would be: it cannot pass for a member by address, which a l
 1. to join as h1: refused (unsigned, or under a certificate it made itself), h1's address
    does not flap and h1 stays alive;
 2. leaf orders for ``demo`` from itself and sealed as from the real shepherd: refused;
-3. terminations and rumors with generations 2^62, 2^64-1, -1 and 1.5: refused, and the name
-   they aimed at is submitted afterwards as usual (no 500, no poisoned name);
+3. terminations and rumors with generations 2^62, 2^64-1, -1 and 1.5, and a rumor at the
+   largest Lamport time: refused, and the name they aimed at is submitted afterwards as usual
+   (no 500, no poisoned name, no exhausted rumor clock);
 4. forged pool records in the DHT (placement moved, shepherd mallory, a huge generation,
    state terminated), then ``kill -9`` of the shepherd: the successor takes the pool over
    from the genuine record, nothing rebuilt elsewhere, nothing twice;
 5. tombstones and terminations at the pool's own generation, unsigned or with a garbage
-   signature: the pool keeps running.
+   signature: the pool keeps running;
+6. pool rumors within bounds (a running pool said terminated by mallory, a name never used
+   said to exist): the pool runs on, the name can be submitted.
 
 Every step reads ``sdmesh_mesh_refusals_total`` (``/metrics``) or the identity drops
 (``/v1/health``) before and after, and checks the counter of its reason rose.
@@ -156,7 +159,13 @@ class RogueMesh:
                 reason = line.split('reason="', 1)[1].split('"', 1)[0]
                 found[reason] = float(line.rsplit(" ", 1)[1])
         drops = self.get(host, "/v1/health")["drops"]
-        found.update({k: float(v) for k, v in drops.items() if k.startswith("identity_")})
+        found.update(
+            {
+                k: float(v)
+                for k, v in drops.items()
+                if k.startswith("identity_") or k == "rumor_clock"
+            }
+        )
         return found
 
     def all_refusals(self) -> dict[str, dict[str, float]]:
@@ -333,6 +342,8 @@ def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh)
                 pool_body = {"digest": "0" * 64, "state": "terminated", "shepherd": "mallory"}
                 await rogue.inject_rumor(a, "pool", pool, {**pool_body, "generation": generation})
                 await rogue.inject_rumor(a, "tomb", pool, {"by": shepherd, "gen": generation})
+        # The largest Lamport time: taken, it would leave no member able to publish again.
+        await rogue.inject_rumor(a, "pool", "later", {"generation": 2**62}, ltime=2**64 - 1)
         return answers
 
     answers = mesh.rogue(forge)
@@ -347,6 +358,7 @@ def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh)
         if name == mesh.names[0]:  # heard the rumors first-hand (the others may relay them)
             assert rose(*got, "generation") >= 2 * len(HUGE), got
             assert rose(*got, "tombstone") >= 4 * len(HUGE), got
+            assert rose(*got, "rumor_clock") >= 1, got
     # The name the forgeries aimed at: submitted, running, terminated, as any other.
     b = mesh.members[1]
     status, answer = mesh.call(
@@ -409,7 +421,7 @@ def test_forged_records_do_not_steer_the_takeover(mesh: RogueMesh) -> None:
             and len(everywhere) == 3
         )
 
-    mesh.wait(taken_over, "the successor never took demo over", timeout=60)
+    mesh.wait(taken_over, "the successor never took demo over", timeout=30)
     assert mesh.running("demo", survivors)
     after = mesh.all_refusals()
     counted = {
@@ -460,3 +472,33 @@ def test_forged_tombstones_at_the_pools_generation_change_nothing(mesh: RogueMes
     after = mesh.all_refusals()
     for name in names:
         assert rose(before[name], after[name], "tombstone") >= 2, (name, after[name])
+
+
+@pytest.mark.xfail(reason="needs h12-records", strict=False)
+def test_forged_pool_rumors_change_nothing(mesh: RogueMesh) -> None:
+    live = mesh.alive_members()
+    status, answer = mesh.call(
+        live[0], "POST", "/v1/pools", {"descriptor": pool_text(1), "name": "rumored"}
+    )
+    assert status == 201, answer
+    mesh.wait(lambda: mesh.running("rumored", live), "the pool 'rumored' never ran")
+    genuine = mesh.status(live[0], "rumored")
+    generation = int(genuine["generation"])
+
+    async def forge(rogue: Rogue) -> None:
+        entry = mesh.gossip(live[0])
+        said = {"digest": "0" * 64, "state": "terminated", "shepherd": "mallory"}
+        await rogue.inject_rumor(entry, "pool", "rumored", {**said, "generation": generation + 1})
+        await rogue.inject_rumor(
+            entry, "pool", "fresh", {**said, "state": "running", "generation": 1}
+        )
+
+    mesh.rogue(forge)
+    time.sleep(2)  # gossip reaches every member
+    for host in live:
+        seen = mesh.status(host, "rumored")
+        assert (seen["state"], seen["shepherd"]) == (genuine["state"], genuine["shepherd"]), seen
+    status, answer = mesh.call(
+        live[-1], "POST", "/v1/pools", {"descriptor": pool_text(1), "name": "fresh"}
+    )
+    assert status == 201, answer
