@@ -9,7 +9,8 @@ as a real attacker's would be: it cannot pass for a member by address, which a l
 
 1. to join as h1: refused (unsigned, or under a certificate it made itself), h1's address
    does not flap and h1 stays alive;
-2. leaf orders for ``demo`` from itself and sealed as from the real shepherd: refused;
+2. leaf orders for ``demo`` from itself and sealed as from the real shepherd, and the other
+   RPCs that speak for a member (submit, hand-over, inventory, reports): refused;
 3. terminations and rumors with generations 2^62, 2^64-1, -1 and 1.5, and a rumor at the
    largest Lamport time: refused, and the name they aimed at is submitted afterwards as usual
    (no 500, no poisoned name, no exhausted rumor clock);
@@ -314,13 +315,56 @@ def test_forged_orders_change_nothing(mesh: RogueMesh) -> None:
     assert len(answers) == 6 * len(leaves)
     for answer in answers:
         assert answer["answers"][0][0] == "unreachable", answer
+
+    # What else speaks for a member: submissions, hand-overs, inventories and reports.
+    successor = mesh.host(successors("demo", mesh.names, shepherd.name)[0])
+    other = next(leaf for leaf in leaves if leaf["host"] != shepherd.name)
+    forged = dataclasses.replace(record, generation=record.generation + 1, shepherd="mallory")
+
+    async def speak_for_members(rogue: Rogue) -> list[Any]:
+        at = mesh.gossip(shepherd)
+        spec = (await rogue.rpc(at, shepherd.name, {"rpc": "spec", "digest": record.digest}))[
+            "spec"
+        ]
+        g = record.generation
+        submit = {"rpc": "submit", "spec": spec, "generation": g + 1}
+        report = ["demo", g, other["host"], other["path"], "ended", None]
+        return [
+            await rogue.rpc(at, shepherd.name, {**submit, "from": shepherd.name}),
+            await rogue.rpc(at, shepherd.name, {**submit, "from": "mallory"}),
+            await rogue.rpc(
+                mesh.gossip(successor),
+                successor.name,
+                {
+                    "rpc": "handover",
+                    "pool": "demo",
+                    "from": shepherd.name,
+                    "pools": [{"spec": spec, "record": forged.encode(), "leaves": {}}],
+                },
+            ),
+            await rogue.rpc(
+                at,
+                shepherd.name,
+                {"rpc": "inventory", "pool": "demo", "host": other["host"], "leaves": {}},
+            ),
+            await rogue.rpc(at, shepherd.name, {"rpc": "reports", "reports": [report]}),
+        ]
+
+    submitted, submitted_as_mallory, handed, inventory, reported = mesh.rogue(speak_for_members)
+    assert submitted["ok"] is False and submitted_as_mallory["ok"] is False
+    assert "error" in handed and "error" in inventory, (handed, inventory)
+    assert reported["ok"] is True  # answered, but the report is dropped (and counted)
     time.sleep(1)
     assert mesh.pool_domains("demo") == domains
     assert mesh.running("demo")
+    now = mesh.status(shepherd, "demo")
+    assert (now["shepherd"], now["generation"]) == (status["shepherd"], status["generation"])
     after = mesh.all_refusals()
-    hosts = {leaf["host"] for leaf in leaves}
-    for name in hosts:
-        assert rose(before[name], after[name], "wrong_sender") >= 6, (name, after[name])
+    for name in {leaf["host"] for leaf in leaves}:
+        aimed = 6 * sum(1 for leaf in leaves if leaf["host"] == name)
+        aimed += 4 if name == shepherd.name else 0
+        aimed += 1 if name == successor.name else 0
+        assert rose(before[name], after[name], "wrong_sender") >= aimed, (name, after[name])
 
 
 def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh) -> None:
