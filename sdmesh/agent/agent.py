@@ -354,6 +354,7 @@ class Agent:
 
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
+        from sdmesh.pools.record_admission import pool_admission
         from sdmesh.trust.termination import termination_check, termination_signer
 
         lease = self.lease
@@ -373,6 +374,9 @@ class Agent:
             # Terminations: signed by an operator, or no further than what a host knows.
             pools.termination_check = termination_check(self.trust)
             pools.termination_signer = termination_signer(self.trust)
+        # Replicas keep, and lookups read, only descriptors under their own digest and
+        # well-formed pool records: a forgery at a higher version must not replace them.
+        dht.set_admission(pool_admission(None))
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
