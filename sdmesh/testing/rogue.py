@@ -14,7 +14,8 @@ What it tries, each a coroutine run on the caller's event loop:
 * ``join_as``: an alive claim for an existing member's name at the rogue's own address
   (unsigned, or signed with a self-made certificate).
 * ``store_record``: a forged ``PoolRecord`` under ``pool/<name>`` in the DHT, the way a
-  shepherd stores one (``b"\\x00"`` + record, versioned by generation).
+  shepherd stores one (``b"\\x00"`` + record, versioned by generation); ``store_value``:
+  anything under any key at any version (a forged descriptor under ``spec/<digest>``).
 
 In network-namespace tests, run it inside the rogue host's namespace with ``run_in_netns``:
 sockets keep the namespace of the thread that made them.
@@ -242,9 +243,22 @@ class Rogue:
             if pool is None or dht_generation is None:
                 raise ValueError("raw record bytes need pool and dht_generation")
             data, generation = record, dht_generation
+        return await self.store_value(seeds, RECORD_KEY.format(pool), SMALL_BLOB + data, generation)
+
+    async def store_value(
+        self,
+        seeds: Sequence[Address],
+        key: str,
+        value: bytes,
+        generation: int,
+        *,
+        sequence: int | None = None,
+    ) -> int:
+        """Store any value under any key at any version (``spec/<digest>``: a descriptor).
+        How many nodes took it, the rogue's own DHT node included."""
         node = await self.dht(seeds)
         try:
-            return await node.put(RECORD_KEY.format(pool), SMALL_BLOB + data, generation)
+            return await node.put(key, value, generation, sequence=sequence)
         finally:
             node.stop()
 

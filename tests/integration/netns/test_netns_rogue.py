@@ -14,8 +14,9 @@ as a real attacker's would be: it cannot pass for a member by address, which a l
 3. terminations and rumors with generations 2^62, 2^64-1, -1 and 1.5, and a rumor at the
    largest Lamport time: refused, and the name they aimed at is submitted afterwards as usual
    (no 500, no poisoned name, no exhausted rumor clock);
-4. forged pool records in the DHT (placement moved, shepherd mallory, a huge generation,
-   state terminated), then ``kill -9`` of the shepherd: the successor takes the pool over
+4. a descriptor under another's digest and an undecodable record, at the largest DHT
+   version: no replica keeps them; forged pool records in the DHT (placement moved,
+   shepherd mallory, a huge generation, state terminated), then ``kill -9`` of the shepherd: the successor takes the pool over
    from the genuine record, nothing rebuilt elsewhere, nothing twice;
 5. tombstones and terminations at the pool's own generation, unsigned or with a garbage
    signature: the pool keeps running;
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import http.client
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -42,7 +44,7 @@ import pytest
 from sdmesh.hypervisor.simulated_host import write_simulated_host
 from sdmesh.pools.ownership import shepherd as shepherd_of
 from sdmesh.pools.ownership import successors
-from sdmesh.pools.records import Order, PoolRecord
+from sdmesh.pools.records import Order, PoolRecord, PoolSpec
 from sdmesh.testing.agents import SdmeshAgent, wait_answering
 from sdmesh.testing.api import socket_call
 from sdmesh.testing.netns import Host, Proc, Testbed
@@ -412,6 +414,28 @@ def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh)
     mesh.wait(lambda: mesh.running("later"), "the pool 'later' never ran")
     status, answer = mesh.call(b, "DELETE", "/v1/pools/later")
     assert status == 202, answer
+
+
+def test_forged_descriptors_and_malformed_records_are_not_kept(mesh: RogueMesh) -> None:
+    """What every replica can check without knowing who wrote it: a descriptor stored under
+    another descriptor's digest, a pool record that does not decode (a generation out of
+    range). Only the rogue's own DHT node keeps them, even at the largest version."""
+    genuine = mesh.record("demo")
+    text = "sfConfig extends Compound {}"
+    other = PoolSpec("demo", text, hashlib.sha256(text.encode()).hexdigest())
+    beyond = dataclasses.replace(genuine, generation=2**62).encode()  # encode checks nothing
+    seeds = mesh.dht_seeds()
+    top = 2**63 - 1
+
+    async def forge(rogue: Rogue) -> list[int]:
+        spec_key = f"spec/{genuine.digest}"
+        return [
+            await rogue.store_value(seeds, spec_key, b"\x00" + other.encode(), top, sequence=top),
+            await rogue.store_value(seeds, "pool/demo", b"\x00" + beyond, top, sequence=top),
+        ]
+
+    assert mesh.rogue(forge) == [1, 1]  # the rogue's own node only
+    assert mesh.running("demo")
 
 
 @pytest.mark.xfail(reason="needs h12-records", strict=False)
