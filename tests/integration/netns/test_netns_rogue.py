@@ -335,6 +335,9 @@ def test_forged_orders_change_nothing(mesh: RogueMesh) -> None:
             await rogue.rpc(at, shepherd.name, {**submit, "from": shepherd.name}),
             await rogue.rpc(at, shepherd.name, {**submit, "from": "mallory"}),
             await rogue.rpc(
+                at, shepherd.name, {**submit, "generation": 2**62, "from": shepherd.name}
+            ),
+            await rogue.rpc(
                 mesh.gossip(successor),
                 successor.name,
                 {
@@ -352,8 +355,8 @@ def test_forged_orders_change_nothing(mesh: RogueMesh) -> None:
             await rogue.rpc(at, shepherd.name, {"rpc": "reports", "reports": [report]}),
         ]
 
-    submitted, submitted_as_mallory, handed, inventory, reported = mesh.rogue(speak_for_members)
-    assert submitted["ok"] is False and submitted_as_mallory["ok"] is False
+    submitted, as_mallory, beyond, handed, inventory, reported = mesh.rogue(speak_for_members)
+    assert submitted["ok"] is False and as_mallory["ok"] is False and beyond["ok"] is False
     assert "error" in handed and "error" in inventory, (handed, inventory)
     assert reported["ok"] is True  # answered, but the report is dropped (and counted)
     time.sleep(1)
@@ -367,6 +370,7 @@ def test_forged_orders_change_nothing(mesh: RogueMesh) -> None:
         aimed += 4 if name == shepherd.name else 0
         aimed += 1 if name == successor.name else 0
         assert rose(before[name], after[name], "wrong_sender") >= aimed, (name, after[name])
+    assert rose(before[shepherd.name], after[shepherd.name], "generation") >= 1
 
 
 def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh) -> None:
