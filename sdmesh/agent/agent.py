@@ -344,6 +344,11 @@ class Agent:
         dht = self.dht = Dht(node_id=node_id_for(config.name))
         await dht.start((config.bind[0], bound[1] + 1), self.security)
         stack.callback(dht.stop)
+        # Replicas keep, and lookups read, only descriptors under their own digest and
+        # well-formed pool records: a forgery at a higher version must not replace them.
+        from sdmesh.pools.record_admission import pool_admission
+
+        dht.set_admission(pool_admission(None))
 
         # Descriptors are resolved in a worker process (issue 11.5), started now so the
         # first submission does not pay its cold start.
@@ -354,7 +359,6 @@ class Agent:
 
         # Pools: this host's share (rebuilt from libvirt) and the pools it shepherds.
         from sdmesh.agent.pools import PoolService
-        from sdmesh.pools.record_admission import pool_admission
         from sdmesh.trust.termination import termination_check, termination_signer
 
         lease = self.lease
@@ -374,9 +378,6 @@ class Agent:
             # Terminations: signed by an operator, or no further than what a host knows.
             pools.termination_check = termination_check(self.trust)
             pools.termination_signer = termination_signer(self.trust)
-        # Replicas keep, and lookups read, only descriptors under their own digest and
-        # well-formed pool records: a forgery at a higher version must not replace them.
-        dht.set_admission(pool_admission(None))
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools
