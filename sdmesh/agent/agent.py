@@ -141,6 +141,7 @@ class Agent:
             totals.update(self.identity.refusals.as_dict())
         if self.keyring_admin is not None:
             totals["keyring_refused"] = self.keyring_admin.refused
+        totals["rumor_clock"] = self.node.core.stats.rumors_refused  # forged Lamport times
         return totals
 
     def dht_drops(self) -> dict[str, int]:
@@ -343,6 +344,11 @@ class Agent:
         dht = self.dht = Dht(node_id=node_id_for(config.name))
         await dht.start((config.bind[0], bound[1] + 1), self.security)
         stack.callback(dht.stop)
+        # Replicas keep, and lookups read, only descriptors under their own digest and
+        # well-formed pool records: a forgery at a higher version must not replace them.
+        from sdmesh.pools.record_admission import pool_admission
+
+        dht.set_admission(pool_admission(None))
 
         # Descriptors are resolved in a worker process (issue 11.5), started now so the
         # first submission does not pay its cold start.

@@ -21,6 +21,7 @@ from sdmesh.dht.protocol import contact_of
 from sdmesh.dht.records import MAX_VERSION, DhtRecord, RecordAuthority
 from sdmesh.dht.server import DhtServer
 from sdmesh.dht.state import DhtState
+from sdmesh.dht.storage import Admission
 from sdmesh.transport import TransportSecurity
 
 
@@ -120,6 +121,12 @@ class Dht:
         """The version this node itself holds (no network)."""
         server = self._running
         return server.storage.get(location_of(as_key(key)), time.monotonic())
+
+    def set_admission(self, admit: Admission | None) -> None:
+        """Have this node keep and read only the records ``admit`` takes (see ``Admission``):
+        a refused version does not replace the one held, and a lookup ignores refused copies
+        (counted in ``counters.bad_records`` and ``refused_stores``)."""
+        self._running.storage.admit = admit
 
     def contacts(self) -> list[Contact]:
         """Every contact in the routing table."""

@@ -182,6 +182,10 @@ class DhtServer(Server):  # type: ignore[misc]  # kademlia is untyped
         if not accept(None, record, self.authority, location=location).accepted:
             self.counters.bad_records += 1
             return None
+        admit = self.storage.admit
+        if admit is not None and not admit(record):  # a forgery must not win the lookup
+            self.counters.bad_records += 1
+            return None
         return record
 
     def _repair(

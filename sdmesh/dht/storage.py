@@ -11,7 +11,7 @@ monotonic seconds), so the store is deterministic to test.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sdmesh.dht.ids import distance
 from sdmesh.dht.records import Decision, DhtRecord, RecordAuthority, accept
@@ -19,6 +19,12 @@ from sdmesh.dht.records import Decision, DhtRecord, RecordAuthority, accept
 DEFAULT_MAX_RECORDS = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_TTL = 24 * 3600.0
+
+Admission = Callable[[DhtRecord], bool]
+"""Whether the application takes a record the cluster key authenticated (a pool record
+proven by a writer entitled to it, say): anyone holding the key can write any version, so
+without this a forgery at a higher version replaces the genuine record on every replica and
+wins every lookup."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -56,6 +62,9 @@ class RecordStore:
         self.ttl = ttl
         self._entries: dict[bytes, StoredRecord] = {}
         self._bytes = 0
+        self.admit: Admission | None = None
+        """Consulted before a new version is kept here, and by lookups for every copy read
+        (sdmesh.dht.server): one refused neither replaces the record held nor is returned."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,6 +87,8 @@ class RecordStore:
         )
         if not decision.accepted:
             return decision
+        if decision is Decision.STORE and self.admit is not None and not self.admit(record):
+            return Decision.UNAUTHENTICATED
         encoded = record.encode()
         if entry is None:
             if not self._make_room(location, len(encoded), now):

@@ -88,6 +88,8 @@ class Stats:
     rumors_published: int = 0
     rumors_learned: int = 0
     """New values the rumor map took, our own publications included."""
+    rumors_refused: int = 0
+    """Rumors far above our Lamport clock (``core_rules.MAX_LTIME_STEP``): a forgery."""
 
 
 @dataclass(slots=True)

@@ -21,6 +21,12 @@ from sdmesh.membership.suspicion import Suspicion
 from sdmesh.membership.table import Record
 from sdmesh.membership.wire import MAX_UINT64, MalformedMessage, packed_size
 
+#: How far above our Lamport clock a rumor may be: every publication moves the mesh's clock by
+#: one, so no mesh gets near this honestly, while a key holder's rumor at 2**64-1 would leave
+#: every member's clock exhausted (no publication again: pool states, tombstones,
+#: revocations). Refused rumors are counted (``Stats.rumors_refused``).
+MAX_LTIME_STEP = 2**32
+
 
 class StateRules(IdentityChecks):
     """Alive, suspect and dead rules, refutation, and rumors."""
@@ -204,6 +210,9 @@ class StateRules(IdentityChecks):
 
     def _learn(self, rumor: Rumor, published: float) -> bool:
         """Offer ``rumor`` to the map; report it if taken."""
+        if rumor.ltime > self._rumors.clock + MAX_LTIME_STEP:
+            self.stats.rumors_refused += 1
+            return False
         if self.identity is not None and not self.identity.admit_rumor(rumor):
             return False
         if not self._rumors.offer(rumor, published, self._now):

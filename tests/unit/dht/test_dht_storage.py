@@ -140,3 +140,16 @@ def test_due_for_republish_skips_recently_stored_records() -> None:
 def test_bounds_must_be_positive(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RecordStore(OWN, AUTHORITY, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_version_the_application_refuses_does_not_replace_the_record_held() -> None:
+    """Anyone holding the cluster key authenticates any version: the admission check (a pool
+    record's writer proof) keeps a forgery at a higher version from replacing the genuine."""
+    store = RecordStore(OWN, AUTHORITY)
+    store.admit = lambda rec: not rec.value.startswith(b"forged")
+    assert offer(store, record(generation=1, value=b"genuine")) is Decision.STORE
+    forged = record(generation=2**63 - 1, sequence=2**63 - 1, value=b"forged")
+    assert offer(store, forged) is Decision.UNAUTHENTICATED
+    assert store.get(location_of(b"pool/a"), 1.0) == record(generation=1, value=b"genuine")
+    assert offer(store, record(generation=2, value=b"genuine")) is Decision.STORE
+    assert offer(store, record(generation=2, value=b"genuine")) is Decision.DUPLICATE

@@ -421,3 +421,24 @@ def test_malformed_rumors_from_the_network_are_refused(fields: list[object]) -> 
 def test_rumor_message_sizes_are_as_budgeted() -> None:
     biggest = RumorUpdate(Rumor("t" * 32, "k" * 128, 2**64 - 1, "n" * 128, bytes(640)), 2**32 - 1)
     assert packed_size(biggest.to_wire()) < 1100
+
+
+def test_a_rumor_far_above_the_clock_is_refused_and_counted() -> None:
+    """A key holder's rumor at the largest Lamport time would exhaust every member's clock:
+    no publication (pool states, tombstones, revocations) would ever be possible again."""
+    from sdmesh.membership.core_rules import MAX_LTIME_STEP
+
+    h = Harness("me", PEERS)
+    h.receive("b", RumorUpdate(rumor("k", 41), 0))
+    for forged in (2**64 - 1, 41 + MAX_LTIME_STEP + 1):
+        h.receive("mallory", RumorUpdate(rumor("k", forged, "mallory", b"forged"), 0))
+        h.feed(StreamReceived(addr_of("c"), push_pull(RumorUpdate(rumor("j", forged), 0)), 7))
+    assert h.core.rumor_clock == 41
+    assert h.core.rumor("t", "k") == rumor("k", 41)
+    assert h.core.rumor("t", "j") is None
+    assert h.core.stats.rumors_refused == 4
+    [mine] = learned(h.feed(Publish("t", "k", b"mine")))
+    assert mine.ltime == 42
+    # A big but honest step (a member that was away while the mesh published) is taken.
+    h.receive("c", RumorUpdate(rumor("k", 42 + MAX_LTIME_STEP, "c"), 0))
+    assert h.core.rumor_clock == 42 + MAX_LTIME_STEP
