@@ -390,6 +390,8 @@ class Agent:
                 self.identity.rumor_checks[topic] = pools.admit_rumor
             if self.trust is not None:
                 pools.envelope_check = envelope_checker(self.trust, time.time)
+            # DHT replicas and lookups keep only records the pool service would take.
+            dht.set_admission(pool_admission(pools.record_taken))
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools

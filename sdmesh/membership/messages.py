@@ -46,8 +46,8 @@ MAX_TOPIC_BYTES = 32
 MAX_RUMOR_KEY_BYTES = 128
 MAX_RUMOR_PAYLOAD_BYTES = 640
 """Topic, key and payload limits (UTF-8 bytes for the strings): with an ASCII origin name and
-the clock, a rumor stays under 1,100 bytes, so it fits a 1,400-byte datagram next to a probe. 640: the
-largest tombstone (a 255-character member name, an operator's termination signature for a
+the clock, a rumor stays under 1,100 bytes: it fits a 1,400-byte datagram next to a probe. 640:
+the largest tombstone (a 255-character member name, an operator's termination signature for a
 63-character pool by a 63-character operator) takes about 550."""
 
 

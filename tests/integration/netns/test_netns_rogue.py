@@ -406,7 +406,9 @@ def test_huge_generations_are_refused_and_the_name_stays_usable(mesh: RogueMesh)
         got = (before[name], after[name])
         assert rose(*got, "tombstone") >= 2 * len(HUGE), got  # its own RPCs
         if name == mesh.names[0]:  # heard the rumors first-hand (the others may relay them)
-            assert rose(*got, "generation") >= 2 * len(HUGE), got
+            # Unsigned pool rumors are refused for their missing proof (identities are on)
+            # before their generation is looked at; tombstones count as tombstone either way.
+            assert rose(*got, "generation") + rose(*got, "rumor") >= 2 * len(HUGE), got
             assert rose(*got, "tombstone") >= 4 * len(HUGE), got
             assert rose(*got, "rumor_clock") >= 1, got
     # The name the forgeries aimed at: submitted, running, terminated, as any other.
@@ -442,7 +444,6 @@ def test_forged_descriptors_and_malformed_records_are_not_kept(mesh: RogueMesh) 
     assert mesh.running("demo")
 
 
-@pytest.mark.xfail(reason="needs h12-records", strict=False)
 def test_forged_records_do_not_steer_the_takeover(mesh: RogueMesh) -> None:
     names = mesh.names
     shepherd = mesh.host(str(shepherd_of("demo", names)))
@@ -504,7 +505,6 @@ def test_forged_records_do_not_steer_the_takeover(mesh: RogueMesh) -> None:
     assert any(v > 0 for v in counted.values()), (before, after)
 
 
-@pytest.mark.xfail(reason="needs h12-term", strict=False)
 def test_forged_tombstones_at_the_pools_generation_change_nothing(mesh: RogueMesh) -> None:
     live = mesh.alive_members()
     names = [h.name for h in live]
@@ -546,7 +546,6 @@ def test_forged_tombstones_at_the_pools_generation_change_nothing(mesh: RogueMes
         assert rose(before[name], after[name], "tombstone") >= 2, (name, after[name])
 
 
-@pytest.mark.xfail(reason="needs h12-records", strict=False)
 def test_forged_pool_rumors_change_nothing(mesh: RogueMesh) -> None:
     live = mesh.alive_members()
     status, answer = mesh.call(
