@@ -25,6 +25,10 @@ A record is **entitled** when its writer
   this pool and this digest (checked against the reader's trust store when it has one). The
   member whose API accepted a submission writes it when the shepherd did not take the pool at
   once (sdmesh.agent.pools.operations.submit), and the shepherd takes it over from there.
+  Only while the envelope is recent (``SUBMISSION_RECORD_TTL``): envelopes are public, and
+  an old one must not let any member write a nothing-placed record above a running pool's.
+  Even then a submission record never *supersedes* a shepherd running the pool
+  (``supersedes``): it only starts a pool nobody shepherds yet.
 
 Without identities nothing is signed or checked: records and rumors are trusted to whoever
 holds the cluster key (docs/security.md).
@@ -115,6 +119,14 @@ def seal_rumor(
     return sealed
 
 
+#: How long after its operator signed the envelope a submission record is taken (seconds).
+#: It only has to cover a shepherd that did not take the pool at once (leaving, restarting:
+#: its successor takes the pool over within minutes); past it, a member replaying a public
+#: envelope cannot write a nothing-placed record that replicas and readers take over the
+#: genuine one (which would have the next shepherd destroy and rebuild every VM).
+SUBMISSION_RECORD_TTL: Final = 3600.0
+
+
 #: ``rumor_refusal``'s verdict for a writer whose certificate this host has not seen yet.
 UNKNOWN_WRITER: Final = "unknown-writer"
 
@@ -159,16 +171,24 @@ def pool_rumor_refusal(
     that a pool is deploying may come from any member (the one whose API took a submission
     announces it), any other state only from the shepherd it names, entitled as for records
     (``SHEPHERD_RANKS`` closest among ``members`` and itself, or ``followed``)."""
-    writer = body.get(WRITER_FIELD)
-    if body.get("state") == "deploying":
+    if body.get("state") == "deploying" or from_shepherd(key, body, members, followed):
         return None
-    if (
+    return f"a pool rumor about {key} from a member that does not shepherd it"
+
+
+def from_shepherd(
+    key: str, body: Mapping[str, object], members: Iterable[str], followed: str = ""
+) -> bool:
+    """Whether a pool rumor's writer is the shepherd it names, entitled as for records. Only
+    such a rumor lifts a tombstone: a submitter's "deploying" rumor carries no envelope, and
+    anyone may write one (an old envelope must not revive a terminated pool; the shepherd,
+    which checked the envelope, announces the pool when it starts shepherding it)."""
+    writer = body.get(WRITER_FIELD)
+    return (
         isinstance(writer, str)
         and writer == body.get("shepherd")
         and (writer == followed or ranked_entitled(key, writer, members))
-    ):
-        return None
-    return f"a pool rumor about {key} from a member that does not shepherd it"
+    )
 
 
 def is_submission(record: PoolRecord) -> bool:
@@ -179,6 +199,29 @@ def is_submission(record: PoolRecord) -> bool:
         and not record.away
         and not record.vouched
     )
+
+
+def is_foreign_submission(record: PoolRecord) -> bool:
+    """A submission record written by another member than the shepherd it names."""
+    return bool(record.writer) and record.writer != record.shepherd and is_submission(record)
+
+
+def supersedes(stored: PoolRecord, generation: int) -> bool:
+    """Whether ``stored``, read back by a shepherd running its pool at ``generation``, says
+    another shepherd took the pool over meanwhile: a higher generation, and not a submission
+    record by another member (it starts a pool nobody shepherds; above a running one it is a
+    replayed envelope, never a takeover)."""
+    return stored.generation > generation and not is_foreign_submission(stored)
+
+
+def envelope_signed_at(signature: bytes) -> int | None:
+    """When the operator signed ``signature`` (Unix seconds), or None if it is not one."""
+    from sdmesh.trust.signatures import DescriptorSignature, SignatureFormatError
+
+    try:
+        return DescriptorSignature.decode(signature).signed_at if signature else None
+    except SignatureFormatError:
+        return None
 
 
 def ranked_entitled(pool: str, name: str, members: Iterable[str]) -> bool:
@@ -209,11 +252,14 @@ def record_refusal(
     check: CheckSigned,
     followed: str = "",
     envelope_check: EnvelopeCheck | None = None,
+    now: float | None = None,
 ) -> str | None:
     """Why a record read from the DHT is not taken, or None (module docstring): unsigned, a
     proof that does not verify, or a writer not entitled to write it. ``members``: the
     reader's members (live and counted); ``followed``: the shepherd whose orders this host
-    follows for the pool; ``envelope_check``: the reader's trust store, if any."""
+    follows for the pool; ``envelope_check``: the reader's trust store, if any; ``now``:
+    the reader's wall clock (Unix seconds), against which a submission record's envelope
+    must be at most ``SUBMISSION_RECORD_TTL`` old (None: not checked)."""
     pool, writer = record.pool, record.writer
     if not writer or not record.proof:
         return f"pool {pool}: a record without its writer's proof"
@@ -226,6 +272,17 @@ def record_refusal(
         if not ranked_entitled(pool, record.shepherd, names):
             return f"pool {pool}: a submission record naming {record.shepherd}, not its shepherd"
         problem = envelope_shape_refusal(record.signature, pool, record.digest)
+        signed_at = envelope_signed_at(record.signature)
+        if (
+            problem is None
+            and now is not None
+            and signed_at is not None
+            and signed_at < now - SUBMISSION_RECORD_TTL
+        ):
+            return (
+                f"pool {pool}: a submission record by {writer} whose operator signature is "
+                f"over {SUBMISSION_RECORD_TTL:.0f} s old"
+            )
         if problem is None and envelope_check is not None:
             problem = envelope_check(record.signature, pool, record.digest)
         if problem is None:

@@ -75,9 +75,10 @@ class ViewFollower(PoolState):
         if not quorate or not may_act:
             return
         for pool, known in self.known.items():
+            tomb = self.tombs.get(pool)
             if (
                 pool not in self.shepherding
-                and pool not in self.tombs
+                and (tomb is None or not tomb.covers(known.generation))
                 and known.state not in ("terminated", "failed")
                 and self.shepherd_for(pool) == self.name
                 and not self._being_handed_over(pool)
@@ -131,9 +132,21 @@ class ViewFollower(PoolState):
         if record is None:
             self._retry_take_over(pool, "no record in the DHT yet")
             return
-        if record.state in ("terminated", "failed") or pool in self.shepherding:
+        tomb = self.tombs.get(pool)
+        if (
+            record.state in ("terminated", "failed")
+            or pool in self.shepherding
+            or (tomb is not None and tomb.covers(record.generation))
+        ):
             self._takeover_misses.pop(pool, None)
             return
+        if tomb is not None:
+            # Above the tombstone: a resubmission, whose record must carry an operator
+            # signature made after the termination (an old, public envelope revives nothing).
+            refused = self.resurrection_refusal(pool, record.generation, record.signature)
+            if refused is not None:
+                self._retry_take_over(pool, refused)
+                return
         if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
             return
         try:
@@ -145,6 +158,9 @@ class ViewFollower(PoolState):
         if self.shepherd_for(pool) != self.name or self.leaving or not self.has_quorum():
             return  # the view changed while the descriptor was read and resolved
         self._takeover_misses.pop(pool, None)
+        tomb = self.tombs.get(pool)
+        if tomb is not None and not tomb.covers(record.generation):
+            del self.tombs[pool]  # a resubmission: the tombstone is the old pool's
         # Above what a host fenced us with, even when the DHT has not shown that record yet.
         generation = max(record.generation, self._takeover_floor.pop(pool, 0)) + 1
         await self._shepherd(spec, generation, record)

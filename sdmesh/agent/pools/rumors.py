@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 #: How often the pools shepherded here are announced again: well within the rumor TTL (a
 #: day), so a live pool's rumor never expires.
 ANNOUNCE_PERIOD = 4 * 3600.0
+
+
+#: Within one generation a pool only moves forward through these states.
+STATE_ORDER: Final = {"deploying": 0, "running": 1, "terminating": 2, "terminated": 3, "failed": 3}
+
+
+def rumor_is_older(heard: KnownPool, held: KnownPool) -> bool:
+    """Whether a pool rumor says less than what this host knows: a lower generation, or the
+    same generation and an earlier state (deploying < running < terminating < terminated or
+    failed). A resubmission always starts at a higher generation, so it is never older."""
+    if heard.generation != held.generation:
+        return heard.generation < held.generation
+    return STATE_ORDER.get(heard.state, -1) < STATE_ORDER.get(held.state, -1)
 
 
 class RumorFollower(PoolState):
@@ -65,9 +78,19 @@ class RumorFollower(PoolState):
                 time.monotonic(),
                 int(generation),
             )
+            held = self.known.get(rumor.key)
+            if held is not None and rumor_is_older(known, held):
+                # A replay (an old genuine rumor republished with a fresh Lamport time) must
+                # not bring a pool back in this host's view: "already exists" on submit.
+                log.debug("pool %s: a rumor older than what is known: ignored", rumor.key)
+                return
             self.known[rumor.key] = known
             tomb = self.tombs.get(rumor.key)
-            if tomb is not None and tomb.superseded_by(known.state, known.generation):
+            if (
+                tomb is not None
+                and tomb.superseded_by(known.state, known.generation)
+                and self.lifts_tombstone(rumor.key, body)  # identities on: its shepherd's
+            ):
                 log.info(
                     "pool %s: submitted again (generation %d) after its termination",
                     rumor.key,

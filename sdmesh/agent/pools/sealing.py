@@ -6,6 +6,7 @@ counted (``record``, ``rumor``, ``tombstone``). Without identities this changes 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final
 
 import msgpack
@@ -42,12 +43,21 @@ class RecordSeals(MembershipView):
         if check is None:
             return True
         refusal = seal.record_refusal(
-            record, self._members(), check, self.host.shepherd_of(record.pool), self.envelope_check
+            record,
+            self._members(),
+            check,
+            self.host.shepherd_of(record.pool),
+            self.envelope_check,
+            now=self.wall_clock(),
         )
         if refusal is None:
             return True
         self.refusals.refuse(authz.RECORD, refusal)
         return False
+
+    def wall_clock(self) -> float:
+        """Unix seconds: a submission record's envelope is judged against it."""
+        return time.time()
 
     def reseal_records(self) -> None:
         """With identities: store the record of every live pool shepherded here again (through
@@ -96,6 +106,14 @@ class RecordSeals(MembershipView):
         reason = authz.TOMBSTONE if topic == TOPIC_TOMB else authz.RUMOR
         self.refusals.refuse(reason, message)
         return True
+
+    def lifts_tombstone(self, pool: str, body: dict[str, Any]) -> bool:
+        """Whether a pool rumor newer than ``pool``'s tombstone may lift it: any without
+        identities; with them, only its entitled shepherd's (sdmesh.pools.record_seal.
+        from_shepherd), which announces a resubmitted pool when it starts shepherding it."""
+        if self.check_signed is None:
+            return True
+        return seal.from_shepherd(pool, body, self._members(), self.host.shepherd_of(pool))
 
     def admit_rumor(self, rumor: Any) -> bool:
         """The membership core's check of a pool or tombstone rumor before it stores or

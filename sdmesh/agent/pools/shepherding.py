@@ -61,6 +61,19 @@ class ShepherdDriver(PoolState):
         offers = self.offers()
         core = sc.Shepherd(record, tree, layout(tree), spec.kinds, offers, wall_offset)
         self.shepherding[spec.pool] = ShepherdRun(core)
+        if self.prove is not None:
+            # Identities on: only the shepherd's own rumor lifts the name's tombstone on other
+            # hosts (a submitter's "deploying" does not), so say at once who runs it now.
+            self._publish(
+                TOPIC_POOL,
+                spec.pool,
+                {
+                    "digest": spec.digest,
+                    "state": record.state,
+                    "shepherd": self.name,
+                    "generation": generation,
+                },
+            )
         self._feed(spec.pool, sc.MembersChanged(offers, self.away_hosts()))
         self._feed(spec.pool, sc.Begin(vouched or {}))
         if spec.pool in self.tombs:

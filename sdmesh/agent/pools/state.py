@@ -359,6 +359,9 @@ class PoolState:
     def rumor_refused(self, rumor: Any, body: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    def lifts_tombstone(self, pool: str, body: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
     def _on_rumor(self, rumor: Any) -> None:
         raise NotImplementedError
 

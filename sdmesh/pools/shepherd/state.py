@@ -113,8 +113,11 @@ class ShepherdState:
 
     def superseded_by(self, stored: PoolRecord) -> bool:
         """A record saved by someone else while we were paused: another shepherd took the
-        pool over, so this core's state is stale and must not resume."""
-        return stored.generation > self.generation
+        pool over, so this core's state is stale and must not resume. Never a submission
+        record another member wrote (sdmesh.pools.record_seal.supersedes)."""
+        from sdmesh.pools.record_seal import supersedes
+
+        return supersedes(stored, self.generation)
 
     def announcement(self) -> Announce | None:
         """What the driver publishes again every few hours (``ANNOUNCE_PERIOD``): the pool's
