@@ -137,11 +137,14 @@ def rumor_refusal(
     body: Mapping[str, object],
     check: CheckSigned,
     certificate_of: Callable[[str], bytes | None],
+    origin: str | None = None,
 ) -> tuple[str, str] | None:
     """Why a rumor body is not its writer's word, as (verdict, message), or None. Verdict
     ``UNKNOWN_WRITER``: this host knows no certificate for the writer yet (``certificate_of``:
     the certificate in the member's verified membership claims; a joiner may hear a rumor
     before its writer), to be tried again later; ``refused``: no writer or signature, a
+    rumor whose ``origin`` (the member the membership layer says published it) is not its
+    writer (a writer publishes its own rumors; another republishing one is replaying it), a
     tombstone (``by``) in another member's name, or a signature ``check`` refuses."""
     writer, signature = body.get(WRITER_FIELD), body.get(PROOF_FIELD)
     refused = "refused"
@@ -150,6 +153,8 @@ def rumor_refusal(
     if not is_member_name(writer):
         return refused, f"a {topic} rumor about {key} without a well-formed writer"
     assert isinstance(writer, str)
+    if origin is not None and origin != writer:
+        return refused, f"a {topic} rumor about {key} by {writer} published by another member"
     if "by" in body and body["by"] != writer:
         return refused, f"a {topic} rumor about {key} written by {writer} in another's name"
     try:

@@ -90,7 +90,7 @@ class RecordSeals(MembershipView):
             return False
         topic, key = rumor.topic, rumor.key
         self._parked.pop((topic, key), None)  # a newer rumor supersedes the one kept aside
-        refusal = seal.rumor_refusal(topic, key, body, check, self._certificate_of)
+        refusal = seal.rumor_refusal(topic, key, body, check, self._certificate_of, rumor.origin)
         if refusal is None and topic == TOPIC_POOL:
             wrong = seal.pool_rumor_refusal(key, body, self._members(), self.host.shepherd_of(key))
             refusal = ("refused", wrong) if wrong is not None else None
@@ -135,7 +135,9 @@ class RecordSeals(MembershipView):
         except Exception:  # msgpack raises several unrelated types
             body = None
         refusal = (
-            seal.rumor_refusal(rumor.topic, rumor.key, body, check, self._certificate_of)
+            seal.rumor_refusal(
+                rumor.topic, rumor.key, body, check, self._certificate_of, rumor.origin
+            )
             if isinstance(body, dict)
             else ("refused", f"a malformed {rumor.topic} rumor about a pool")
         )

@@ -160,7 +160,7 @@ def test_without_identities_records_are_neither_sealed_nor_checked(tmp_path: Pat
 
 # ------------------------------------------------------------------------ rumors
 def sealed_rumor(topic: str, key: str, body: dict[str, object], writer: str) -> Any:
-    return rumor(topic, key, seal.seal_rumor(topic, key, body, writer, HOSTS[writer].prove))
+    return rumor(topic, key, seal.seal_rumor(topic, key, body, writer, HOSTS[writer].prove), writer)
 
 
 def test_unsigned_or_forged_rumors_are_ignored_and_counted(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_what_this_agent_publishes_is_sealed_and_taken_back(tmp_path: Path) -> N
         topic, key, payload = svc.node.published[-1]
         body = msgpack.unpackb(payload)
         assert body["writer"] == "h0" and len(body["proof"]) == 64
-        svc._on_rumor(rumor(topic, key, body))
+        svc._on_rumor(rumor(topic, key, body, "h0"))
         assert svc.tombs["web"].generation == 5
         assert sum(svc.refusals.counts.values()) == 0
         await svc.close()
@@ -289,7 +289,8 @@ def test_the_identity_checker_admits_only_rumors_the_pool_service_takes(tmp_path
             forged = {**genuine, "gen": 2**31 - 1}
 
             def as_rumor(topic: str, payload: dict[str, object]) -> Rumor:
-                return Rumor(topic, "web", 9, "h1", msgpack.packb(payload, use_bin_type=True))
+                origin = str(payload["writer"])
+                return Rumor(topic, "web", 9, origin, msgpack.packb(payload, use_bin_type=True))
 
             assert identity.admit_rumor(as_rumor("tomb", genuine))
             for _ in range(5):  # gossip repeats it: counted once

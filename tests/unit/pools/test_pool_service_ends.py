@@ -92,8 +92,9 @@ def service(tmp_path: Path, names: list[str] | None = None) -> ap.PoolService:
     )
 
 
-def rumor(topic: str, key: str, body: object) -> Any:
-    return SimpleNamespace(topic=topic, key=key, payload=msgpack.packb(body))
+def rumor(topic: str, key: str, body: object, origin: str = "h9") -> Any:
+    """A rumor as the membership layer delivers it (``origin``: who published it)."""
+    return SimpleNamespace(topic=topic, key=key, payload=msgpack.packb(body), origin=origin)
 
 
 def test_an_old_tombstone_heard_after_the_resubmission_is_ignored(tmp_path: Path) -> None:
