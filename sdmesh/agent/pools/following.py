@@ -74,7 +74,9 @@ class ViewFollower(PoolState):
                     self._spawn(self._resume(pool, run))
         if not quorate or not may_act:
             return
-        for pool, known in self.known.items():
+        for pool in [p for p in self._hints if p in self.known or p in self.shepherding]:
+            del self._hints[pool]  # what this host knows of it now says more
+        for pool, known in [*self.known.items(), *self._hints.items()]:
             tomb = self.tombs.get(pool)
             if (
                 pool not in self.shepherding
@@ -130,6 +132,9 @@ class ViewFollower(PoolState):
         if local is not None and (record is None or local.generation > record.generation):
             record = local  # our last save did not reach the DHT (or is newer than its copy)
         if record is None:
+            if pool not in self.known and self._hints.pop(pool, None) is not None:
+                self._takeover_misses.pop(pool, None)
+                return  # only a hint (its writer unknown here), and no record behind it
             self._retry_take_over(pool, "no record in the DHT yet")
             return
         tomb = self.tombs.get(pool)
@@ -139,6 +144,7 @@ class ViewFollower(PoolState):
             or (tomb is not None and tomb.covers(record.generation))
         ):
             self._takeover_misses.pop(pool, None)
+            self._hints.pop(pool, None)
             return
         if tomb is not None:
             # Above the tombstone: a resubmission, whose record must carry an operator

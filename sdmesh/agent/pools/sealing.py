@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
 
-from sdmesh.agent.pools.common import TOPIC_POOL, TOPIC_TOMB
+from sdmesh.agent.pools.common import TOPIC_POOL, TOPIC_TOMB, KnownPool
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import authz
 from sdmesh.pools import record_seal as seal
@@ -23,9 +24,24 @@ log = logging.getLogger(__name__)
 #: Rumors kept aside until their writer is known (a joiner hears rumors and members in no
 #: particular order); the oldest kept is dropped beyond this.
 MAX_PARKED: Final = 1024
-#: Rumors (topic, key, payload) whose proof was checked for the membership core, remembered
-#: so the copies gossip repeats cost a look-up; forgotten all at once beyond this.
+#: Rumors whose proof was checked for the membership core, remembered (with the writer's
+#: certificate) so the copies gossip repeats cost a look-up; forgotten all at once beyond this.
 MAX_ADMITTED: Final = 4096
+#: Seconds a refusal is remembered: a writer's certificate may be renewed late, or a rumor
+#: heard before a revocation list caught up; its copies meanwhile cost a look-up.
+ADMIT_REFUSAL_TTL: Final = 60.0
+#: Pools known only from rumors of writers unknown here, kept as takeover hints.
+MAX_HINTS: Final = 256
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A remembered verdict of ``admit_rumor``: whether admitted, until when a refusal holds
+    (monotonic), and the writer (whose certificate is part of the key)."""
+
+    admitted: bool
+    until: float
+    writer: str
 
 
 class RecordSeals(MembershipView):
@@ -118,22 +134,32 @@ class RecordSeals(MembershipView):
     def admit_rumor(self, rumor: Any) -> bool:
         """The membership core's check of a pool or tombstone rumor before it stores or
         forwards it (identities on; ``IdentityChecker.rumor_checks``): refused unless it
-        carries its writer's valid proof, so a forged rumor never displaces a genuine one in
-        any member's store. A writer not known yet is refused quietly (push-pull offers the
-        rumor again); forgeries are counted once per distinct rumor (gossip repeats them).
-        The proof only: who may say what about a pool depends on each host's view, and is
-        ``rumor_refused``'s to judge (a view must not keep a rumor from spreading)."""
+        carries its writer's valid proof and was published by its writer, so a forged rumor
+        never displaces a genuine one in any member's store. A writer not known yet is
+        refused quietly (push-pull offers the rumor again), and a pool rumor of one is kept
+        as a hint (``_hint``); forgeries are counted once per distinct rumor (gossip repeats
+        them). The proof only: who may say what about a pool depends on each host's view,
+        and is ``rumor_refused``'s to judge (a view must not keep a rumor from spreading).
+
+        Verdicts are remembered per rumor *and* the writer's current certificate, so a
+        renewed or re-enrolled writer is checked again at once, and a revoked one (its claims
+        drop their certificate) is never admitted from memory; refusals are forgotten after
+        ``ADMIT_REFUSAL_TTL`` all the same (``forget_stale_admissions``)."""
         check = self.check_signed
         if check is None:
             return True
-        seen = (rumor.topic, rumor.key, rumor.payload)
-        verdict = self._admitted.get(seen)
-        if verdict is not None:
-            return verdict
         try:
             body = msgpack.unpackb(rumor.payload, raw=False)
         except Exception:  # msgpack raises several unrelated types
             body = None
+        writer = body.get(seal.WRITER_FIELD) if isinstance(body, dict) else None
+        writer = writer if isinstance(writer, str) else ""
+        certificate = (self._certificate_of(writer) if writer else None) or b""
+        seen = (rumor.topic, rumor.key, rumor.payload, rumor.origin, certificate)
+        now = time.monotonic()
+        remembered = self._admitted.get(seen)
+        if remembered is not None and (remembered.admitted or remembered.until > now):
+            return bool(remembered.admitted)
         refusal = (
             seal.rumor_refusal(
                 rumor.topic, rumor.key, body, check, self._certificate_of, rumor.origin
@@ -142,14 +168,54 @@ class RecordSeals(MembershipView):
             else ("refused", f"a malformed {rumor.topic} rumor about a pool")
         )
         if refusal is not None and refusal[0] == seal.UNKNOWN_WRITER:
+            if rumor.topic == TOPIC_POOL and isinstance(body, dict):
+                self._hint(rumor.key, body)
             return False  # not remembered: admitted once its writer is known
         if len(self._admitted) >= MAX_ADMITTED:
             self._admitted.clear()
-        self._admitted[seen] = refusal is None
+        self._admitted[seen] = _Verdict(refusal is None, now + ADMIT_REFUSAL_TTL, writer)
         if refusal is not None:
             reason = authz.TOMBSTONE if rumor.topic == TOPIC_TOMB else authz.RUMOR
             self.refusals.refuse(reason, refusal[1])
         return refusal is None
+
+    def forget_stale_admissions(self) -> None:
+        """Forget the verdicts remembered under a certificate that is no longer its writer's
+        (renewed, re-enrolled, revoked: a revoked member's claims lose theirs), and refusals
+        past ``ADMIT_REFUSAL_TTL``. Called on membership changes."""
+        now = time.monotonic()
+        for seen, verdict in list(self._admitted.items()):
+            current = (self._certificate_of(verdict.writer) if verdict.writer else None) or b""
+            if current != seen[4] or (not verdict.admitted and verdict.until <= now):
+                del self._admitted[seen]
+
+    def _hint(self, pool: str, body: dict[str, Any]) -> None:
+        """A pool rumor from a writer this host knows no certificate of (a shepherd that died
+        before this agent saw it alive: push-pull carries no proof for dead members, so it
+        never will): not taken as what this host knows of the pool, but kept (at most
+        ``MAX_HINTS``) so the pool's successor tries a takeover (``_apply_view``), which
+        reads and fully checks the pool's record; a hint with no record behind it is dropped
+        (``_take_over``)."""
+        from sdmesh.pools.generations import is_generation
+        from sdmesh.pools.records import LIVE_STATES
+
+        generation, state = body.get("generation"), body.get("state")
+        if not is_generation(generation) or state not in LIVE_STATES or pool in self.known:
+            return
+        assert isinstance(generation, int)
+        held = self._hints.get(pool)
+        if held is not None and held.generation >= generation:
+            return
+        if held is None and len(self._hints) >= MAX_HINTS:
+            self._hints.pop(next(iter(self._hints)))
+        self._hints[pool] = KnownPool(
+            str(body.get("digest", "")),
+            str(state),
+            str(body.get("shepherd", "")),
+            time.monotonic(),
+            generation,
+        )
+        self._view_changed()
 
     def retry_parked(self) -> None:
         """Hear again the rumors kept aside whose writer is now known."""

@@ -61,6 +61,7 @@ class PoolService(
         await self._recover()
         self.node.listeners.append(lambda _event: self._view_changed())
         self.node.listeners.append(lambda _event: self.retry_parked())  # writers now known
+        self.node.listeners.append(lambda _event: self.forget_stale_admissions())
         self.node.rumor_listeners.append(self._on_rumor)
         for rumor in self.node.core.rumors():
             self._on_rumor(rumor)

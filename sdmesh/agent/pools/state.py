@@ -160,7 +160,11 @@ class PoolState:
         self.envelope_check: Callable[[bytes, str, str], str | None] | None = None
         #: Rumors whose writer is not known here yet, per (topic, key) (RecordSeals).
         self._parked: dict[tuple[str, str], Any] = {}
-        self._admitted: dict[tuple[str, str, bytes], bool] = {}
+        #: Verdicts of the membership core's rumor check, per rumor and writer certificate.
+        self._admitted: dict[tuple[str, str, bytes, str, bytes], Any] = {}
+        #: Pools heard of only from rumors whose writer is unknown here (dead before this
+        #: agent saw it): not trusted state, a reason to try a (fully checked) takeover.
+        self._hints: dict[str, KnownPool] = {}
         #: Takeovers under way, one per pool at most (view events come in bursts), and per
         #: pool the retry a takeover without a usable record waits for, and how many it had.
         self._takeovers: dict[str, asyncio.Task[None]] = {}
