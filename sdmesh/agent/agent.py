@@ -37,6 +37,7 @@ from sdmesh.agent.identity import (
     keyring_reload,
     open_identity,
     refuse_loose_key_file,
+    reseal_on_renewal,
     summary,
 )
 from sdmesh.agent.keyring_admin import InstructionError, KeyringAdmin, KeyringInstruction
@@ -392,6 +393,10 @@ class Agent:
                 pools.envelope_check = envelope_checker(self.trust, time.time)
             # DHT replicas and lookups keep only records the pool service would take.
             dht.set_admission(pool_admission(pools.record_taken))
+            # A certificate renewed by a reload: the records shepherded here sealed again.
+            self.reloader.register(
+                "records", reseal_on_renewal(self.identity, pools.reseal_records)
+            )
         await pools.start()
         stack.push_async_callback(pools.close)
         self.pools = pools

@@ -191,6 +191,23 @@ def identity_reload(
     return reload
 
 
+def reseal_on_renewal(checker: IdentityChecker, reseal: Callable[[], None]) -> ReloadFunction:
+    """A reload part, registered after ``identity_reload``: when the host's certificate
+    changed (a renewal picked up by SIGHUP), store again the records of the pools shepherded
+    here, sealed under the new one (``PoolService.reseal_records``), rather than wait up to
+    ``ANNOUNCE_PERIOD`` while their proofs rest on the old certificate."""
+    sealed_under = [checker.certificate.encode()]
+
+    def reload() -> list[str]:
+        current = checker.certificate.encode()
+        if current != sealed_under[0]:
+            sealed_under[0] = current
+            reseal()
+        return []
+
+    return reload
+
+
 def refuse_loose_key_file(path: str | os.PathLike[str] | None) -> None:
     """KeyringError when the cluster key file may be read or written by group or others, is
     a symbolic link, or belongs to another user than root or this one."""

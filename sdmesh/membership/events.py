@@ -89,8 +89,9 @@ class ForceLeave:
 class Publish:
     """Publish a rumor: the core stamps it with its Lamport clock and our name, stores it,
     reports ``RumorLearned`` and gossips it. ``handle`` raises ``ValueError`` (a
-    ``MalformedMessage``) for a topic over 32 bytes, a key over 128, a payload over 512, or
-    fields of the wrong type, before changing any state."""
+    ``MalformedMessage``) for a topic over 32 bytes, a key over 128, a payload over
+    ``MAX_RUMOR_PAYLOAD_BYTES`` (640, sdmesh.membership.messages), or fields of the wrong
+    type, before changing any state."""
 
     topic: str
     key: str

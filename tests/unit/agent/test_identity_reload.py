@@ -249,3 +249,18 @@ def test_a_renewed_certificate_is_announced_at_once_on_reload(tmp_path: Path) ->
     assert reload() == []
     assert checker.certificate.serial == 2
     assert [type(e) for e in fed] == [MetaUpdated, Revoke]
+
+
+def test_records_are_sealed_again_when_a_reload_renews_the_certificate() -> None:
+    """A renewal picked up by SIGHUP: the records shepherded here are stored again under the
+    new certificate at once, not at the next announce period (4 h)."""
+    from sdmesh.agent.identity import reseal_on_renewal
+
+    identity = checker("a", 1)
+    resealed: list[int] = []
+    reload = reseal_on_renewal(identity, lambda: resealed.append(identity.certificate.serial))
+    assert reload() == [] and resealed == []  # nothing changed
+    renewed = checker("a", 2)
+    identity.replace(renewed.ca, OperatorKey.generate("a"), renewed.certificate)
+    assert reload() == [] and resealed == [2]
+    assert reload() == [] and resealed == [2]  # once per renewal
