@@ -132,9 +132,10 @@ class ViewFollower(PoolState):
         if local is not None and (record is None or local.generation > record.generation):
             record = local  # our last save did not reach the DHT (or is newer than its copy)
         if record is None:
-            if pool not in self.known and self._hints.pop(pool, None) is not None:
+            if pool not in self.known:  # only a hint (its writer unknown here), or none
+                self._hints.pop(pool, None)  # and no record behind it: nothing to take over
                 self._takeover_misses.pop(pool, None)
-                return  # only a hint (its writer unknown here), and no record behind it
+                return
             self._retry_take_over(pool, "no record in the DHT yet")
             return
         tomb = self.tombs.get(pool)
