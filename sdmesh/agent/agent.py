@@ -392,7 +392,7 @@ class Agent:
             if self.trust is not None:
                 pools.envelope_check = envelope_checker(self.trust, time.time)
             # DHT replicas and lookups keep only records the pool service would take.
-            dht.set_admission(pool_admission(pools.record_taken))
+            dht.set_admission(pool_admission(pools.record_kept))
             # A certificate renewed by a reload: the records shepherded here sealed again.
             self.reloader.register(
                 "records", reseal_on_renewal(self.identity, pools.reseal_records)

@@ -16,7 +16,7 @@ from sdmesh.agent.pools.common import TOPIC_POOL, TOPIC_TOMB, KnownPool
 from sdmesh.agent.pools.view import MembershipView
 from sdmesh.pools import authz
 from sdmesh.pools import record_seal as seal
-from sdmesh.pools.records import PoolRecord
+from sdmesh.pools.records import LIVE_STATES, PoolRecord, RecordFormatError
 from sdmesh.trust.identity import SIGNATURE_BYTES
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,42 @@ class RecordSeals(MembershipView):
             return True
         self.refusals.refuse(authz.RECORD, refusal)
         return False
+
+    def record_kept(self, record: PoolRecord) -> bool:
+        """The DHT admission with identities (what replicas keep, and every copy a lookup
+        reads: sdmesh.pools.record_admission): ``record_taken``, and never a submission
+        record by another member in place of the live record of a pool's shepherd held here.
+        A genuine submission follows an ended record or none (operations.submit checks); one
+        above a live record replays a public envelope, and would leave the next shepherd with
+        nothing placed (every VM rebuilt). Refusals counted (``record``)."""
+        if not self.record_taken(record):
+            return False
+        if self.check_signed is None or not seal.is_foreign_submission(record):
+            return True
+        held = self._held_record(record.pool)
+        if (
+            held is None
+            or held.generation >= record.generation
+            or held.state not in LIVE_STATES
+            or seal.is_foreign_submission(held)
+        ):
+            return True
+        self.refusals.refuse(
+            authz.RECORD,
+            f"pool {record.pool}: a submission record by {record.writer} above the live "
+            f"record of its shepherd {held.shepherd}",
+        )
+        return False
+
+    def _held_record(self, pool: str) -> PoolRecord | None:
+        """The pool's record as this node's DHT share holds it (one-part values only)."""
+        found = self.dht.local_record(f"pool/{pool}")
+        if found is None or found.value[:1] != b"\x00":
+            return None
+        try:
+            return PoolRecord.decode(found.value[1:])
+        except RecordFormatError:
+            return None
 
     def wall_clock(self) -> float:
         """Unix seconds: a submission record's envelope is judged against it."""

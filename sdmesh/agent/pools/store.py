@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sdmesh.agent.pools.common import PoolError
 from sdmesh.agent.pools.state import PoolState
+from sdmesh.pools.record_seal import is_foreign_submission
 from sdmesh.pools.records import (
     CHUNK_BYTES,
     PoolRecord,
@@ -121,7 +122,10 @@ class PoolStore(PoolState):
                 if not stored:
                     answered, newest = await self.lookup_record(pool)
                     stored = (
-                        answered and newest is not None and (newest.generation > record.generation)
+                        answered
+                        and newest is not None
+                        and newest.generation > record.generation
+                        and not is_foreign_submission(newest)  # a replayed envelope is none
                     )  # a successor saved a newer one: ours is moot
                 if stored and self._unsaved.get(pool) is record:
                     del self._unsaved[pool]

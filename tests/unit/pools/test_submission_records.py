@@ -112,6 +112,41 @@ def test_resume_goes_on_when_a_member_wrote_a_submission_record_above_the_pool(
     asyncio.run(go())
 
 
+def test_replicas_never_replace_a_live_pools_record_with_a_submission_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the envelope's hour, a member's submission record at a higher DHT version
+    must not replace the shepherd's live record on the replicas (what a takeover reads)."""
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        pool = ours(svc)
+        writer = by_distance(pool, NAMES[:6])[-1]
+        forged = signed(submission(pool, 40, envelope_at(pool, time.time())), writer)
+        held: list[PoolRecord] = []
+        monkeypatch.setattr(
+            svc.dht,
+            "local_record",
+            lambda key: SimpleNamespace(value=b"\x00" + held[0].encode()) if held else None,
+        )
+        assert svc.record_kept(forged)  # nothing held: a new pool's submission
+        for state in ("terminated", "failed"):  # an ended pool's name, submitted again
+            held[:] = [signed(PoolRecord(pool, DIGEST, 5, "h0", state), "h0")]
+            assert svc.record_kept(forged)
+        held[:] = [signed(submission(pool, 39, envelope_at(pool, time.time())), writer)]
+        assert svc.record_kept(forged)  # one submission record above another
+        for live in (running(pool, "h0", 5), PoolRecord(pool, DIGEST, 5, "h0")):
+            held[:] = [signed(live, "h0")]
+            assert not svc.record_kept(forged)
+        assert svc.refusals.counts[authz.RECORD] == 2
+        assert svc.record_kept(signed(running(pool, "h0", 40), "h0"))  # its shepherd's own
+        svc.check_signed = None  # without identities: as before
+        assert svc.record_kept(forged)
+        await svc.close()
+
+    asyncio.run(go())
+
+
 def test_an_old_envelope_in_a_submission_record_is_refused_by_readers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,6 +244,32 @@ def test_a_shepherd_announces_the_pool_when_it_starts_with_identities(tmp_path: 
         assert said and said[0]["writer"] == "h0" and said[0]["shepherd"] == "h0"
         assert (said[0]["state"], said[0]["generation"]) == ("deploying", 4)
         svc._stop_shepherding(pool)
+        await svc.close()
+
+    asyncio.run(go())
+
+
+def test_a_save_is_not_dropped_as_moot_for_a_members_submission_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdmesh.agent.pools import store
+
+    from .test_pool_takeover_tasks import fake_dht, until
+
+    monkeypatch.setattr(store, "retry_delay", lambda attempt: 0.01)
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        pool = ours(svc)
+        writer = by_distance(pool, NAMES[:6])[-1]
+        fake_dht(svc).replicas = 0  # every replica holds a newer version
+        assert not await svc.write_record(running(pool, "h0", 5))
+        put(svc, signed(submission(pool, 40, envelope_at(pool, time.time())), writer))
+        await asyncio.sleep(0.1)
+        assert pool in svc._unsaved  # not moot: nobody took the pool over
+        successor = by_distance(pool, NAMES[:6])[1]
+        put(svc, signed(running(pool, successor, 40), successor))
+        await until(lambda: pool not in svc._unsaved)  # a successor's record: moot now
         await svc.close()
 
     asyncio.run(go())
