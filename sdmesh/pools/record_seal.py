@@ -11,8 +11,10 @@ signature never passes for a rumor's, nor either for a membership claim or an op
 signature (other domains).
 
 A rumor is taken only with a valid signature from its writer, a certified member this host
-knows (a tombstone must name its writer as ``by``); a pool rumor in any state but
-``deploying`` only from the shepherd it names, entitled as for records.
+knows, that published it itself (its ``origin``: the signature covers neither origin nor
+Lamport time, so a rumor republished by another is a replay); a tombstone must name its
+writer as ``by``; a pool rumor in any state but ``deploying`` only from the shepherd it
+names, entitled as for records, and only such a rumor lifts a tombstone (``from_shepherd``).
 
 A record is **entitled** when its writer
 
