@@ -251,7 +251,8 @@ class RecordSeals(MembershipView):
             time.monotonic(),
             generation,
         )
-        self._view_changed()
+        if self._periodic is not None:  # started (else start() looks at the view)
+            self._view_changed()
 
     def retry_parked(self) -> None:
         """Hear again the rumors kept aside whose writer is now known."""

@@ -65,6 +65,8 @@ class PoolService(
         self.node.rumor_listeners.append(self._on_rumor)
         for rumor in self.node.core.rumors():
             self._on_rumor(rumor)
+        if self._hints:  # pools heard of before start from writers unknown here
+            self._view_changed()
         self._periodic = self._loop.create_task(self._periodic_work())
         self._inventory_soon()  # what the host found in libvirt, told to the shepherds now
 
