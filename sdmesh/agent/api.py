@@ -291,12 +291,12 @@ def authorize_termination(request: web.Request, pool: str, newest: int, given: o
     assert trust is not None
     try:
         result = api_termination(given, pool, newest, trust, time.time())
+        if isinstance(result, Refusal):
+            agent.events.publish(refusal_event(result, pool, "", agent.config.name))
+            raise web.HTTPForbidden(text=f"pool {pool}: {result.message}")
+        problem = termination_refusal(signed_generation(result), newest)
     except TerminationFormatError as error:
         raise web.HTTPBadRequest(text=str(error)) from None
-    if isinstance(result, Refusal):
-        agent.events.publish(refusal_event(result, pool, "", agent.config.name))
-        raise web.HTTPForbidden(text=f"pool {pool}: {result.message}")
-    problem = termination_refusal(signed_generation(result), newest)
     if problem is not None:  # what every host would refuse: a name poisoned for good
         raise web.HTTPBadRequest(text=f"pool {pool}: {problem}")
     return result
