@@ -7,6 +7,7 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from sdmesh.agent.pools import PoolError
 from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.language import resolve_text
+from sdmesh.pools import host as hc
+from sdmesh.pools import shepherd as sc
 from sdmesh.pools.ownership import by_distance
-from sdmesh.pools.records import PoolSpec
+from sdmesh.pools.records import PoolRecord, PoolSpec
 from sdmesh.pools.submission import build_spec
 from sdmesh.trust.keys import OperatorKey
 from sdmesh.trust.termination import SLACK
@@ -131,5 +134,115 @@ def test_an_unreachable_shepherd_is_a_202_that_says_so(tmp_path: Path) -> None:
         assert svc.tombs[pool].generation == 3 + SLACK
         answer = await svc.terminate(pool, signed(pool, 3 + SLACK), 3)  # {"ok": True}
         assert "detail" not in answer
+
+    asyncio.run(go())
+
+
+# ----------------------------------------------------- no replay after the slack
+def test_an_ended_pools_record_covers_its_tombstone(tmp_path: Path) -> None:
+    """The shepherd saves the ended pool's record at the tombstone's generation (n + SLACK),
+    not the run's (n); a live record keeps the run's."""
+
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        run = ShepherdRun(StubRun(3))  # type: ignore[arg-type]
+        svc._heard_tomb("web", 3 + SLACK)
+        states = [("running", 3), ("terminating", 3), ("terminated", 19), ("failed", 19)]
+        for state, saved in states:
+            record = PoolRecord("web", "d" * 64, 3, "h0", state)
+            svc._shepherd_action("web", run, sc.SaveRecord(record))
+            assert run.save is not None and run.save.generation == saved, state
+            assert run.save.state == state
+        svc.tombs.clear()  # none: the record stays as it is
+        record = PoolRecord("web", "d" * 64, 3, "h0", "failed")
+        svc._shepherd_action("web", run, sc.SaveRecord(record))
+        assert run.save is not None and run.save.generation == 3
+
+    asyncio.run(go())
+
+
+def test_a_resubmission_starts_above_the_forgotten_tombstone_and_a_replay_ends_nothing(
+    tmp_path: Path,
+) -> None:
+    """Terminated at G = 3 + SLACK; every agent forgot the tombstone (pruned after a day, or
+    restarted); the name is submitted again: it starts above G, and the old (public)
+    signature replayed as a tombstone changes nothing, here or at the new shepherd."""
+
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        pool = remote_pool(svc)
+        G = 3 + SLACK
+        tomb = signed(pool, G)
+        await svc.terminate(pool, tomb, 3)
+        run = ShepherdRun(StubRun(3))  # type: ignore[arg-type]
+        svc._shepherd_action(
+            pool, run, sc.SaveRecord(PoolRecord(pool, "d" * 64, 3, "h1", "terminated"))
+        )
+        assert run.save is not None
+        await svc.write_record(run.save)  # what the shepherd leaves in the DHT
+        svc.known[pool] = svc.known[pool].__class__("d", "terminated", "h1", 0.0, 3)
+        assert svc.prune(time.monotonic() + 10**6) == [pool]  # every trace forgotten
+        client(svc).requests.clear()
+        spec = a_spec(pool)
+        await svc.submit(spec, signed(pool, 0))
+        [order] = [r for r in client(svc).requests if r["rpc"] == "submit"]
+        assert order["generation"] == G + 1
+        assert svc.known[pool].generation == G + 1
+        # The old tombstone, replayed: refused by no check (it is a real signature), applied
+        # to nothing.
+        svc._on_rumor(rumor("tomb", pool, {"by": "h1", "gen": G, "sig": tomb}))
+        assert pool not in svc.tombs
+        assert svc.known[pool].state == "deploying"
+
+    asyncio.run(go())
+
+
+def test_a_replayed_tombstone_below_a_new_pool_ends_nothing_at_its_shepherd(
+    tmp_path: Path,
+) -> None:
+    """A shepherd that never heard of the resubmission's rumor (restarted) keeps the replayed
+    tombstone, but neither its run above it nor the host's leaves at the new generation
+    end."""
+
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        G = 3 + SLACK
+        fed: list[object] = []
+        svc._feed = lambda pool, event: fed.append(event)
+        svc.known.clear()
+        svc.host.handle(hc.Recovered("new", "sfConfig:vm", "sfConfig:vm", G + 1, "h0", 1, 256))
+        svc.shepherding["new"] = ShepherdRun(StubRun(G + 1))
+        svc._on_rumor(rumor("tomb", "new", {"by": "h1", "gen": G, "sig": signed("new", G)}))
+        assert svc.tombs["new"].generation == G  # nothing here says it is older
+        assert fed == []  # the run at G + 1 is not ended
+        svc._host_feed(hc.PoolTerminated("new", G))  # the tear-down, after the grace
+        assert svc.host.inventory("new") == {"sfConfig:vm": G + 1}
+
+    asyncio.run(go())
+
+
+def test_a_new_pool_is_ended_at_once_only_by_a_tombstone_that_covers_it(tmp_path: Path) -> None:
+    """``_shepherd`` ends a pool it starts when a tombstone is known: for a submission (no
+    record taken over), only one that covers its generation."""
+
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        spec = a_spec("web")
+        ended: list[str] = []
+        feed = svc._feed
+
+        def watch(pool: str, event: object) -> None:
+            if isinstance(event, sc.TerminateRequested):
+                ended.append(pool)
+            feed(pool, event)
+
+        svc._feed = watch
+        svc._heard_tomb("web", 19)
+        await svc._shepherd(spec, 20, None)
+        assert ended == []
+        svc._stop_shepherding("web")
+        await svc._shepherd(spec, 19, None)
+        assert ended == ["web"]
+        await svc.close()
 
     asyncio.run(go())
