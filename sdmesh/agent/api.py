@@ -245,6 +245,22 @@ async def pool_status(request: web.Request) -> web.Response:
         raise _failed(error) from None
 
 
+async def termination_floor(request: web.Request) -> web.Response:
+    """``GET /v1/pools/{pool}/termination``: the newest generation of the pool this agent
+    knows (record, gossip, tombstones, its own runs: the floor ``DELETE`` checks a signature
+    against) and the generation ``sdmesh terminate --key`` signs (``floor + SLACK``, capped).
+    A 404 only where ``DELETE`` would be one too."""
+    from sdmesh.agent.pools import PoolError
+    from sdmesh.trust.termination import signed_up_to
+
+    pool = request.match_info["pool"]
+    try:
+        floor = await _pools(request).termination_floor(pool)
+    except PoolError as error:
+        raise _failed(error) from None
+    return web.json_response({"pool": pool, "floor": floor, "sign_up_to": signed_up_to(floor)})
+
+
 async def terminate(request: web.Request) -> web.Response:
     """``DELETE /v1/pools/{pool}``, optionally with ``{"signature": text}`` (``sdmesh
     terminate --key``): with a trust store, the termination needs an operator signature
@@ -291,12 +307,12 @@ def authorize_termination(request: web.Request, pool: str, newest: int, given: o
     assert trust is not None
     try:
         result = api_termination(given, pool, newest, trust, time.time())
+        if isinstance(result, Refusal):
+            agent.events.publish(refusal_event(result, pool, "", agent.config.name))
+            raise web.HTTPForbidden(text=f"pool {pool}: {result.message}")
+        problem = termination_refusal(signed_generation(result), newest)
     except TerminationFormatError as error:
         raise web.HTTPBadRequest(text=str(error)) from None
-    if isinstance(result, Refusal):
-        agent.events.publish(refusal_event(result, pool, "", agent.config.name))
-        raise web.HTTPForbidden(text=f"pool {pool}: {result.message}")
-    problem = termination_refusal(signed_generation(result), newest)
     if problem is not None:  # what every host would refuse: a name poisoned for good
         raise web.HTTPBadRequest(text=f"pool {pool}: {problem}")
     return result
@@ -335,6 +351,7 @@ def build_app(agent: AgentView) -> web.Application:
     app.router.add_get("/v1/pools", list_pools)
     app.router.add_get("/v1/pools/{pool}", pool_status)
     app.router.add_delete("/v1/pools/{pool}", terminate)
+    app.router.add_get("/v1/pools/{pool}/termination", termination_floor)
     dashboard.add_routes(app, resolve_submission, authorize_submission)  # page, templates
     api_observe.add_routes(app)  # /v1/events and /metrics
     from sdmesh.agent import api_keyring  # keys, revocations, reload (track h12-identity)

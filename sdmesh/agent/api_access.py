@@ -55,6 +55,7 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role] = {
     ("GET", "/v1/templates/{name}"): Role.READ,
     ("POST", "/v1/pools"): Role.OPERATE,
     ("DELETE", "/v1/pools/{pool}"): Role.OPERATE,
+    ("GET", "/v1/pools/{pool}/termination"): Role.OPERATE,  # what terminate --key signs
     ("POST", "/v1/templates/{name}"): Role.OPERATE,
     ("POST", "/v1/leave"): Role.ADMIN,
     ("POST", "/v1/peers/{name}/force-leave"): Role.ADMIN,

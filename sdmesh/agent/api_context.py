@@ -67,6 +67,7 @@ def failed(error: Exception) -> web.HTTPException:
     """A ``PoolError`` as the HTTP answer its ``status`` asks for (400 by default)."""
     status = getattr(error, "status", 400)
     kinds: dict[int, type[web.HTTPException]] = {
+        403: web.HTTPForbidden,  # e.g. a termination the pool's shepherd refused
         404: web.HTTPNotFound,
         409: web.HTTPConflict,
         503: web.HTTPServiceUnavailable,  # leaving, or no majority of the mesh: ask another

@@ -207,13 +207,15 @@ def terminate(pool: str, wait: bool, as_json: bool, key_file: str | None, agent:
     if key is not None:
         from sdmesh.trust.termination import termination_text
 
-        # Up to the generation the agent knows, plus room for takeovers meanwhile.
-        found = call_or_exit(agent, "GET", pool_path(pool))
-        generation = found.get("generation") if isinstance(found, dict) else None
-        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        # Up to the floor the agent checks the signature against (the newest generation it
+        # knows of the pool, from its record, gossip or tombstones), plus room for takeovers
+        # and unit moves meanwhile.
+        found = call_or_exit(agent, "GET", pool_path(pool) + "/termination")
+        floor = found.get("floor") if isinstance(found, dict) else None
+        if not isinstance(floor, int) or isinstance(floor, bool) or floor < 0:
             click.echo(f"sdmesh: error: the agent gave no generation for pool {pool}", err=True)
             sys.exit(EXIT_FAILURE)
-        body = {"signature": termination_text(key, pool, generation, time.time())}
+        body = {"signature": termination_text(key, pool, floor, time.time())}
     answer = call_or_exit(agent, "DELETE", pool_path(pool), body)
     if as_json and not wait:
         click.echo(json.dumps(answer))

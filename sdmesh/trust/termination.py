@@ -134,10 +134,16 @@ def sign_termination(key: OperatorKey, pool: str, generation: int, now: float) -
     ).encode()
 
 
+def signed_up_to(known: int) -> int:
+    """The generation a termination signs when the signer knows generation ``known``:
+    ``known + SLACK``, at most the largest generation (a signature above it is malformed)."""
+    return min(known + SLACK, _MAX_GENERATION)
+
+
 def termination_text(key: OperatorKey, pool: str, known: int, now: float) -> str:
     """What ``sdmesh terminate --key`` sends: ``key``'s signature ending ``pool`` up to the
     generation it was told (``known``) plus :data:`SLACK`, as the API's base64 text."""
-    signed = sign_termination(key, pool, known + SLACK, now)
+    signed = sign_termination(key, pool, signed_up_to(known), now)
     return base64.b64encode(signed).decode()
 
 
@@ -208,7 +214,10 @@ def api_termination(
     knows is ``newest``: the signature to publish, or the Refusal to answer with 403
     (counted). ``given``: the request's ``signature`` text (None: unsigned). An unsigned
     request, from a caller the API already authorized (``operate``), is signed with the
-    agent's own key up to ``newest + SLACK`` when it has one, and refused otherwise;
+    agent's own key up to ``newest + SLACK`` (at most the largest generation) when it has
+    one, and refused otherwise; either signature is checked against this host's trust store
+    (the agent's key may have been revoked or demoted since it was configured: then it ends
+    nothing here, as it would end nothing on a host that trusts the same operators).
     TerminationFormatError (a 400) for text that is no signature."""
     if given is None:
         if trust.signer is None:
@@ -219,8 +228,9 @@ def api_termination(
             )
             trust.refusals.count(unsigned)
             return unsigned
-        return sign_termination(trust.signer, pool, newest + SLACK, now)
-    data = TerminationSignature.from_text(given).encode()
+        data = sign_termination(trust.signer, pool, signed_up_to(newest), now)
+    else:
+        data = TerminationSignature.from_text(given).encode()
     refusal = check_termination(data, pool, newest, trust.store)
     if refusal is not None:
         trust.refusals.count(refusal)

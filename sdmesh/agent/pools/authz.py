@@ -109,14 +109,16 @@ class MeshAuthz(MembershipView):
         return self.refusals.refuse(*refusal) if refusal is not None else None
 
     def terminate_refusal(
-        self, pool: str, generation: object, signature: object = b""
+        self, pool: str, generation: object, signature: object = b"", newest: int = 0
     ) -> str | None:
         """Why a termination of ``pool`` up to ``generation`` from the mesh (an RPC, a
-        tombstone) is refused, or None. Counted. Never more than ``TERMINATE_STEP`` above the
-        newest generation this host knows (sdmesh.pools.generations); with a trust store,
-        deny by default: only with an operator's signature for this pool covering
-        ``generation`` (sdmesh.trust.termination), whatever the generation."""
-        problem = termination_refusal(generation, self.newest_generation(pool))
+        tombstone) or this agent's API is refused, or None. Counted. Never more than
+        ``TERMINATE_STEP`` above the newest generation this host knows (or ``newest``, the
+        API's floor, which includes the pool's record: sdmesh.pools.generations); with a
+        trust store, deny by default: only with an operator's signature for this pool
+        covering ``generation`` (sdmesh.trust.termination), whatever the generation."""
+        known = max(newest, self.newest_generation(pool))
+        problem = termination_refusal(generation, known)
         check = self.termination_check
         if problem is None and check is not None:
             assert isinstance(generation, int)  # termination_refusal checked it

@@ -221,13 +221,19 @@ class PoolOperations(PoolState):
     async def terminate(
         self, pool: str, signature: bytes = b"", newest: int | None = None
     ) -> dict[str, object]:
-        """Publish the termination record and ask the shepherd; idempotent.
+        """Ask the shepherd, then publish the termination record; idempotent.
 
         ``signature``: the operator's termination signature the API checked (or made for the
         caller it authorized: sdmesh.trust.termination.api_termination); the tombstone then
         ends the pool up to the generation it signs, and carries it as is. Without one (an
         agent with no trust store), up to the newest generation known (``newest``, else
-        looked up), which the shepherd raises to its own."""
+        looked up), which the shepherd raises to its own.
+
+        PoolError 403 for what this host would refuse from the mesh (its trust store is read
+        again: a key revoked meanwhile) or what the shepherd refuses, 409 when the shepherd
+        runs a generation above the signed one (nothing ended: sign again); an unreachable
+        shepherd is no error (the tombstone reaches it as gossip), the answer's ``detail``
+        says so."""
         if newest is None:
             newest = await self.termination_floor(pool)
         _check_pool_id(pool)
@@ -239,30 +245,63 @@ class PoolOperations(PoolState):
                 generation = signed_generation(signature)
             except TerminationFormatError as error:
                 raise PoolError(str(error)) from None
-        self._terminate_here(pool, generation, signature)
+        if self.termination_check is not None:
+            refused = self.terminate_refusal(pool, generation, signature, newest)
+            if refused is not None:
+                raise PoolError(refused, 403)
         shepherd = self.shepherd_for(pool)
+        answer: dict[str, object] = {
+            "pool": pool,
+            "state": "terminating",
+            "shepherd": shepherd or "",
+        }
         if shepherd and shepherd != self.name:
-            addr = self._address(shepherd)
-            if addr is not None:
-                with contextlib.suppress(StreamError, OSError):
-                    await self.client.request(
-                        addr,
-                        {
-                            "rpc": "terminate",
-                            "pool": pool,
-                            "generation": generation,
-                            "signature": signature,
-                        },
-                        timeout=RPC_TIMEOUT,
-                    )
-        return {"pool": pool, "state": "terminating", "shepherd": shepherd or ""}
+            detail = await self._ask_to_terminate(shepherd, pool, generation, signature)
+            if detail:
+                answer["detail"] = detail
+        not_ended = self._terminate_here(pool, generation, signature)
+        if not_ended is not None:
+            raise PoolError(not_ended, 409)
+        return answer
 
-    def _terminate_here(self, pool: str, generation: int, signature: bytes = b"") -> None:
+    async def _ask_to_terminate(
+        self, shepherd: str, pool: str, generation: int, signature: bytes
+    ) -> str:
+        """The ``terminate`` RPC to ``pool``'s shepherd: "" when it took it, a note when it
+        could not be asked; PoolError (403, or 409 for a run above ``generation``) with its
+        reason when it refused."""
+        addr = self._address(shepherd)
+        reply: object = None
+        if addr is not None:
+            with contextlib.suppress(StreamError, OSError):
+                reply = await self.client.request(
+                    addr,
+                    {
+                        "rpc": "terminate",
+                        "pool": pool,
+                        "generation": generation,
+                        "signature": signature,
+                    },
+                    timeout=RPC_TIMEOUT,
+                )
+        if isinstance(reply, dict) and reply.get("ok") is True:
+            return ""
+        if isinstance(reply, dict) and reply.get("ok") is False:
+            status = 409 if reply.get("conflict") is True else 403
+            why = mesh_text(reply.get("error"))
+            raise PoolError(f"pool {pool}: its shepherd {shepherd} refused: {why}", status)
+        return (
+            f"its shepherd {shepherd} did not answer: the termination reaches it as gossip "
+            "(follow it with sdmesh terminate --wait or sdmesh status)"
+        )
+
+    def _terminate_here(self, pool: str, generation: int, signature: bytes = b"") -> str | None:
         """Publish (and apply) the pool's tombstone, carrying the operator's ``signature``
         as received. Unsigned (no trust store), as its shepherd, over the generation it runs
         at, which a takeover may have raised past what the requester knew; signed, at the
         generation signed (which leaves room for takeovers: sdmesh.trust.termination.SLACK),
-        and a run above it is not ended (the signature does not cover it)."""
+        and a run above it is not ended (the signature does not cover it): then why (the
+        API's and the RPC's 409), else None."""
         run = self.shepherding.get(pool)
         if run is not None and not signature:
             generation = max(generation, run.core.generation)
@@ -277,6 +316,21 @@ class PoolOperations(PoolState):
             from sdmesh.pools import shepherd as sc
 
             self._feed(pool, sc.TerminateRequested("terminated on request"))
+        if run is not None and not covered:
+            return (
+                f"pool {pool}: its shepherd {self.name} runs generation {run.core.generation}, "
+                f"above the {generation} this termination covers (taken over or moved since): "
+                "nothing ended; sign and send it again"
+            )
+        return None
+
+
+def mesh_text(value: object, most: int = 300) -> str:
+    """A reason another member sent, fit for an answer and a log line: printable, bounded
+    (a member is not trusted to send either)."""
+    if not isinstance(value, str) or not value.isprintable():
+        return "no reason given"
+    return value if len(value) <= most else value[:most] + "..."
 
 
 def _check_pool_id(pool: str) -> None:

@@ -186,7 +186,9 @@ class PoolService(
                 # laundering); without a trust store, none (nothing checks it).
                 if self.termination_check is None or not isinstance(signature, bytes):
                     signature = b""
-                self._terminate_here(pool, int(wanted), signature)
+                not_ended = self._terminate_here(pool, int(wanted), signature)
+                if not_ended is not None:  # a run above what was signed: the caller's 409
+                    return {"ok": False, "error": not_ended, "conflict": True}
                 return {"ok": True}
         except (RecordFormatError, KeyError, TypeError, ValueError) as error:
             log.warning("malformed %s request: %s", kind, error)

@@ -5,6 +5,7 @@ resume around a lost majority, and the events it emits."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -76,7 +77,10 @@ class ShepherdDriver(PoolState):
             )
         self._feed(spec.pool, sc.MembersChanged(offers, self.away_hosts()))
         self._feed(spec.pool, sc.Begin(vouched or {}))
-        if spec.pool in self.tombs:
+        tomb = self.tombs.get(spec.pool)
+        # A new pool (no record taken over) is ended only by a tombstone that covers it: an
+        # older one belongs to the name's earlier pool (a resubmission starts above it).
+        if tomb is not None and (old is not None or tomb.covers(generation)):
             self._feed(spec.pool, sc.TerminateRequested("terminated on request"))
 
     def _stop_shepherding(self, pool: str) -> None:
@@ -139,7 +143,7 @@ class ShepherdDriver(PoolState):
         from sdmesh.pools import shepherd as sc
 
         if isinstance(action, sc.SaveRecord):
-            run.save = action.record
+            run.save = self._ended_through(pool, action.record)
         elif isinstance(action, sc.SendOrder):
             run.orders[action.host].append(action.order)
         elif isinstance(action, sc.SetTimer):
@@ -195,6 +199,20 @@ class ShepherdDriver(PoolState):
             self._spawn(self._reclaim(pool, run, action.host))
         elif isinstance(action, sc.CancelReclaim) and self.lease is not None:
             self.lease.cancel_reclaim(action.host)
+
+    def _ended_through(self, pool: str, record: PoolRecord) -> PoolRecord:
+        """An ended pool's record, raised to the generation of the tombstone that ended it
+        when that is higher (a signed one ends up to the signed generation, newest + SLACK:
+        sdmesh.trust.termination). A resubmission of the name starts above its record's
+        generation (operations.submit), so above that tombstone even once every agent has
+        forgotten it (after POOL_RETENTION, or restarted): the tombstone's public signature,
+        replayed, never covers the new pool. A live record keeps the run's generation."""
+        tomb = self.tombs.get(pool)
+        if record.state not in ("terminated", "failed") or tomb is None:
+            return record
+        if tomb.generation <= record.generation:
+            return record
+        return dataclasses.replace(record, generation=tomb.generation)
 
     async def _reclaim(self, pool: str, run: ShepherdRun, host: str) -> None:
         """Wait until ``host``'s lease has surely ended (a majority of voters says so: it

@@ -211,7 +211,7 @@ class PoolState:
         return body
 
     def terminate_refusal(
-        self, pool: str, generation: object, signature: object = b""
+        self, pool: str, generation: object, signature: object = b"", newest: int = 0
     ) -> str | None:
         raise NotImplementedError
 

@@ -178,3 +178,99 @@ async def test_a_read_token_cannot_terminate_even_with_an_operators_signature(
     answer = await signing.delete("/v1/pools/web", json={"signature": text}, headers=reader)
     assert answer.status == 403 and "operate" in await answer.text()
     assert not tombs(signing)
+
+
+# ------------------------------------------------------------ after a cold review
+@pytest.mark.parametrize(
+    ("store", "reason"),
+    [
+        (TrustStore({}, frozenset({AGENT_KEY.public.key_id})), "revoked-key"),
+        (
+            TrustStore({AGENT_KEY.public.key_id: TrustedOperator(AGENT_KEY.public, Role.READ)}),
+            "role-not-granted",
+        ),
+        (TrustStore({}), "unknown-key"),
+    ],
+)
+async def test_the_agents_own_signature_is_checked_against_its_trust_store(
+    signing: Client, store: TrustStore, reason: str
+) -> None:
+    """The api-signing-key revoked, demoted or no longer trusted: the agent's own signature
+    ends nothing (it would end nothing on a host trusting the same operators), and the
+    refusal is a 403, an event and a count, as for a signature the caller sends."""
+    trust = signing.agent.trust  # type: ignore[attr-defined]
+    signing.agent.trust = HostTrust(trust.operators_dir, store, AGENT_KEY)  # type: ignore[attr-defined]
+    answer = await delete(signing)
+    assert answer.status == 403, await answer.text()
+    [event] = refused_events(signing)
+    assert event["reason"] == reason and event["pool"] == "web"
+    assert counts(signing)[reason] == 1
+    assert not tombs(signing)
+
+
+async def test_near_the_largest_generation_the_agent_signs_at_most_it(signing: Client) -> None:
+    """newest + SLACK above 2^31-1 made a signature nothing accepts (an HTTP 500 once)."""
+    from sdmesh.pools.generations import MAX_GENERATION
+    from sdmesh.pools.records import PoolRecord
+
+    pools = signing.agent.pools  # type: ignore[attr-defined]
+    await pools.write_record(PoolRecord("web", "d" * 64, MAX_GENERATION - 3, "h1", "running"))
+    floor = await signing.get("/v1/pools/web/termination", headers=signing.admin)  # type: ignore[attr-defined]
+    assert await floor.json() == {
+        "pool": "web",
+        "floor": MAX_GENERATION - 3,
+        "sign_up_to": MAX_GENERATION,
+    }
+    answer = await delete(signing)
+    assert answer.status == 202, await answer.text()
+    [tomb] = tombs(signing)
+    assert tomb["gen"] == MAX_GENERATION
+    assert TerminationSignature.decode(tomb["sig"]).generation == MAX_GENERATION
+
+
+async def test_the_termination_floor_is_what_delete_checks_against(signing: Client) -> None:
+    """GET /v1/pools/P/termination: the floor (here the tombstone of an earlier termination
+    from the dashboard, 3 + SLACK, above the pool's status) and what to sign; a 404 only
+    where DELETE is one too; operate, like DELETE."""
+    admin = signing.admin  # type: ignore[attr-defined]
+    assert (await delete(signing)).status == 202  # the dashboard's: up to 3 + SLACK
+    floor = await (await signing.get("/v1/pools/web/termination", headers=admin)).json()
+    assert floor == {"pool": "web", "floor": 3 + SLACK, "sign_up_to": 3 + 2 * SLACK}
+    text = termination_text(ALICE, "web", floor["floor"], 1000.0)
+    assert (await delete(signing, {"signature": text})).status == 202
+    stale = termination_text(ALICE, "web", 3, 1000.0)  # signed from the status: too low
+    assert (await delete(signing, {"signature": stale})).status == 403
+    assert (await signing.get("/v1/pools/nowhere/termination", headers=admin)).status == 404
+    assert (await signing.get("/v1/pools/%3A/termination", headers=admin)).status == 400
+    made = await signing.post("/v1/tokens", json={"name": "viewer", "role": "read"}, headers=admin)
+    reader = bearer(str((await made.json())["token"]))
+    assert (await signing.get("/v1/pools/web/termination", headers=reader)).status == 403
+
+
+async def test_the_shepherds_answer_is_the_callers(unsigning: Client) -> None:
+    """A refusal by the pool's shepherd (its own trust store, or a run above the signed
+    generation) reaches the caller as a 403 or a 409 with the reason, not a 202 that ends
+    nothing; an unreachable shepherd is a 202 saying the tombstone travels as gossip."""
+    from sdmesh.pools.ownership import by_distance
+
+    pools = unsigning.agent.pools  # type: ignore[attr-defined]
+    pool = next(p for p in (f"db{i}" for i in range(100)) if pools.shepherd_for(p) != "h0")
+    shepherd = by_distance(pool, ["h0", "h1", "h2"])[0]
+    pools._on_rumor(rumor("pool", pool, {"digest": "d", "state": "running", "generation": 3}))
+    text = termination_text(ALICE, pool, 3, 1000.0)
+    pools.client.replies = [
+        {"ok": False, "error": "key x is not trusted here"},
+        {"ok": False, "error": "it runs generation 40", "conflict": True},
+        OSError("unreachable"),
+    ]
+    for status, said in [
+        (403, f"its shepherd {shepherd} refused: key x is not trusted here"),
+        (409, f"its shepherd {shepherd} refused: it runs generation 40"),
+    ]:
+        answer = await delete(unsigning, {"signature": text}, pool)
+        assert answer.status == status and said in await answer.text()
+        assert not tombs(unsigning)
+    answer = await delete(unsigning, {"signature": text}, pool)
+    assert answer.status == 202
+    assert "reaches it as gossip" in (await answer.json())["detail"]
+    assert [tomb["gen"] for tomb in tombs(unsigning)] == [3 + SLACK]

@@ -151,8 +151,10 @@ def test_submit_without_a_key_sends_no_signature_and_a_loose_key_is_refused(tmp_
 
 
 def test_terminate_signs_up_to_the_pools_generation_plus_the_slack(tmp_path: Path) -> None:
-    """``sdmesh terminate --key``: the generation asked of the agent first, then the
-    signature in the DELETE body, which a host trusting the key accepts; no key, no body."""
+    """``sdmesh terminate --key``: the floor the agent checks against asked first (GET
+    /v1/pools/P/termination, not the pool's status: a stale run there, or a 404 while the
+    agent knows the pool from gossip), then the signature in the DELETE body, which a host
+    trusting the key accepts; no key, no body."""
     from sdmesh.trust.termination import SLACK, TerminationSignature, termination_refusal
 
     from .fake_agent import pool_status
@@ -162,7 +164,11 @@ def test_terminate_signs_up_to_the_pools_generation_plus_the_slack(tmp_path: Pat
     store = tmp_path / "operators.d"
     run("operator", "trust", str(keys / "oliver.pub"), "--role", "operate", "--dir", str(store))
     routes = {
-        ("GET", "/v1/pools/web"): lambda _: (200, pool_status("web", "running", generation=7)),
+        ("GET", "/v1/pools/web"): lambda _: (200, pool_status("web", "running", generation=2)),
+        ("GET", "/v1/pools/web/termination"): lambda _: (
+            200,
+            {"pool": "web", "floor": 7, "sign_up_to": 7 + SLACK},
+        ),
         ("DELETE", "/v1/pools/web"): lambda _: (202, {"pool": "web", "state": "terminating"}),
     }
     with FakeAgent(routes) as agent:  # type: ignore[arg-type]
@@ -179,5 +185,10 @@ def test_terminate_signs_up_to_the_pools_generation_plus_the_slack(tmp_path: Pat
         (keys / "oliver.key").rename(tmp_path / "elsewhere.key")  # no key: unsigned
         assert run("terminate", "web", "--agent", agent.url).exit_code == 0
         assert agent.requests == [("DELETE", "/v1/pools/web", None)]
+        (tmp_path / "elsewhere.key").rename(keys / "oliver.key")
+        agent.requests.clear()
+        unknown = run("terminate", "nowhere", "--key", key, "--agent", agent.url)
+        assert unknown.exit_code != 0  # where DELETE would be a 404 too: nothing sent
+        assert [method for method, _, _ in agent.requests] == ["GET"]
     help_text = run("terminate", "--help").output
     assert "--key" in help_text and "operate" in help_text

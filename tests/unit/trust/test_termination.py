@@ -120,3 +120,38 @@ def test_the_api_checks_a_given_signature_against_the_newest_generation(tmp_path
     for junk in ("not base64!", 7, "QUJD", "x" * 2000):
         with pytest.raises(TerminationFormatError):
             api_termination(junk, "web", 5, trust, 100.0)
+
+
+def test_the_agents_own_signature_is_checked_too(tmp_path: Path) -> None:
+    """Review: an api-signing-key revoked or demoted since it was configured ends nothing
+    (refused and counted), as a signature the caller sends would not."""
+    from sdmesh.trust.authorize import Refusal
+    from sdmesh.trust.host import HostTrust
+    from sdmesh.trust.termination import api_termination
+
+    for trusted, reason in [
+        (store(revoked=frozenset({ALICE.public.key_id})), "revoked-key"),
+        (store(Role.READ), "role-not-granted"),
+        (TrustStore({}), "unknown-key"),
+    ]:
+        trust = HostTrust(tmp_path, trusted, ALICE)
+        refused = api_termination(None, "web", 5, trust, 100.0)
+        assert isinstance(refused, Refusal) and refused.reason == reason
+        assert trust.refusals.counts[reason] == 1
+
+
+def test_signatures_stop_at_the_largest_generation(tmp_path: Path) -> None:
+    from sdmesh.trust.termination import (
+        SLACK,
+        api_termination,
+        signed_generation,
+        signed_up_to,
+        termination_text,
+    )
+
+    top = 2**31 - 1
+    assert signed_up_to(5) == 5 + SLACK and signed_up_to(top - 3) == signed_up_to(top) == top
+    made = api_termination(None, "web", top - 3, _host(tmp_path, ALICE), 100.0)
+    assert isinstance(made, bytes) and signed_generation(made) == top
+    text = termination_text(ALICE, "web", top, 100.0)
+    assert TerminationSignature.from_text(text).generation == top
