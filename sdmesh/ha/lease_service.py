@@ -144,7 +144,7 @@ class LeaseService:
             return True
         if self._armed is None or not self.may_run():
             return False
-        return self._guard.arm(*self._armed, self._fenceable())
+        return self._guard.arm_confirmed(*self._armed, self._fenceable())
 
     async def reclaim(self, holder: str) -> None:
         """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""
