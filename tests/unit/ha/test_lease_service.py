@@ -279,3 +279,35 @@ def test_a_restarting_agent_keeps_the_guard_armed_with_what_its_predecessor_arme
     assert agent._fenceable() == frozenset()
     agent._inherit(frozenset({("web", "sfConfig:vm")}))
     assert agent._fenceable() == {("web", "sfConfig:vm")}
+
+
+async def test_a_host_back_from_a_cut_starts_nothing_new_while_old_orders_may_arrive(
+    tmp_path: Path,
+) -> None:
+    """After losing a lease it held, a host that holds one again takes on no new fenceable
+    VM for ``order_flight``: an order sent before the cut, for a VM rebuilt elsewhere since,
+    may still arrive (docs/ha.md). At start-up there is no such wait."""
+    mesh = Mesh()
+    for name in sorted(NAMES):
+        (tmp_path / name).mkdir()
+        mesh.services[name] = LeaseService(
+            name, mesh.rpc_for(name), tmp_path / name, timing=FAST, order_flight=0.8
+        )
+    a = mesh.services["a"]
+    try:
+        for service in mesh.services.values():
+            service.start(alive(NAMES), None)
+        await asyncio.sleep(0.6)
+        assert a.may_run() and a.may_start()  # a first lease: nothing was in flight
+        mesh.cut.add("a")
+        await asyncio.wait_for(mesh.services["c"].reclaim("a"), 10)
+        mesh.cut.clear()
+        async with asyncio.timeout(5):
+            while not a.may_run():
+                await asyncio.sleep(0.02)
+        assert not a.may_start()
+        await asyncio.sleep(0.9)
+        assert a.may_run() and a.may_start()
+    finally:
+        for service in mesh.services.values():
+            await service.close()
