@@ -74,9 +74,13 @@ async def start_lease(
         log.debug("isolation response due (%s): pools stop their restartable VMs", reason)
         on_isolated(reason)
 
+    from sdmesh.agent.pools.common import RPC_TIMEOUT
+
+    # Orders travel at most RPC_TIMEOUT: the shepherd then aborts the connection, dropping
+    # what its kernel had not delivered (sdmesh.transport.stream).
     lease = LeaseService(
         config.name, rpc, config.state_dir, timing=timing, guard=guard,
-        fenceable=fenceable, on_isolated=lost,
+        fenceable=fenceable, on_isolated=lost, order_flight=RPC_TIMEOUT,
     )  # fmt: skip
     # Voters: the saved set plus the view (a restart is no mesh of one), shrunk only by leaves.
     lease.start(node.core.members(), inherited, peers_configured=bool(config.peers))

@@ -1,7 +1,10 @@
 """The agent's side of the fence guard: arm it with each lease, disarm it on a planned stop.
 
-Sends never block and never raise: a guard that is not installed (or not running) costs a
-warning once, and the agent's own fencing still applies while it lives.
+Sends never raise: a guard that is not installed (or not running) costs a warning once, and
+the agent's own fencing still applies while it lives. The arms of lease renewals are sent
+and forgotten; the arm before a fenceable VM starts (``arm_confirmed``) waits, at most
+``CONFIRM_TIMEOUT``, for the guard to say it holds it: a datagram the guard dropped (a wrong
+uid, a full queue, a decode failure) must not let a VM start that nothing would fence.
 """
 
 from __future__ import annotations
@@ -10,13 +13,26 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from sdmesh.ha.guard import Fenceable
-from sdmesh.ha.guard_wire import MAX_DATAGRAM, STATUS, encode_arm, encode_disarm
+from sdmesh.ha.guard_wire import (
+    MAX_DATAGRAM,
+    STATUS,
+    encode_arm,
+    encode_disarm,
+    is_armed_answer,
+)
 
 log = logging.getLogger(__name__)
+
+#: Seconds to wait for the guard's answer to an arm before a start. The guard is a local
+#: process answering in well under a millisecond; a guard this slow is treated as absent
+#: (the start is refused, and tried again by the shepherd), which costs at most this much
+#: of the event loop's time.
+CONFIRM_TIMEOUT = 0.25
 
 
 class GuardClient:
@@ -29,6 +45,33 @@ class GuardClient:
     def arm(self, fence_at: float, until: float, fenceable: Fenceable) -> bool:
         """Fence ``fenceable`` at ``fence_at`` (CLOCK_BOOTTIME) unless armed again first."""
         return self._send(encode_arm(fence_at, until, fenceable))
+
+    def arm_confirmed(
+        self, fence_at: float, until: float, fenceable: Fenceable, timeout: float = CONFIRM_TIMEOUT
+    ) -> bool:
+        """``arm``, then whether the guard answered that it holds this arm within
+        ``timeout`` seconds."""
+        data = encode_arm(fence_at, until, fenceable)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind("")  # autobind: an abstract address the answer can come back to
+            sock.settimeout(timeout)
+            try:
+                sock.sendto(data, self.path)
+                deadline = time.monotonic() + timeout
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
+                    if is_armed_answer(sock.recv(MAX_DATAGRAM), fence_at, len(fenceable)):
+                        self._warned = False
+                        return True
+            except OSError as error:  # socket.timeout is one
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "fence guard at %s did not confirm an arm (%s): fenceable VMs do not start",
+                        self.path,
+                        error.strerror or "no answer",
+                    )
+        return False
 
     def disarm(self, reason: str) -> bool:
         return self._send(encode_disarm(reason))

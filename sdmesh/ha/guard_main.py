@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sdmesh.ha import guard as gc
-from sdmesh.ha.guard_wire import MAX_DATAGRAM, GuardMessageError, boottime, decode
+from sdmesh.ha.guard_wire import MAX_DATAGRAM, GuardMessageError, boottime, decode, encode_armed
 
 log = logging.getLogger("sdmesh.fence-guard")
 
@@ -159,6 +159,10 @@ class Guard:
                 self._answer(sender)
             elif not isinstance(message, str):
                 self.feed(message)
+                if isinstance(message, gc.Arm) and sender:  # the agent waits for this
+                    with contextlib.suppress(OSError):
+                        answer = encode_armed(message.fence_at, len(message.fenceable))
+                        self.sock.sendto(answer, sender)
 
     def _answer(self, sender: Any) -> None:
         if not sender:

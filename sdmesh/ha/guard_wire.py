@@ -2,8 +2,11 @@
 
 One JSON object per datagram: ``{"op": "arm", "fence_at": T, "until": U, "fenceable":
 [[pool, path], ...]}``, ``{"op": "disarm", "reason": "..."}`` or ``{"op": "status"}`` (the
-answer goes back to the sender's bound address). Times are ``CLOCK_BOOTTIME`` seconds: the
-agent and the guard share the host's clock, and it keeps counting through a suspend.
+answer goes back to the sender's bound address). An arm from a bound address is answered
+``{"op": "armed", "fence_at": T, "count": N}`` once the guard holds it: the agent waits for
+that before it starts a fenceable VM (a datagram sent is not a datagram taken). Times are
+``CLOCK_BOOTTIME`` seconds: the agent and the guard share the host's clock, and it keeps
+counting through a suspend.
 """
 
 from __future__ import annotations
@@ -39,6 +42,25 @@ def encode_disarm(reason: str) -> bytes:
 
 
 STATUS = json.dumps({"op": "status"}).encode()
+
+
+def encode_armed(fence_at: float, count: int) -> bytes:
+    """The guard's answer to an arm it took."""
+    return json.dumps({"op": "armed", "fence_at": fence_at, "count": count}).encode()
+
+
+def is_armed_answer(data: bytes, fence_at: float, count: int) -> bool:
+    """Whether ``data`` is the guard's answer to the arm ``(fence_at, count)``."""
+    try:
+        answer = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(answer, dict)
+        and answer.get("op") == "armed"
+        and answer.get("fence_at") == fence_at
+        and answer.get("count") == count
+    )
 
 
 def decode(data: bytes) -> Arm | Disarm | str:

@@ -69,7 +69,13 @@ class LeaseService:
         fenceable: Callable[[], Fenceable] = frozenset,
         on_isolated: Callable[[str], None] = lambda reason: None,
         clock: Callable[[], float] = boottime,
+        order_flight: float = 0.0,
     ) -> None:
+        """``order_flight``: the longest an order may travel before it reaches this host (the
+        shepherd's RPC timeout; past it the sender aborts the connection and its data). After
+        a lease this host held ran out, it takes on no new fenceable VM for that long once it
+        holds a lease again: an order sent before the cut could still arrive, for a VM the
+        mesh has rebuilt elsewhere since."""
         self.name = name
         self.timing = timing or LeaseTiming()
         self.core = ls.LeaseCore(
@@ -85,6 +91,9 @@ class LeaseService:
         self._voters: VoterSet | None = None
         self.inherited_fence_at: float | None = None
         """The previous agent's guard deadline (this clock): all that covers its VMs."""
+        self._order_flight = order_flight
+        self._lost_held_lease = False
+        self._orders_settled_at: float | None = None
         self.lapses = 0
         """How many times the lease ran out: an operation that began under one count and
         ends under another must not leave a fenceable VM running (it began before a fence)."""
@@ -135,6 +144,15 @@ class LeaseService:
         """Consult before starting, and while keeping, a fenceable VM."""
         return self.core.may_run(self._clock())
 
+    def may_start(self) -> bool:
+        """Consult before taking on or starting a fenceable VM: ``may_run``, and not within
+        ``order_flight`` of regaining a lease this host lost (an order from before the cut
+        could be for a VM rebuilt elsewhere)."""
+        settled = self._orders_settled_at
+        if settled is not None and self._clock() >= settled:
+            self._orders_settled_at = settled = None
+        return self.may_run() and settled is None
+
     def rearm(self) -> bool:
         """Tell the guard the fenceable set changed (call *before* starting such a VM).
         False when a guard is configured and was not armed (unreachable, or no lease of
@@ -144,7 +162,7 @@ class LeaseService:
             return True
         if self._armed is None or not self.may_run():
             return False
-        return self._guard.arm(*self._armed, self._fenceable())
+        return self._guard.arm_confirmed(*self._armed, self._fenceable())
 
     async def reclaim(self, holder: str) -> None:
         """Returns once ``holder``'s lease has surely ended: its VMs may be rebuilt."""
@@ -245,7 +263,15 @@ class LeaseService:
                 delay, self._feed, ls.TimerFired(action.name)
             )
         elif isinstance(action, ls.LeaseValid):
-            if self._armed is None:
+            if self._armed is None and self._lost_held_lease and self._order_flight > 0:
+                self._lost_held_lease = False
+                self._orders_settled_at = self._clock() + self._order_flight
+                log.info(
+                    "lease held again: new restartable VMs start in %.0f s (orders sent before "
+                    "the cut may still arrive)",
+                    self._order_flight,
+                )
+            elif self._armed is None:
                 log.info("lease held: restartable VMs may run on this host")
             self._armed = (action.fence_at, action.until)
             if self._guard is not None:
@@ -253,6 +279,7 @@ class LeaseService:
         elif isinstance(action, ls.Isolated):
             level = logging.WARNING if self._armed is not None else logging.DEBUG
             log.log(level, "lease lost: %s; applying the isolation response", action.reason)
+            self._lost_held_lease = self._lost_held_lease or self._armed is not None
             self._armed = None
             self.lapses += 1
             self._on_isolated(action.reason)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -327,18 +328,22 @@ class StreamClient:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError as exc:
             raise StreamError(f"cannot connect to {_show(addr)}: {exc}") from exc
+        answered = False
         try:
             if hello:
                 write_frame(writer, hello)
             write_frame(writer, frame)
             await writer.drain()
             reply = await read_frame(reader, self._codec.max_frame)
+            answered = True
         except FrameTooLarge as exc:
             self.counters.count(DropReason.OVERSIZE)
             raise StreamError(f"response from {_show(addr)} too large: {exc}") from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise StreamError(f"connection to {_show(addr)} failed: {exc!r}") from exc
         finally:
+            if not answered:
+                _discard_unsent(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -362,3 +367,15 @@ class StreamClient:
 def _show(addr: tuple[str, int]) -> str:
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _discard_unsent(writer: asyncio.StreamWriter) -> None:
+    """Make closing a request that got no answer (a timeout, a cancel, an error) reset the
+    connection and drop what the kernel has not delivered yet: otherwise it keeps sending
+    it after we gave up, and a peer cut off for a while could act on a request long after
+    its sender moved on (an order for a VM rebuilt elsewhere since: docs/ha.md)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # close() would first flush asyncio's own buffer

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Why a host without a lease takes on no new fenceable unit (the shepherd's warning).
 NO_LEASE = "no lease: cut off from the mesh's majority"
+#: Why a host that just regained its lease after losing it takes on no new fenceable unit
+#: for a few seconds: an order sent before the cut may still arrive (LeaseService.may_start).
+JUST_BACK = "lease just regained after a cut: no new restartable VM for a few seconds"
 #: Why a host whose fence guard did not take the arm starts no fenceable VM: were the agent
 #: to die, nothing would stop it before the mesh rebuilt it elsewhere.
 NO_GUARD = "the fence guard was not armed: no restartable VM starts on this host"
@@ -74,20 +77,21 @@ class Fencing(PoolState):
         return frozenset(pairs)
 
     def lease_veto(self, order: Order) -> str | None:
-        """The ``admission_guards`` entry: no new fenceable unit without a lease."""
-        if self.lease is None or self.lease.may_run():
+        """The ``admission_guards`` entry: no new fenceable unit without a lease (nor just
+        after regaining one: ``LeaseService.may_start``)."""
+        if self.lease is None or self.lease.may_start():
             return None
         if self.unit_fenceable(order.pool, order.unit) is False:
             return None
-        return NO_LEASE
+        return JUST_BACK if self.lease.may_run() else NO_LEASE
 
     def start_refusal(self, pool: str, unit: str) -> str | None:
         """Consulted just before a VM starts: why it may not (no lease), else None. Under a
         lease, the fence guard is told first that this VM is fenceable."""
         if self.lease is None or self.unit_fenceable(pool, unit) is False:
             return None
-        if not self.lease.may_run():
-            return NO_LEASE
+        if not self.lease.may_start():
+            return JUST_BACK if self.lease.may_run() else NO_LEASE
         if not self.lease.rearm():
             return NO_GUARD
         return None

@@ -190,3 +190,31 @@ async def test_requests_are_bound_to_their_recipient() -> None:
         to_b = StreamClient(SECURITY, identity="a")
         to_b.peers.introduce(srv.local_address, "b")
         assert (await to_b.request(srv.local_address, "order", timeout=2))["echo"] == "order"
+
+
+async def test_a_request_given_up_on_is_not_delivered_later() -> None:
+    """A request that timed out must not reach its server afterwards: the client resets the
+    connection and its kernel drops what it had not sent yet (an order to a host cut off for
+    a while would otherwise still arrive when the cut heals: docs/ha.md)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer that lags
+    listener.bind(LOCAL)
+    listener.listen()
+    listener.settimeout(5)
+    big = os.urandom(8 * 1024 * 1024)  # far more than the buffers between the two hold
+    request = asyncio.ensure_future(
+        StreamClient(SECURITY).request(listener.getsockname(), big, timeout=0.5)
+    )
+    await asyncio.sleep(0.2)
+    connection, _ = listener.accept()  # connected, but reading nothing yet
+    with pytest.raises(StreamTimeout):
+        async with asyncio.timeout(10):  # without the reset, closing waits on the lagging peer
+            await request
+    connection.settimeout(5)
+    received = 0
+    with pytest.raises(ConnectionResetError):
+        while chunk := connection.recv(65536):  # the peer catches up: nothing more comes
+            received += len(chunk)
+    assert received < len(big)
+    connection.close()
+    listener.close()

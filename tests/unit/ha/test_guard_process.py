@@ -81,9 +81,12 @@ def running(client: GuardClient) -> set[str]:
 
 def test_agent_stops_renewing_guard_destroys_exactly_the_fenceable(guard: GuardClient) -> None:
     assert running(guard) == set(DOMAINS) - {"not-ours"}
-    for _ in range(5):  # the agent renews: nothing happens
+    for renewal in range(5):  # the agent renews: nothing happens
         now = boottime()
-        assert guard.arm(now + 0.6, now + 1.0, FENCEABLE)
+        if renewal == 2:  # before a start, the agent waits for the guard to confirm the arm
+            assert guard.arm_confirmed(now + 0.6, now + 1.0, FENCEABLE, timeout=2.0)
+        else:
+            assert guard.arm(now + 0.6, now + 1.0, FENCEABLE)
         time.sleep(0.2)
     assert running(guard) == set(DOMAINS) - {"not-ours"}
     # The agent is "killed": no more renewals. The guard fences at the last deadline.

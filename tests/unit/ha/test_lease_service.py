@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sdmesh.ha import lease as ls
 from sdmesh.ha.guard_client import GuardClient
-from sdmesh.ha.guard_wire import boottime
+from sdmesh.ha.guard_wire import boottime, encode_armed
 from sdmesh.ha.lease_service import VOTER_FILE, LeaseService, Rpc, load_voter_state
 from sdmesh.ha.lease_wire import LeaseWireError, decode, encode
 from sdmesh.ha.timing import LeaseTiming
@@ -74,11 +76,41 @@ class Mesh:
         return rpc
 
 
+class FakeGuard:
+    """A guard's socket in a thread: keeps what it is sent, and answers an arm from a bound
+    address as the real guard does (``answer`` False: a guard that drops arms)."""
+
+    def __init__(self, path: Path, answer: bool = True) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.answer = answer
+        self.received: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            message = json.loads(data)
+            self.received.append(message)
+            if self.answer and sender and message["op"] == "arm":
+                reply = encode_armed(message["fence_at"], len(message["fenceable"]))
+                self.sock.sendto(reply, sender)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
 async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
     guard_path = tmp_path / "guard.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(guard_path))
-    listener.setblocking(False)
+    listener = FakeGuard(guard_path)
     mesh = Mesh()
     for name in sorted(NAMES):
         state = tmp_path / name
@@ -97,16 +129,12 @@ async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
             service.start(alive(NAMES), None)
         await asyncio.sleep(0.6)
         assert all(service.may_run() for service in mesh.services.values())
-        arm = json.loads(listener.recv(65536))
+        arm = listener.received[0]
         assert arm["op"] == "arm" and arm["fenceable"] == [["ha", "*"]]
         assert arm["fence_at"] > boottime()
-        while True:  # drain the renewals' arms, then a rearm sends one more now
-            try:
-                listener.recv(65536)
-            except BlockingIOError:
-                break
-        assert mesh.services["a"].rearm()
-        assert json.loads(listener.recv(65536))["op"] == "arm"
+        heard = len(listener.received)
+        assert await asyncio.to_thread(mesh.services["a"].rearm)  # the guard confirmed it
+        assert len(listener.received) > heard and listener.received[-1]["op"] == "arm"
         mesh.isolated.clear()
         lapses = mesh.services["a"].lapses  # one already: no lease at start-up
         mesh.cut.add("a")
@@ -211,6 +239,26 @@ async def test_rearm_says_whether_the_guard_took_it(tmp_path: Path) -> None:
     missing.close()
 
 
+def test_an_arm_the_guard_did_not_confirm_refuses_the_start(tmp_path: Path) -> None:
+    """A datagram sent is not an arm taken: a guard that drops it (a wrong uid, a message it
+    cannot decode) never answers, and the VM must not start (review finding)."""
+    deaf = FakeGuard(tmp_path / "deaf.sock", answer=False)
+    hearing = FakeGuard(tmp_path / "guard.sock")
+    try:
+        fenceable = frozenset({("ha", "*")})
+        fence_at = boottime() + 5
+        assert not GuardClient(deaf.sock.getsockname()).arm_confirmed(
+            fence_at, fence_at + 1, fenceable, timeout=0.2
+        )
+        assert deaf.received and deaf.received[0]["op"] == "arm"  # sent, yet not taken
+        client = GuardClient(hearing.sock.getsockname())
+        assert client.arm_confirmed(fence_at, fence_at + 1, fenceable)
+        client.close()
+    finally:
+        deaf.close()
+        hearing.close()
+
+
 def test_the_test_driver_needs_no_fence_guard() -> None:
     """Its guests are the agent process's own: nothing outlives the agent to fence."""
     from sdmesh.agent.leases import simulated as _simulated
@@ -231,3 +279,35 @@ def test_a_restarting_agent_keeps_the_guard_armed_with_what_its_predecessor_arme
     assert agent._fenceable() == frozenset()
     agent._inherit(frozenset({("web", "sfConfig:vm")}))
     assert agent._fenceable() == {("web", "sfConfig:vm")}
+
+
+async def test_a_host_back_from_a_cut_starts_nothing_new_while_old_orders_may_arrive(
+    tmp_path: Path,
+) -> None:
+    """After losing a lease it held, a host that holds one again takes on no new fenceable
+    VM for ``order_flight``: an order sent before the cut, for a VM rebuilt elsewhere since,
+    may still arrive (docs/ha.md). At start-up there is no such wait."""
+    mesh = Mesh()
+    for name in sorted(NAMES):
+        (tmp_path / name).mkdir()
+        mesh.services[name] = LeaseService(
+            name, mesh.rpc_for(name), tmp_path / name, timing=FAST, order_flight=0.8
+        )
+    a = mesh.services["a"]
+    try:
+        for service in mesh.services.values():
+            service.start(alive(NAMES), None)
+        await asyncio.sleep(0.6)
+        assert a.may_run() and a.may_start()  # a first lease: nothing was in flight
+        mesh.cut.add("a")
+        await asyncio.wait_for(mesh.services["c"].reclaim("a"), 10)
+        mesh.cut.clear()
+        async with asyncio.timeout(5):
+            while not a.may_run():
+                await asyncio.sleep(0.02)
+        assert not a.may_start()
+        await asyncio.sleep(0.9)
+        assert a.may_run() and a.may_start()
+    finally:
+        for service in mesh.services.values():
+            await service.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sdmesh.agent.pools import fencing
-from sdmesh.agent.pools.fencing import NO_GUARD, NO_LEASE
+from sdmesh.agent.pools.fencing import JUST_BACK, NO_GUARD, NO_LEASE
 from sdmesh.agent.pools.state import ShepherdRun
 from sdmesh.language import resolve_text
 from sdmesh.pools import host as hc
@@ -32,6 +32,7 @@ class FakeLease:
 
     def __init__(self) -> None:
         self.valid = True
+        self.just_back = False  # a lease held again after a cut: old orders may arrive
         self.lapses = 0
         self.rearmed = 0
         self.guard_armed = True
@@ -40,6 +41,9 @@ class FakeLease:
 
     def may_run(self) -> bool:
         return self.valid
+
+    def may_start(self) -> bool:
+        return self.valid and not self.just_back
 
     def rearm(self) -> bool:
         self.rearmed += 1
@@ -107,6 +111,9 @@ def test_no_new_restartable_unit_without_a_lease(tmp_path: Path) -> None:
         # Nothing known of the pool yet: it counts as restartable (deny by default).
         assert svc.take_orders([deploy(VM)]) == [["refused", NO_LEASE, 3]]
         lease.valid = True
+        lease.just_back = True  # held again after a cut: orders from before may still arrive
+        assert svc.take_orders([deploy(VM)]) == [["refused", JUST_BACK, 3]]
+        lease.just_back = False
         assert svc.take_orders([deploy(VM)])[0][0] == "accepted"
         await svc.close()
 
