@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from sdmesh.agent.pools.common import LeafOp, PoolError, domain_name
-from sdmesh.agent.pools.fencing import fenceable_units
+from sdmesh.agent.pools.fencing import JUST_BACK, fenceable_units
 from sdmesh.agent.pools.state import HostedPool, PoolState
 from sdmesh.agent.pools.trees import tree_of
 from sdmesh.pools import host as hc
@@ -73,6 +73,11 @@ class HostSide(PoolState):
                 self._spawn(self._remove_by_tags(order.pool, order.path, order.generation))
             if answer is None:
                 out.append(["accepted", "", 0])
+            elif answer.outcome == "refused" and answer.reason == JUST_BACK:
+                # For a few seconds only: the shepherd asks again (backing off) rather than
+                # placing the unit elsewhere for good, which after a mesh-wide cut, every
+                # host being just back, would fail it.
+                out.append(["unreachable", answer.reason, answer.seen])
             else:
                 out.append([answer.outcome, answer.reason, answer.seen])
         return out

@@ -305,23 +305,23 @@ class PoolOperations(PoolState):
         run = self.shepherding.get(pool)
         if run is not None and not signature:
             generation = max(generation, run.core.generation)
+        covered = run is not None and run.core.generation <= generation
+        if run is not None and not covered:  # before anything is applied or published
+            return (
+                f"pool {pool}: its shepherd {self.name} runs generation {run.core.generation}, "
+                f"above the {generation} this termination covers (taken over or moved since): "
+                "nothing ended; sign and send it again"
+            )
         old = self.tombs.get(pool)
         if old is None or old.generation < generation:
             self._heard_tomb(pool, generation)  # before our own rumor comes back
             self._publish(TOPIC_TOMB, pool, self.tomb_body(pool, generation, signature))
         tomb = self.tombs.get(pool)
         ignored = tomb is None or tomb.generation < generation  # a rumor looked newer
-        covered = run is not None and run.core.generation <= generation
         if ignored and covered and pool in self.shepherding:  # asked: end it
             from sdmesh.pools import shepherd as sc
 
             self._feed(pool, sc.TerminateRequested("terminated on request"))
-        if run is not None and not covered:
-            return (
-                f"pool {pool}: its shepherd {self.name} runs generation {run.core.generation}, "
-                f"above the {generation} this termination covers (taken over or moved since): "
-                "nothing ended; sign and send it again"
-            )
         return None
 
 

@@ -431,11 +431,12 @@ def test_a_signed_termination_below_the_shepherds_generation_does_not_end_its_ru
         fed: list[str] = []
         svc._feed = lambda pool, event: fed.append(pool)
         svc.shepherding["web"] = ShepherdRun(StubRun(40))
-        svc._terminate_here("web", 19, signed("web", 19))
-        assert svc.tombs["web"].generation == 19
-        assert fed == []  # the signature does not reach generation 40: the run goes on
-        svc._terminate_here("web", 40, signed("web", 40))
-        assert fed == ["web"]
+        assert svc._terminate_here("web", 19, signed("web", 19)) is not None  # the 409
+        # The signature does not reach generation 40: the run goes on, and nothing is applied
+        # or published (a tombstone at 19 would tear down the leaves nothing touched since).
+        assert "web" not in svc.tombs and tombs_published(svc) == [] and fed == []
+        assert svc._terminate_here("web", 40, signed("web", 40)) is None
+        assert fed == ["web"] and svc.tombs["web"].generation == 40
 
     asyncio.run(go())
 

@@ -112,7 +112,8 @@ def test_no_new_restartable_unit_without_a_lease(tmp_path: Path) -> None:
         assert svc.take_orders([deploy(VM)]) == [["refused", NO_LEASE, 3]]
         lease.valid = True
         lease.just_back = True  # held again after a cut: orders from before may still arrive
-        assert svc.take_orders([deploy(VM)]) == [["refused", JUST_BACK, 3]]
+        # answered as for an unreachable host: the shepherd asks again, not elsewhere
+        assert svc.take_orders([deploy(VM)]) == [["unreachable", JUST_BACK, 3]]
         lease.just_back = False
         assert svc.take_orders([deploy(VM)])[0][0] == "accepted"
         await svc.close()
