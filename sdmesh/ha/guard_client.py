@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 #: (the start is refused, and tried again by the shepherd), which costs at most this much
 #: of the event loop's time.
 CONFIRM_TIMEOUT = 0.25
+#: After a confirmation timed out, seconds during which starts are refused at once rather
+#: than each waiting ``CONFIRM_TIMEOUT`` again on the event loop (a burst of starts on a
+#: hung guard would otherwise delay probe answers and lease renewals).
+DEAF_HOLD = 5.0
 
 
 class GuardClient:
@@ -41,17 +45,23 @@ class GuardClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._warned = False
+        self._deaf_until = 0.0
 
     def arm(self, fence_at: float, until: float, fenceable: Fenceable) -> bool:
         """Fence ``fenceable`` at ``fence_at`` (CLOCK_BOOTTIME) unless armed again first."""
         return self._send(encode_arm(fence_at, until, fenceable))
 
     def arm_confirmed(
-        self, fence_at: float, until: float, fenceable: Fenceable, timeout: float = CONFIRM_TIMEOUT
+        self, fence_at: float, until: float, fenceable: Fenceable, timeout: float | None = None
     ) -> bool:
         """``arm``, then whether the guard answered that it holds this arm within
-        ``timeout`` seconds."""
+        ``timeout`` seconds (False at once for ``DEAF_HOLD`` seconds after one that did
+        not: the arm is still sent)."""
+        timeout = CONFIRM_TIMEOUT if timeout is None else timeout
         data = encode_arm(fence_at, until, fenceable)
+        if time.monotonic() < self._deaf_until:
+            self._send(data)
+            return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind("")  # autobind: an abstract address the answer can come back to
             sock.settimeout(timeout)
@@ -64,6 +74,8 @@ class GuardClient:
                         self._warned = False
                         return True
             except OSError as error:  # socket.timeout is one
+                if isinstance(error, TimeoutError):
+                    self._deaf_until = time.monotonic() + DEAF_HOLD
                 if not self._warned:
                     self._warned = True
                     log.warning(

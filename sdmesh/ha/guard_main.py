@@ -159,7 +159,8 @@ class Guard:
                 self._answer(sender)
             elif not isinstance(message, str):
                 self.feed(message)
-                if isinstance(message, gc.Arm) and sender:  # the agent waits for this
+                armed = self.core.mode is gc.Mode.ARMED  # not while a fence goes on
+                if isinstance(message, gc.Arm) and sender and armed:  # the agent waits for it
                     with contextlib.suppress(OSError):
                         answer = encode_armed(message.fence_at, len(message.fenceable))
                         self.sock.sendto(answer, sender)

@@ -7,12 +7,14 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sdmesh.ha import guard_client
 from sdmesh.ha import lease as ls
 from sdmesh.ha.guard_client import GuardClient
 from sdmesh.ha.guard_wire import boottime, encode_armed
@@ -108,7 +110,10 @@ class FakeGuard:
         self.sock.close()
 
 
-async def test_renew_arm_cut_fence_then_reclaim(tmp_path: Path) -> None:
+async def test_renew_arm_cut_fence_then_reclaim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guard_client, "CONFIRM_TIMEOUT", 2.0)  # a loaded machine's threads
     guard_path = tmp_path / "guard.sock"
     listener = FakeGuard(guard_path)
     mesh = Mesh()
@@ -251,6 +256,12 @@ def test_an_arm_the_guard_did_not_confirm_refuses_the_start(tmp_path: Path) -> N
             fence_at, fence_at + 1, fenceable, timeout=0.2
         )
         assert deaf.received and deaf.received[0]["op"] == "arm"  # sent, yet not taken
+        deaf_client = GuardClient(deaf.sock.getsockname())
+        assert not deaf_client.arm_confirmed(fence_at, fence_at + 1, fenceable, timeout=0.2)
+        started = time.monotonic()  # then refused at once for a while: no wait on the loop
+        assert not deaf_client.arm_confirmed(fence_at, fence_at + 1, fenceable, timeout=0.2)
+        assert time.monotonic() - started < 0.1
+        deaf_client.close()
         client = GuardClient(hearing.sock.getsockname())
         assert client.arm_confirmed(fence_at, fence_at + 1, fenceable)
         client.close()
@@ -291,7 +302,7 @@ async def test_a_host_back_from_a_cut_starts_nothing_new_while_old_orders_may_ar
     for name in sorted(NAMES):
         (tmp_path / name).mkdir()
         mesh.services[name] = LeaseService(
-            name, mesh.rpc_for(name), tmp_path / name, timing=FAST, order_flight=0.8
+            name, mesh.rpc_for(name), tmp_path / name, timing=FAST, order_flight=2.0
         )
     a = mesh.services["a"]
     try:
@@ -306,7 +317,7 @@ async def test_a_host_back_from_a_cut_starts_nothing_new_while_old_orders_may_ar
             while not a.may_run():
                 await asyncio.sleep(0.02)
         assert not a.may_start()
-        await asyncio.sleep(0.9)
+        await asyncio.sleep(2.1)
         assert a.may_run() and a.may_start()
     finally:
         for service in mesh.services.values():
