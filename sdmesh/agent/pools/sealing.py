@@ -149,6 +149,8 @@ class RecordSeals(MembershipView):
         if refusal is None:
             return False
         verdict, message = refusal
+        if verdict == seal.UNKNOWN_WRITER and self._operator_ended(topic, key, body):
+            return False
         if verdict == seal.UNKNOWN_WRITER:
             if len(self._parked) >= MAX_PARKED:
                 self._parked.pop(next(iter(self._parked)))
@@ -204,6 +206,8 @@ class RecordSeals(MembershipView):
             else ("refused", f"a malformed {rumor.topic} rumor about a pool")
         )
         if refusal is not None and refusal[0] == seal.UNKNOWN_WRITER:
+            if isinstance(body, dict) and self._operator_ended(rumor.topic, rumor.key, body):
+                return True  # the operator's signature is what ends a pool
             if rumor.topic == TOPIC_POOL and isinstance(body, dict):
                 self._hint(rumor.key, body)
             return False  # not remembered: admitted once its writer is known
@@ -214,6 +218,19 @@ class RecordSeals(MembershipView):
             reason = authz.TOMBSTONE if rumor.topic == TOPIC_TOMB else authz.RUMOR
             self.refusals.refuse(reason, refusal[1])
         return refusal is None
+
+    def _operator_ended(self, topic: str, pool: str, body: dict[str, Any]) -> bool:
+        """Whether a tombstone from a writer this host knows no certificate of (dead before
+        this agent saw it alive) carries an operator's valid termination signature: that,
+        not the writer, is what ends a pool, and a host that dropped it could take the
+        terminated pool over again from its last record."""
+        check = self.termination_check
+        if topic != TOPIC_TOMB or check is None:
+            return False
+        generation = body.get("gen")
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            return False
+        return check(body.get("sig", b""), pool, generation) is None
 
     def forget_stale_admissions(self) -> None:
         """Forget the verdicts remembered under a certificate that is no longer its writer's

@@ -314,3 +314,37 @@ def test_the_identity_checker_admits_only_rumors_the_pool_service_takes(tmp_path
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_tombstone_from_a_writer_not_known_here_counts_if_an_operator_signed_it(
+    tmp_path: Path,
+) -> None:
+    """The writer of a tombstone may have died before this agent saw it alive (its
+    certificate is then never known here): the operator's termination signature, which is
+    what ends a pool, is enough. Without one, the tombstone waits for its writer."""
+    from sdmesh.trust.keys import OperatorKey
+    from sdmesh.trust.roles import Role
+    from sdmesh.trust.store import TrustedOperator, TrustStore
+    from sdmesh.trust.termination import sign_termination, termination_refusal
+
+    alice = OperatorKey.generate("alice")
+    trusted = TrustStore({alice.public.key_id: TrustedOperator(alice.public, Role.OPERATE)})
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        svc.termination_check = lambda data, pool, gen: termination_refusal(
+            data, pool, gen, trusted
+        )
+        gone = NAMES[7]  # never seen alive here
+        unsigned = sealed_rumor("tomb", "web", {"by": gone, "gen": 3}, gone)
+        assert not svc.admit_rumor(unsigned)
+        svc._on_rumor(unsigned)
+        assert "web" not in svc.tombs
+        signature = sign_termination(alice, "web", 3, 1000.0)
+        operator = sealed_rumor("tomb", "web", {"by": gone, "gen": 3, "sig": signature}, gone)
+        assert svc.admit_rumor(operator)
+        svc._on_rumor(operator)
+        assert svc.tombs["web"].generation == 3
+        await svc.close()
+
+    asyncio.run(go())
