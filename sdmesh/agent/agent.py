@@ -395,7 +395,7 @@ class Agent:
             dht.set_admission(pool_admission(pools.record_kept))
             # A certificate renewed by a reload: the records shepherded here sealed again.
             self.reloader.register(
-                "records", reseal_on_renewal(self.identity, pools.reseal_records)
+                "records", reseal_on_renewal(self.identity, pools.certificate_renewed)
             )
         await pools.start()
         stack.push_async_callback(pools.close)

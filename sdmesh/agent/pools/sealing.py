@@ -126,6 +126,13 @@ class RecordSeals(MembershipView):
             if run.flushing is None or run.flushing.done():
                 run.flushing = self._spawn(self._flush(pool, run))
 
+    def certificate_renewed(self) -> None:
+        """This host's certificate changed (SIGHUP): its records and its pools' rumors are
+        sealed and published again under the new one, so none of them is refused as a
+        forgery until the next ``ANNOUNCE_PERIOD``."""
+        self.reseal_records()
+        self.announce()
+
     def sealed_rumor(self, topic: str, pool: str, body: dict[str, object]) -> dict[str, object]:
         """A pool or tombstone rumor's body with this agent's name and proof (identities on)."""
         prove = self.prove

@@ -360,6 +360,9 @@ class PoolState:
     def sealed_rumor(self, topic: str, pool: str, body: dict[str, object]) -> dict[str, object]:
         raise NotImplementedError
 
+    def announce(self) -> None:
+        raise NotImplementedError
+
     def rumor_refused(self, rumor: Any, body: dict[str, Any]) -> bool:
         raise NotImplementedError
 

@@ -348,3 +348,19 @@ def test_a_tombstone_from_a_writer_not_known_here_counts_if_an_operator_signed_i
         await svc.close()
 
     asyncio.run(go())
+
+
+def test_a_renewed_certificate_seals_records_and_rumors_again(tmp_path: Path) -> None:
+    """After a SIGHUP picked up a new certificate, the pools shepherded here are stored and
+    announced again under it (a rumor under the old one would be refused as a forgery)."""
+    called: list[str] = []
+
+    async def go() -> None:
+        svc = identified(tmp_path)
+        svc.reseal_records = lambda: called.append("records")  # type: ignore[method-assign]
+        svc.announce = lambda: called.append("rumors")  # type: ignore[method-assign]
+        svc.certificate_renewed()
+        assert called == ["records", "rumors"]
+        await svc.close()
+
+    asyncio.run(go())
