@@ -13,7 +13,12 @@ domain XML sdmesh's driver builds for such a VM.
 HA (``--ha``): kill -9 the agent holding the most VMs and time until the pool's status shows
 every VM running again on the survivors.
 
-    .venv/bin/python bench/pool_mesh.py [--agents 20] [--vms 1000] [--ha-agents 10]
+Host identities (``--identities``): the same deploy and terminate again in the same run on a
+mesh whose hosts hold certificates from a cluster CA, so every membership claim, pool record
+and pool or tombstone rumor is signed and checked (docs/security.md); printed next to the
+run without them.
+
+    .venv/bin/python bench/pool_mesh.py [--agents 20] [--vms 1000] [--ha-agents 10] [--identities]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import libvirt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from integration.agent.test_agent_loopback import Mesh
+from integration.agent.test_identity_loopback import IdentityMesh
 
 from sdmesh.hypervisor.event_loop import silence_libvirt_stderr
 from sdmesh.hypervisor.simulated_host import write_simulated_host
@@ -67,13 +73,17 @@ def api(mesh: Mesh, name: str, method: str, path: str, body: object = None) -> o
         return json.loads(response.read())
 
 
-def start_mesh(root: Path, count: int) -> Mesh:
-    mesh = Mesh(root)
+def start_mesh(root: Path, count: int, identities: bool = False) -> Mesh:
+    """``count`` agents; with ``identities``, each enrolled under a fresh cluster CA."""
+    mesh: Mesh = IdentityMesh(root) if identities else Mesh(root)
     names = [f"a{i:02d}" for i in range(count)]
     for i, name in enumerate(names):
         host = root / f"{name}.xml"
         write_simulated_host(host, cpus=CPUS, memory_mib=MEMORY)
         mesh.hypervisors[name] = f"test://{host}"
+        if isinstance(mesh, IdentityMesh):
+            mesh.enrol(name)
+            mesh.env[name] = {"SDMESH_IDENTITY_CA": str(mesh.ca_dir / "ca.pub")}
         mesh.start(name, names[0] if i else None)
     mesh.wait(
         lambda: all(sum(1 for s in mesh.view(n).values() if s == "alive") == count for n in names),
@@ -100,12 +110,12 @@ def pool_state(mesh: Mesh, name: str, pool: str) -> tuple[str, int]:
     return str(status["state"]), running
 
 
-def run_sdmesh(agents: int, vms: int) -> tuple[float, float]:
+def run_sdmesh(agents: int, vms: int, identities: bool = False) -> tuple[float, float]:
     from sdmesh.language import resolve_text
     from sdmesh.pools.submission import request_body
 
     with tempfile.TemporaryDirectory() as tmp:
-        mesh = start_mesh(Path(tmp), agents)
+        mesh = start_mesh(Path(tmp), agents, identities)
         names = list(mesh.ports)
         try:
             body = request_body(resolve_text(pool_text(vms), "bench.sf"), "bench")
@@ -194,6 +204,11 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=1, help="sdmesh runs one after another (all must succeed)"
     )
+    parser.add_argument(
+        "--identities",
+        action="store_true",
+        help="also run the deploy on a mesh with host identities (signed claims and records)",
+    )
     args = parser.parse_args()
     # Hosts run only what a trusted operator signed: the agents trust one bench operator and
     # sign the bench's (unsigned) submissions with its key, as the test suite's agents do.
@@ -232,6 +247,11 @@ def main() -> None:
     print(f"{'submit -> all running':24}{up:>9.2f}s{raw_up:>13.2f}s{up / raw_up:>8.1f}")
     print(f"{'terminate -> all gone':24}{down:>9.2f}s{raw_down:>13.2f}s{down / raw_down:>8.1f}")
     print(f"{'end to end':24}{up + down:>9.2f}s{raw_up + raw_down:>13.2f}s")
+    if args.identities:
+        id_up, id_down = run_sdmesh(args.agents, args.vms, identities=True)
+        print(f"{'with host identities':24}{'identities':>10}{'without':>14}{'ratio':>8}")
+        print(f"{'submit -> all running':24}{id_up:>9.2f}s{up:>13.2f}s{id_up / up:>8.2f}")
+        print(f"{'terminate -> all gone':24}{id_down:>9.2f}s{down:>13.2f}s{id_down / down:>8.2f}")
     if args.ha_agents:
         ha = run_ha(args.ha_agents, args.ha_vms)
         print(
