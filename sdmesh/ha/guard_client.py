@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 #: (the start is refused, and tried again by the shepherd), which costs at most this much
 #: of the event loop's time.
 CONFIRM_TIMEOUT = 0.25
-#: After a confirmation timed out, seconds during which starts are refused at once rather
-#: than each waiting ``CONFIRM_TIMEOUT`` again on the event loop (a burst of starts on a
+#: After two confirmations in a row timed out, seconds during which starts are refused at once
+#: rather than each waiting ``CONFIRM_TIMEOUT`` again on the event loop (a burst of starts on a
 #: hung guard would otherwise delay probe answers and lease renewals).
 DEAF_HOLD = 5.0
 
@@ -46,6 +46,7 @@ class GuardClient:
         self._sock.setblocking(False)
         self._warned = False
         self._deaf_until = 0.0
+        self._timeouts = 0  # confirmations missed in a row
 
     def arm(self, fence_at: float, until: float, fenceable: Fenceable) -> bool:
         """Fence ``fenceable`` at ``fence_at`` (CLOCK_BOOTTIME) unless armed again first."""
@@ -72,10 +73,13 @@ class GuardClient:
                     sock.settimeout(left)
                     if is_armed_answer(sock.recv(MAX_DATAGRAM), fence_at, len(fenceable)):
                         self._warned = False
+                        self._timeouts = 0
                         return True
             except OSError as error:  # socket.timeout is one
                 if isinstance(error, TimeoutError):
-                    self._deaf_until = time.monotonic() + DEAF_HOLD
+                    self._timeouts += 1
+                    if self._timeouts >= 2:  # twice in a row: not a hiccup
+                        self._deaf_until = time.monotonic() + DEAF_HOLD
                 if not self._warned:
                     self._warned = True
                     log.warning(

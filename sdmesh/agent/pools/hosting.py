@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 #: backing off from DESCRIPTOR_RETRY_FIRST to DESCRIPTOR_RETRY_MOST seconds, before the
 #: leaves waiting for it fail (about 20 s in all).
 DESCRIPTOR_ATTEMPTS = 7
+#: The longest a start waits out "lease just regained" (the window is the orders' flight
+#: time, RPC_TIMEOUT: 10 s) before it is reported refused.
+JUST_BACK_WAIT = 12.0
 DESCRIPTOR_RETRY_FIRST = 0.25
 DESCRIPTOR_RETRY_MOST = 4.0
 
@@ -82,6 +85,18 @@ class HostSide(PoolState):
                 out.append([answer.outcome, answer.reason, answer.seen])
         return out
 
+    async def _start_refusal(self, pool: str, unit: str) -> str | None:
+        """``start_refusal``, waited out while it is only "lease just regained" (at most
+        ``JUST_BACK_WAIT``): a refused start is reported as a failure, and the shepherd would
+        try the unit elsewhere and never here again, which after a mesh-wide cut (every
+        host just back) would fail it."""
+        deadline = time.monotonic() + JUST_BACK_WAIT
+        while (refused := self.start_refusal(pool, unit)) == JUST_BACK:
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.5)
+        return refused
+
     def _admission_veto(self, order: Order) -> str | None:
         """The first ``admission_guards`` refusal of a new unit (the host core applies it
         only when the order would admit one): the shepherd places the unit elsewhere."""
@@ -138,7 +153,7 @@ class HostSide(PoolState):
                 unit_path = unit.unit if unit is not None else action.path
                 if component is None:
                     error = f"{action.path} was not deployed on {self.name}"
-                elif (refused := self.start_refusal(action.pool, unit_path)) is not None:
+                elif (refused := await self._start_refusal(action.pool, unit_path)) is not None:
                     error = refused
                 else:
                     guarded = self.unit_fenceable(action.pool, unit_path) is not False

@@ -249,6 +249,14 @@ class PoolOperations(PoolState):
             refused = self.terminate_refusal(pool, generation, signature, newest)
             if refused is not None:
                 raise PoolError(refused, 403)
+        known = self.newest_generation(pool)
+        if signature and known > generation:  # before anything is asked, applied or published
+            raise PoolError(
+                f"pool {pool} is at generation {known} here, above the {generation} this "
+                "termination covers (taken over or moved since): nothing ended; sign and send "
+                "it again",
+                409,
+            )
         shepherd = self.shepherd_for(pool)
         answer: dict[str, object] = {
             "pool": pool,

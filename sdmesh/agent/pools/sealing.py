@@ -237,6 +237,8 @@ class RecordSeals(MembershipView):
         generation = body.get("gen")
         if not isinstance(generation, int) or isinstance(generation, bool):
             return False
+        if generation < self.newest_generation(pool):
+            return False  # an old termination replayed: it must not displace a newer one
         return check(body.get("sig", b""), pool, generation) is None
 
     def forget_stale_admissions(self) -> None:

@@ -258,7 +258,8 @@ def test_an_arm_the_guard_did_not_confirm_refuses_the_start(tmp_path: Path) -> N
         assert deaf.received and deaf.received[0]["op"] == "arm"  # sent, yet not taken
         deaf_client = GuardClient(deaf.sock.getsockname())
         assert not deaf_client.arm_confirmed(fence_at, fence_at + 1, fenceable, timeout=0.2)
-        started = time.monotonic()  # then refused at once for a while: no wait on the loop
+        assert not deaf_client.arm_confirmed(fence_at, fence_at + 1, fenceable, timeout=0.2)
+        started = time.monotonic()  # twice: then refused at once for a while, no wait
         assert not deaf_client.arm_confirmed(fence_at, fence_at + 1, fenceable, timeout=0.2)
         assert time.monotonic() - started < 0.1
         deaf_client.close()

@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from sdmesh.agent import pools as ap
 from sdmesh.pools import authz
 from sdmesh.pools import host as hc
 from sdmesh.pools.generations import (
@@ -597,5 +598,23 @@ def test_an_inventory_with_an_unbounded_generation_is_an_error_not_a_traceback(
                 {"rpc": "inventory", "pool": "web", "host": "h1", "leaves": {"sfConfig:vm": bad}}
             )
             assert isinstance(reply, dict) and "error" in reply, reply
+
+    asyncio.run(go())
+
+
+def test_the_api_refuses_a_termination_below_what_its_host_knows_before_publishing(
+    tmp_path: Path,
+) -> None:
+    """Signed up to 19, while this host knows the pool at 40 (taken over or moved since):
+    a 409 before anything is asked, applied or published (were the shepherd unreachable,
+    the tombstone would tear down only the leaves nothing touched since)."""
+
+    async def go() -> None:
+        svc = signing_service(tmp_path)
+        svc.known["web"] = ap.KnownPool("d", "running", "h1", 0.0, 40)
+        with pytest.raises(ap.PoolError) as refused:
+            await svc.terminate("web", signed("web", 19), 3)
+        assert refused.value.status == 409
+        assert "web" not in svc.tombs and tombs_published(svc) == []
 
     asyncio.run(go())

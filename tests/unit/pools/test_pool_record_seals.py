@@ -345,6 +345,9 @@ def test_a_tombstone_from_a_writer_not_known_here_counts_if_an_operator_signed_i
         assert svc.admit_rumor(operator)
         svc._on_rumor(operator)
         assert svc.tombs["web"].generation == 3
+        older = sign_termination(alice, "web", 2, 900.0)  # an earlier pool's, replayed
+        replay = sealed_rumor("tomb", "web", {"by": gone, "gen": 2, "sig": older}, gone)
+        assert not svc.admit_rumor(replay)  # it must not displace the newer one anywhere
         await svc.close()
 
     asyncio.run(go())
