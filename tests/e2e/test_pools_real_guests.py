@@ -240,6 +240,14 @@ def announced(agent: Agent, names: set[str]) -> bool:
     return names <= placeable
 
 
+def lease_held(agent: Agent) -> bool:
+    """Whether the agent may run restartable VMs yet (a host that just joined refuses them
+    for a second or two, and a pool placed on it then fails)."""
+    health = agent.get("/v1/health")
+    lease = health.get("lease") if isinstance(health, dict) else None
+    return isinstance(health, dict) and (lease is None or bool(lease.get("held")))
+
+
 def test_a_pool_boots_on_two_agents_and_goes_when_the_other_terminates_it(
     two_agents: TwoAgents,
 ) -> None:
@@ -247,6 +255,7 @@ def test_a_pool_boots_on_two_agents_and_goes_when_the_other_terminates_it(
     a, b = mesh.agents["a"], mesh.agents["b"]
     names = {a.name, b.name}
     wait(lambda: announced(a, names) and announced(b, names), 60, "the agents never agreed")
+    wait(lambda: lease_held(a) and lease_held(b), 60, "the agents never held their leases")
     defines = [
         "-D", f"guest.kernel={mesh.image.boot_kernel}",
         "-D", f"guest.initrd={mesh.image.initrd}",

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from sdmesh.agent.pools.common import LeafOp, PoolError, domain_name
-from sdmesh.agent.pools.fencing import JUST_BACK, fenceable_units
+from sdmesh.agent.pools.fencing import fenceable_units
 from sdmesh.agent.pools.state import HostedPool, PoolState
 from sdmesh.agent.pools.trees import tree_of
 from sdmesh.pools import host as hc
@@ -23,9 +23,6 @@ log = logging.getLogger(__name__)
 #: backing off from DESCRIPTOR_RETRY_FIRST to DESCRIPTOR_RETRY_MOST seconds, before the
 #: leaves waiting for it fail (about 20 s in all).
 DESCRIPTOR_ATTEMPTS = 7
-#: The longest a start waits out "lease just regained" (the window is the orders' flight
-#: time, RPC_TIMEOUT: 10 s) before it is reported refused.
-JUST_BACK_WAIT = 12.0
 DESCRIPTOR_RETRY_FIRST = 0.25
 DESCRIPTOR_RETRY_MOST = 4.0
 
@@ -76,26 +73,9 @@ class HostSide(PoolState):
                 self._spawn(self._remove_by_tags(order.pool, order.path, order.generation))
             if answer is None:
                 out.append(["accepted", "", 0])
-            elif answer.outcome == "refused" and answer.reason == JUST_BACK:
-                # For a few seconds only: the shepherd asks again (backing off) rather than
-                # placing the unit elsewhere for good, which after a mesh-wide cut, every
-                # host being just back, would fail it.
-                out.append(["unreachable", answer.reason, answer.seen])
             else:
                 out.append([answer.outcome, answer.reason, answer.seen])
         return out
-
-    async def _start_refusal(self, pool: str, unit: str) -> str | None:
-        """``start_refusal``, waited out while it is only "lease just regained" (at most
-        ``JUST_BACK_WAIT``): a refused start is reported as a failure, and the shepherd would
-        try the unit elsewhere and never here again, which after a mesh-wide cut (every
-        host just back) would fail it."""
-        deadline = time.monotonic() + JUST_BACK_WAIT
-        while (refused := self.start_refusal(pool, unit)) == JUST_BACK:
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.5)
-        return refused
 
     def _admission_veto(self, order: Order) -> str | None:
         """The first ``admission_guards`` refusal of a new unit (the host core applies it
@@ -153,7 +133,7 @@ class HostSide(PoolState):
                 unit_path = unit.unit if unit is not None else action.path
                 if component is None:
                     error = f"{action.path} was not deployed on {self.name}"
-                elif (refused := await self._start_refusal(action.pool, unit_path)) is not None:
+                elif (refused := self.start_refusal(action.pool, unit_path)) is not None:
                     error = refused
                 else:
                     guarded = self.unit_fenceable(action.pool, unit_path) is not False

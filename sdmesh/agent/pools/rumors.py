@@ -117,19 +117,6 @@ class RumorFollower(PoolState):
         if known is not None and tomb.superseded_by(known.state, known.generation):
             log.info("pool %s: a termination older than its resubmission: ignored", pool)
             return False
-        hosted = self.host.pools.get(pool)
-        if hosted is not None and hosted.generation > generation:
-            # Orders above it reached this host: the pool moved on past what was signed (its
-            # shepherd refuses such a termination too). Applied, it would tear down only the
-            # leaves nothing touched since, and leave the rest running.
-            log.warning(
-                "pool %s: a termination up to generation %d, below the %d this host was "
-                "ordered at: ignored (sign it again)",
-                pool,
-                generation,
-                hosted.generation,
-            )
-            return False
         self.tombs[pool] = tomb
         self._tombstone(pool, tomb)
         return True

@@ -112,8 +112,8 @@ def test_no_new_restartable_unit_without_a_lease(tmp_path: Path) -> None:
         assert svc.take_orders([deploy(VM)]) == [["refused", NO_LEASE, 3]]
         lease.valid = True
         lease.just_back = True  # held again after a cut: orders from before may still arrive
-        # answered as for an unreachable host: the shepherd asks again, not elsewhere
-        assert svc.take_orders([deploy(VM)]) == [["unreachable", JUST_BACK, 3]]
+        # refused for now: the shepherd places the unit elsewhere
+        assert svc.take_orders([deploy(VM)]) == [["refused", JUST_BACK, 3]]
         lease.just_back = False
         assert svc.take_orders([deploy(VM)])[0][0] == "accepted"
         await svc.close()
@@ -358,29 +358,6 @@ def test_a_failed_vm_start_destroys_what_it_may_have_left_running(
         monkeypatch.setattr(fencing, "FAILED_START_DESTROY", 0.05)
         svc.driver = FakeDriver(failures=10**6)
         await svc._destroy_failed_start("web", VM)  # returns: bounded
-        await svc.close()
-
-    asyncio.run(go())
-
-
-def test_a_start_waits_out_a_lease_just_regained(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A start refused only because the lease was just regained would be reported failed,
-    and the shepherd would never try the unit on this host again (after a mesh-wide cut,
-    every host is just back): the host waits the window out instead, within a bound."""
-    from sdmesh.agent.pools import hosting
-
-    async def go() -> None:
-        svc, lease = leased(tmp_path)
-        lease.just_back = True
-        asyncio.get_running_loop().call_later(0.3, setattr, lease, "just_back", False)
-        assert await svc._start_refusal("web", VM) is None  # waited, then started
-        lease.just_back = True
-        monkeypatch.setattr(hosting, "JUST_BACK_WAIT", 0.2)
-        assert await svc._start_refusal("web", VM) == JUST_BACK  # bounded
-        lease.valid = False
-        assert await svc._start_refusal("web", VM) == NO_LEASE  # not waited for
         await svc.close()
 
     asyncio.run(go())
