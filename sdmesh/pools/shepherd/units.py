@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import replace
 
 from sdmesh.pools.layout import Layout, Unit
-from sdmesh.pools.placement import NO_SHELL_ANYWHERE, Demand, place, shell_host
+from sdmesh.pools.placement import NO_SHELL_ANYWHERE, Demand, HostOffer, place, shell_host
 from sdmesh.pools.records import Order
 from sdmesh.pools.shepherd.actions import SendOrder
 from sdmesh.pools.shepherd.state import ShepherdState
@@ -89,16 +89,19 @@ class UnitPlacement(ShepherdState):
             exclude = set(self.refused.get(unit_path, set()))
             if keep is None and old is not None:
                 exclude.add(old)
-            if keep is not None and keep in self.offers:
+            hosts = list(offers.values())
+            if keep is not None and keep in offers:
                 exclude.discard(keep)
+                # Its VM has just ended there: what the host last gossiped still counts it.
+                hosts = [_freed(h, unit.demand) if h.name == keep else h for h in hosts]
+            placed = [u.demand for u in self.layout.units.values() if u.path in others]
             demand = _with_preference(unit.demand, keep)
-            plan = place(
-                [u.demand for u in self.layout.units.values() if u.path in others] + [demand],
-                self.offers.values(),
-                exclude=exclude,
-                already=others,
-            )
+            plan = place([*placed, demand], hosts, exclude=exclude, already=others)
             chosen = plan.assignments.get(unit_path)
+            if chosen is None and keep is not None:  # not in place after all: anywhere else
+                exclude.add(keep)
+                plan = place([*placed, unit.demand], hosts, exclude=exclude, already=others)
+                chosen = plan.assignments.get(unit_path)
             if chosen is None:
                 why = plan.unplaced[0].reason if plan.unplaced else "no host"
                 self._warn(unit_path, f"cannot be placed again ({reason}): {why}")
@@ -149,6 +152,13 @@ class UnitPlacement(ShepherdState):
         for leaf in self.leaves.values():
             if leaf.engine_op is not None and leaf.unit not in self.replays:
                 self._send(leaf, leaf.engine_op, leaf.host)
+
+
+def _freed(offer: HostOffer, demand: Demand) -> HostOffer:
+    """``offer`` with the memory of a VM that has just ended there given back (the host's
+    gossiped figure lags: placing the VM again in place must not fail on its own ghost; the
+    host's admission still checks what it really has)."""
+    return replace(offer, memory_free_mib=offer.memory_free_mib + demand.memory_mib)
 
 
 def _with_preference(demand: Demand, host: str | None) -> Demand:

@@ -304,3 +304,22 @@ def test_pool_is_running_only_once_its_vms_are() -> None:
     cluster.run()
     assert core.state == "running"
     assert ("running", 4) in states and all(n == 4 for s, n in states if s == "running")
+
+
+def test_a_vm_restarted_in_place_is_not_refused_by_its_own_ghost_and_else_moves() -> None:
+    """A VM that ended on a host (fenced when its agent came back, say) is placed there
+    again although the host's gossiped free memory still counts it; and when it truly does
+    not fit there any more, it moves to a host where it fits instead of failing the pool
+    (nemesis leave+rejoin: "cannot be placed again: h1 has 0 MiB free")."""
+    from dataclasses import replace
+
+    cluster = Cluster(hosts(4))
+    core = cluster.submit(pool_text(4, restart="always"), "web", "h0")
+    cluster.run()
+    unit, home = next((u, h) for u, h in core.placement.items() if u.endswith(":vm"))
+    core.offers[home] = replace(core.offers[home], memory_free_mib=0)  # still counts it
+    assert core._move(unit, reason="fenced: lease lost", keep=home)
+    assert core.placement[unit] == home
+    core.offers[home] = replace(core.offers[home], memory_free_mib=-4096)  # truly full
+    assert core._move(unit, reason="fenced: lease lost", keep=home)
+    assert core.placement[unit] != home
