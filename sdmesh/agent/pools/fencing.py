@@ -81,9 +81,15 @@ class Fencing(PoolState):
         after regaining one: ``LeaseService.may_start``)."""
         if self.lease is None or self.lease.may_start():
             return None
-        if self.unit_fenceable(order.pool, order.unit) is False:
+        fenceable = self.unit_fenceable(order.pool, order.unit)
+        if fenceable is False:
             return None
-        return JUST_BACK if self.lease.may_run() else NO_LEASE
+        if self.lease.may_run():
+            # Just back: only a unit known to be restartable waits; one of a pool whose
+            # descriptor is not loaded yet is admitted (its deploy starts nothing, and its
+            # start is checked again once the descriptor says whether it is restartable).
+            return JUST_BACK if fenceable else None
+        return NO_LEASE
 
     def start_refusal(self, pool: str, unit: str) -> str | None:
         """Consulted just before a VM starts: why it may not (no lease), else None. Under a
